@@ -1,0 +1,112 @@
+"""Where things live and what one run is: the few settings every stage shares.
+
+Paths come from `--home` / the `TOUCHPOINT_HOME` environment variable (default `./data`).
+A run is fixed by its logical date (`as_of`): nothing dated after the end of that day is used.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+DEFAULT_HOME = "data"
+DEFAULT_COUNTRY = "DE"  # region used to read phone numbers written without a country code
+
+
+def home_from_env(home: str | os.PathLike[str] | None = None) -> Path:
+    """The Touchpoint home: the argument, else $TOUCHPOINT_HOME, else ./data."""
+    return Path(home or os.environ.get("TOUCHPOINT_HOME") or DEFAULT_HOME).resolve()
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The files under one Touchpoint home (see shared/ARCHITECTURE.md)."""
+
+    home: Path
+
+    @property
+    def landing(self) -> Path:
+        return self.home / "landing"
+
+    @property
+    def state(self) -> Path:
+        return self.home / "state"
+
+    @property
+    def work(self) -> Path:
+        return self.home / "work"
+
+    @property
+    def work_db(self) -> Path:
+        """The working warehouse: written by one process at a time, never read by analysts."""
+        return self.work / "warehouse.duckdb"
+
+    @property
+    def published_db(self) -> Path:
+        """The published warehouse analysts and syncs read; replaced atomically after the gates pass."""
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.home / "artifacts"
+
+    @property
+    def demo_sources(self) -> Path:
+        """Default output of `touchpoint generate`: `systems/` (what extraction reads) and `truth/`."""
+        return self.home / "sources"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    def ensure(self) -> Paths:
+        for folder in (self.landing, self.state, self.work, self.artifacts):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """One pipeline run: its logical date, its home and where its extracts come from.
+
+    `extracts_dir` set means bring-your-own extracts (the landing contract); unset means the
+    demo source systems under `<home>/sources/systems`.
+    """
+
+    as_of: date
+    home: Path
+    run_id: str
+    extracts_dir: Path | None = None
+    default_country: str = DEFAULT_COUNTRY
+    paths: Paths = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "paths", Paths(self.home))
+
+    @property
+    def as_of_end(self) -> datetime:
+        """First instant after the as-of day (UTC, naive): everything read is strictly before it."""
+        return datetime.combine(self.as_of + timedelta(days=1), time.min)
+
+    @property
+    def run_artifacts(self) -> Path:
+        return self.paths.artifacts / self.run_id
+
+    @property
+    def source_systems(self) -> Path:
+        return self.paths.demo_sources / "systems"
+
+    def dbt_vars(self) -> dict[str, str]:
+        return {"as_of": self.as_of.isoformat(), "default_country": self.default_country}
+
+    def env(self) -> dict[str, str]:
+        """Environment for subprocesses (dbt) so they see the same home and date."""
+        return {
+            "TOUCHPOINT_HOME": str(self.home),
+            "TOUCHPOINT_WORK_DB": str(self.paths.work_db),
+            "TOUCHPOINT_AS_OF": self.as_of.isoformat(),
+        }
