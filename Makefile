@@ -1,0 +1,34 @@
+# Touchpoint: `make run` runs the whole pipeline once on the embedded default; `make test` runs the suite.
+# Both set up the virtualenv first (Python 3.11, pinned by constraints.txt); nothing else is needed.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CUSTOMERS ?= 10000
+DAYS ?= 730
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/touchpoint generate --if-absent --customers $(CUSTOMERS) --days $(DAYS)
+	$(BIN)/touchpoint run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	cd dbt_project && ../$(BIN)/sqlfluff lint models
+
+clean:
+	rm -rf $(VENV) data .pytest_cache dbt_project/target

@@ -1,0 +1,96 @@
+"""
+### customer_360: the Touchpoint warehouse, once a day
+
+Pulls every source incrementally into landing, loads the raw schema (quarantining bad rows), builds dbt
+staging -> identity -> marts, gates each layer with Great Expectations, writes ML segments / propensity /
+CLV, publishes `<home>/warehouse.duckdb` atomically only when every gate passed, then runs the reverse-ETL
+syncs from the published warehouse.
+
+Each run reads strictly as of its logical date: the last complete UTC day before `data_interval_end`
+(or the `as_of` param). Rerunning a date replaces its outputs; it never appends twice.
+
+Params: `home` (Touchpoint home; default `$TOUCHPOINT_HOME` or `./data`), `extracts` (a folder of
+bring-your-own extracts in the landing contract instead of the demo source systems), `as_of`.
+
+This file only wires stages: the work lives in `touchpoint.pipeline` and the stage packages.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, get_current_context, task, task_group
+
+PUBLISHED_WAREHOUSE = Asset(name="touchpoint_published_warehouse", uri="file:///touchpoint/warehouse.duckdb")
+SOURCES = ("shop", "crm", "web", "email", "pos")
+WAREHOUSE_POOL = "touchpoint_warehouse"  # one slot: one writer of the working DuckDB file at a time
+
+# Transient failures (a source or destination briefly unavailable) are retried with backoff;
+# deterministic ones (SQL error, failed gate) are not: those tasks set retries=0.
+TRANSIENT_RETRIES = {"retries": 2, "retry_delay": timedelta(seconds=30), "retry_exponential_backoff": True}
+
+
+def _ctx():
+    from touchpoint.pipeline import context_from_airflow
+
+    return context_from_airflow(get_current_context())
+
+
+@dag(
+    dag_id="customer_360",
+    schedule="@daily",
+    start_date=pendulum.datetime(2024, 7, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["touchpoint", "customer-360"],
+    doc_md=__doc__,
+    default_args={"owner": "touchpoint", "retries": 0},
+    params={
+        "home": Param(None, type=["null", "string"], description="Touchpoint home folder"),
+        "extracts": Param(None, type=["null", "string"], description="Bring-your-own extracts folder"),
+        "as_of": Param(None, type=["null", "string"], description="Override the as-of date (YYYY-MM-DD)"),
+    },
+)
+def customer_360():
+    @task_group(group_id="extract")
+    def extract_sources():
+        for source in SOURCES:
+
+            @task(task_id=source, **TRANSIENT_RETRIES)
+            def extract_one(source_name: str = source) -> dict:
+                from touchpoint import pipeline
+
+                return pipeline.extract(_ctx(), source_name)
+
+            extract_one()
+
+    @task(pool=WAREHOUSE_POOL)
+    def load_raw() -> dict:
+        from touchpoint import pipeline
+
+        return pipeline.load(_ctx())
+
+    @task_group(group_id="dbt")
+    def dbt_layers():
+        previous = None
+        for layer in ("staging", "identity", "marts"):
+
+            @task(task_id=layer, pool=WAREHOUSE_POOL)
+            def build(layer_name: str = layer) -> dict:
+                from touchpoint import pipeline
+
+                return pipeline.dbt_layer(_ctx(), layer_name)
+
+            current = build()
+            if previous is not None:
+                previous >> current
+            previous = current
+
+    extracted = extract_sources()
+    loaded = load_raw()
+    built = dbt_layers()
+    extracted >> loaded >> built
+
+
+customer_360()

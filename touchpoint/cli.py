@@ -1,0 +1,150 @@
+"""`touchpoint`: generate demo sources, run the pipeline through Airflow, query the warehouse.
+
+Only this module and the DAG print for people; everything else returns data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+from touchpoint.config import Paths, home_from_env
+
+
+def _parse_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from error
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --home is accepted before or after the command (`touchpoint run --home DIR ...`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", default=argparse.SUPPRESS, help="Touchpoint home (default $TOUCHPOINT_HOME or ./data)")
+    parser = argparse.ArgumentParser(prog="touchpoint", description=__doc__.splitlines()[0], parents=[common])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", parents=[common], help="build (or advance) the demo source systems with ground truth")
+    generate.add_argument("--customers", type=int, default=10_000)
+    generate.add_argument("--days", type=int, default=730)
+    generate.add_argument("--seed", type=int, default=42)
+    generate.add_argument("--start", type=_parse_date, default=date(2024, 7, 1))
+    generate.add_argument("--advance", type=int, metavar="DAYS", help="append DAYS more days to existing sources")
+    generate.add_argument("--out", type=Path, help="output folder (default <home>/sources)")
+    generate.add_argument("--if-absent", action="store_true", help="do nothing when sources already exist")
+
+    run = commands.add_parser("run", parents=[common], help="run the customer_360 DAG once through Airflow")
+    run.add_argument("--extracts", type=Path, help="folder of bring-your-own extracts (landing contract)")
+    run.add_argument("--as-of", type=_parse_date, help="logical date (default: last generated demo day)")
+
+    sql = commands.add_parser("sql", parents=[common], help="read-only SQL shell on the published warehouse")
+    sql.add_argument("query", nargs="?", help="run one query and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    paths = Paths(home_from_env(getattr(args, "home", None)))
+    handlers = {"generate": _generate, "run": _run, "sql": _sql}
+    try:
+        return handlers[args.command](args, paths)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _generate(args: argparse.Namespace, paths: Paths) -> int:
+    from touchpoint.sources import advance, generate
+
+    out = (args.out or paths.demo_sources).resolve()
+    if args.advance:
+        summary = advance(out, days=args.advance)
+    else:
+        if args.if_absent and (out / "generator.json").exists():
+            print(f"demo sources already at {out}")
+            return 0
+        summary = generate(out, customers=args.customers, days=args.days, seed=args.seed, start=args.start)
+    rows = sum(summary.rows.values())
+    print(f"generated {rows:,} rows in {summary.seconds:.1f}s ({rows / max(summary.seconds, 1e-9):,.0f} rows/s) "
+          f"-> {out}")
+    for entity, count in sorted(summary.rows.items()):
+        print(f"  {entity:<20} {count:>12,}")
+    print(f"  days {summary.first_day} .. {summary.last_day}")
+    return 0
+
+
+def _run(args: argparse.Namespace, paths: Paths) -> int:
+    from touchpoint.orchestration import print_progress, run_dag
+
+    as_of = args.as_of
+    if as_of is None:
+        if args.extracts:
+            print("--as-of is required with --extracts", file=sys.stderr)
+            return 2
+        from touchpoint.sources import last_day
+
+        if not (paths.demo_sources / "generator.json").exists():
+            print(f"no demo sources under {paths.demo_sources}: run `touchpoint generate` first", file=sys.stderr)
+            return 2
+        as_of = last_day(paths.demo_sources)
+    if args.extracts and not args.extracts.is_dir():
+        print(f"extracts folder not found: {args.extracts}", file=sys.stderr)
+        return 2
+    paths.ensure()
+    log_file = paths.artifacts / as_of.isoformat() / "airflow.log"
+    conf = {"home": str(paths.home), "extracts": str(args.extracts.resolve()) if args.extracts else None,
+            "as_of": as_of.isoformat()}
+    print(f"touchpoint run: customer_360 as of {as_of} (home {paths.home})")
+    started = time.monotonic()
+    outcome = run_dag(paths, as_of, conf, log_file, on_task_done=print_progress)
+    seconds = time.monotonic() - started
+    print(f"dag run {outcome.state} in {seconds:.0f}s; Airflow log: {log_file}")
+    if not outcome.succeeded:
+        failed = [t.task_id for t in outcome.tasks if t.state == "failed"]
+        print(f"failed tasks: {', '.join(failed) or 'unknown'}", file=sys.stderr)
+        _print_failure_excerpt(log_file)
+        return 1
+    _print_warehouse_summary(paths)
+    return 0
+
+
+def _print_failure_excerpt(log_file: Path, lines: int = 25) -> None:
+    """The first error lines from Airflow's log, so the reason is visible without opening it."""
+    text = log_file.read_text(errors="replace").splitlines() if log_file.exists() else []
+    errors = [line for line in text if "Error" in line or "error" in line or "Traceback" in line]
+    for line in errors[:lines]:
+        print(f"  {line[:400]}", file=sys.stderr)
+
+
+def _print_warehouse_summary(paths: Paths) -> None:
+    import duckdb
+
+    target = paths.published_db if paths.published_db.exists() else paths.work_db
+    con = duckdb.connect(str(target), read_only=True)
+    try:
+        tables = con.execute(
+            "select table_schema, table_name from information_schema.tables "
+            "where table_schema in ('raw', 'audit', 'identity', 'marts', 'ml') order by 1, 2"
+        ).fetchall()
+        print(f"\nwarehouse: {target}")
+        for schema, table in tables:
+            count = con.execute(f'select count(*) from "{schema}"."{table}"').fetchone()[0]
+            print(f"  {schema + '.' + table:<40} {count:>12,} rows")
+    finally:
+        con.close()
+    print("\nquery it:  touchpoint sql \"select rfm_segment, count(*) from marts.customer_rfm group by 1\""
+          f"\n     or:  python -c \"import duckdb; print(duckdb.connect('{target}', read_only=True)"
+          ".sql('show all tables'))\"")
+
+
+def _sql(args: argparse.Namespace, paths: Paths) -> int:
+    from touchpoint.publish import open_sql_shell
+
+    return open_sql_shell(paths.published_db, query=args.query)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

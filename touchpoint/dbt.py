@@ -1,0 +1,108 @@
+"""Run one dbt layer (staging, identity, marts) against the working warehouse.
+
+dbt runs as a subprocess: it keeps its own logging and global state out of the Airflow task, and its
+DuckDB connection is closed for certain when it exits. A failure names the model or test that failed,
+read from dbt's `run_results.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from touchpoint.config import DBT_PROJECT_DIR, RunContext
+
+# Each layer is a set of model folders: a model dropped into one of them is built, tested and published
+# with its layer, without a DAG edit.
+LAYERS: dict[str, tuple[str, ...]] = {
+    "staging": ("path:models/staging",),
+    "identity": ("path:models/intermediate", "path:models/identity"),
+    "marts": ("path:models/marts",),
+}
+
+
+class DbtLayerFailed(RuntimeError):
+    """dbt reported errors or failing tests for a layer (deterministic: not retried)."""
+
+
+@dataclass(frozen=True)
+class DbtNodeResult:
+    unique_id: str
+    status: str
+    seconds: float
+    message: str | None
+
+
+@dataclass(frozen=True)
+class DbtLayerResult:
+    layer: str
+    seconds: float
+    nodes: list[DbtNodeResult]
+
+    @property
+    def models_built(self) -> int:
+        return sum(n.unique_id.startswith("model.") and n.status == "success" for n in self.nodes)
+
+    @property
+    def tests_passed(self) -> int:
+        return sum(n.unique_id.startswith(("test.", "unit_test.")) and n.status == "pass" for n in self.nodes)
+
+
+def dbt_executable() -> str:
+    """The dbt next to this interpreter (the project's venv), else the one on PATH."""
+    candidate = Path(sys.executable).with_name("dbt")
+    return str(candidate) if candidate.exists() else (shutil.which("dbt") or "dbt")
+
+
+def run_layer(ctx: RunContext, layer: str, extra_args: list[str] | None = None) -> DbtLayerResult:
+    """`dbt build` the models of one layer with the run's as-of date; raise DbtLayerFailed on any failure."""
+    if layer not in LAYERS:
+        raise ValueError(f"unknown dbt layer {layer!r}; expected one of {sorted(LAYERS)}")
+    target_path = ctx.paths.work / "dbt_target" / layer
+    log_path = ctx.run_artifacts / "dbt"
+    log_path.mkdir(parents=True, exist_ok=True)
+    args = [
+        dbt_executable(), "build",
+        "--project-dir", str(DBT_PROJECT_DIR),
+        "--profiles-dir", str(DBT_PROJECT_DIR),
+        "--target-path", str(target_path),
+        "--log-path", str(log_path),
+        "--select", *LAYERS[layer],
+        "--vars", json.dumps(ctx.dbt_vars()),
+        "--no-use-colors",
+        *(extra_args or []),
+    ]
+    env = {**os.environ, **ctx.env(), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    started = time.monotonic()
+    completed = subprocess.run(args, env=env, capture_output=True, text=True, cwd=DBT_PROJECT_DIR)
+    seconds = time.monotonic() - started
+    (log_path / f"{layer}.out").write_text(completed.stdout + completed.stderr)
+    nodes = _read_run_results(target_path / "run_results.json")
+    if completed.returncode != 0:
+        failed = [n for n in nodes if n.status in ("error", "fail")]
+        detail = "; ".join(f"{n.unique_id}: {n.status}: {(n.message or '').strip()[:300]}" for n in failed[:10])
+        if not detail:  # compilation errors leave no node results: show dbt's own last lines
+            detail = "\n".join((completed.stdout + completed.stderr).strip().splitlines()[-15:])
+        raise DbtLayerFailed(f"dbt layer {layer!r} failed ({len(failed)} failing nodes): {detail}")
+    return DbtLayerResult(layer=layer, seconds=seconds, nodes=nodes)
+
+
+def _read_run_results(path: Path) -> list[DbtNodeResult]:
+    if not path.exists():
+        return []
+    payload = json.loads(path.read_text())
+    return [
+        DbtNodeResult(
+            unique_id=item["unique_id"],
+            status=str(item["status"]),
+            seconds=float(item.get("execution_time") or 0.0),
+            message=item.get("message"),
+        )
+        for item in payload.get("results", [])
+    ]

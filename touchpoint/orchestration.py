@@ -1,0 +1,193 @@
+"""Run the `customer_360` DAG through Airflow itself (`dag.test()`), for `touchpoint run` and `make run`.
+
+Airflow's metadata lives in SQLite under `<home>/airflow` (the embedded default). Airflow's own log output
+goes to `<home>/artifacts/<run id>/airflow.log`; the terminal gets one line per finished task instead.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time as dtime, timedelta
+from pathlib import Path
+
+from touchpoint.config import PROJECT_ROOT, Paths
+
+DAG_ID = "customer_360"
+DAGS_FOLDER = PROJECT_ROOT / "dags"
+
+
+@dataclass
+class TaskOutcome:
+    task_id: str
+    state: str
+    seconds: float
+
+
+@dataclass
+class DagRunOutcome:
+    state: str
+    logical_date: datetime
+    tasks: list[TaskOutcome] = field(default_factory=list)
+    log_file: Path | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "success"
+
+
+def airflow_env(paths: Paths) -> dict[str, str]:
+    """Environment for an embedded Airflow: SQLite metadata under the home, this repo's DAGs, quiet logs."""
+    venv_bin = str(Path(sys.executable).parent)
+    return {
+        "AIRFLOW_HOME": str(paths.airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "TOUCHPOINT_HOME": str(paths.home),
+        # Airflow starts components with `airflow` from PATH: the venv's must come first.
+        "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
+    }
+
+
+def configure_airflow(paths: Paths) -> None:
+    """Point this process's Airflow at the home (before airflow is imported) and migrate its metadata DB."""
+    env = airflow_env(paths)
+    os.environ.update(env)
+    paths.airflow_home.mkdir(parents=True, exist_ok=True)
+    marker = paths.airflow_home / ".migrated"
+    if not marker.exists():
+        completed = subprocess.run(
+            [str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
+            env={**os.environ, **env}, capture_output=True, text=True,
+        )
+        (paths.airflow_home / "db-migrate.log").write_text(completed.stdout + completed.stderr)
+        if completed.returncode != 0:
+            raise RuntimeError(f"airflow db migrate failed; see {paths.airflow_home / 'db-migrate.log'}")
+        marker.write_text("ok\n")
+
+
+def logical_date_for(as_of: date) -> datetime:
+    """The logical date whose run is as of `as_of`: midnight UTC after that day."""
+    return datetime.combine(as_of + timedelta(days=1), dtime.min, tzinfo=UTC)
+
+
+def run_dag(
+    paths: Paths,
+    as_of: date,
+    conf: dict[str, str | None],
+    log_file: Path,
+    on_task_done: Callable[[TaskOutcome], None] | None = None,
+) -> DagRunOutcome:
+    """Run customer_360 once for `as_of` through `dag.test()`; Airflow's output goes to `log_file`."""
+    configure_airflow(paths)
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.pool import Pool
+
+    Pool.create_or_update_pool("touchpoint_warehouse", 1, "Single writer of the working DuckDB warehouse", False)
+    bag = DagBag(str(DAGS_FOLDER))
+    if bag.import_errors:
+        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+    dag = bag.get_dag(DAG_ID)
+    logical_date = logical_date_for(as_of)
+
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=_watch_tasks, args=(logical_date, stop, on_task_done), daemon=True
+    ) if on_task_done else None
+    with _redirect_output(log_file):
+        if watcher:
+            watcher.start()
+        try:
+            dag_run = dag.test(logical_date=logical_date, run_conf=conf)
+        finally:
+            stop.set()
+            if watcher:
+                watcher.join(timeout=5)
+    return DagRunOutcome(
+        state=str(getattr(dag_run.state, "value", dag_run.state)),
+        logical_date=logical_date,
+        tasks=_task_outcomes(logical_date),
+        log_file=log_file,
+    )
+
+
+def _task_outcomes(logical_date: datetime) -> list[TaskOutcome]:
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        runs = DagRun.find(dag_id=DAG_ID, logical_date=logical_date, session=session)
+        if not runs:
+            return []
+        tis = session.query(TaskInstance).filter(
+            TaskInstance.dag_id == DAG_ID, TaskInstance.run_id == runs[-1].run_id
+        ).all()
+        outcomes = []
+        for ti in tis:
+            seconds = (ti.end_date - ti.start_date).total_seconds() if ti.start_date and ti.end_date else 0.0
+            label = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
+            outcomes.append(TaskOutcome(label, str(getattr(ti.state, "value", ti.state)), seconds))
+        return sorted(outcomes, key=lambda outcome: outcome.task_id)
+
+
+def _watch_tasks(logical_date: datetime, stop: threading.Event, report: Callable[[TaskOutcome], None]) -> None:
+    """Report each task once it reaches a final state (polls the metadata DB)."""
+    seen: set[str] = set()
+    while True:
+        finished = stop.wait(1.0)
+        try:
+            for outcome in _task_outcomes(logical_date):
+                if outcome.state in ("success", "failed", "upstream_failed", "skipped") and outcome.task_id not in seen:
+                    seen.add(outcome.task_id)
+                    report(outcome)
+        except Exception:  # the metadata DB may be busy for a moment; the final summary is authoritative
+            pass
+        if finished:
+            return
+
+
+class _redirect_output:
+    """Send fd 1 and 2 (Python and native writes) to a file; keep a handle on the terminal for progress."""
+
+    terminal: object = None
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> _redirect_output:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._saved = (os.dup(1), os.dup(2))
+        _redirect_output.terminal = os.fdopen(os.dup(self._saved[0]), "w", buffering=1)
+        self._file = open(self.path, "ab")
+        os.dup2(self._file.fileno(), 1)
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self._saved[0], 1)
+        os.dup2(self._saved[1], 2)
+        for fd in self._saved:
+            os.close(fd)
+        self._file.close()
+        if _redirect_output.terminal is not None:
+            _redirect_output.terminal.close()  # type: ignore[attr-defined]
+            _redirect_output.terminal = None
+
+
+def print_progress(outcome: TaskOutcome) -> None:
+    """Print a finished task to the real terminal even while Airflow's output is redirected."""
+    out = _redirect_output.terminal or sys.stdout
+    mark = {"success": "ok", "skipped": "--"}.get(outcome.state, "!!")
+    print(f"  {mark} {outcome.task_id:<28} {outcome.seconds:7.1f}s  {outcome.state}", file=out, flush=True)  # type: ignore[arg-type]
+

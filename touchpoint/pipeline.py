@@ -1,0 +1,134 @@
+"""The pipeline's stages as plain functions: the DAG wires them, the benchmarks call them directly.
+
+Each stage takes a RunContext (one logical date, one home) and returns a small JSON-able summary that
+Airflow keeps as XCom and `touchpoint run` prints. Stage modules are imported inside the functions so
+that importing this module (and parsing the DAG) stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, is_dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from touchpoint.config import RunContext, home_from_env
+
+log = logging.getLogger(__name__)
+
+
+def as_of_for_interval_end(data_interval_end: datetime) -> date:
+    """The run's as-of date: the last complete UTC day before the end of its data interval.
+
+    A daily run at 2026-07-01T00:00Z covers 2026-06-30; a run triggered mid-day covers the day before,
+    so a run never reads a day that is still being written.
+    """
+    end = data_interval_end.astimezone(UTC) if data_interval_end.tzinfo else data_interval_end
+    return end.date() - timedelta(days=1)
+
+
+def context_from_airflow(airflow_context: dict[str, Any]) -> RunContext:
+    """Build the RunContext from an Airflow task context (params `home`, `extracts`, `as_of`)."""
+    params = airflow_context.get("params") or {}
+    if params.get("as_of"):
+        as_of = date.fromisoformat(str(params["as_of"]))
+    else:
+        as_of = as_of_for_interval_end(airflow_context["data_interval_end"])
+    extracts = params.get("extracts")
+    return RunContext(
+        as_of=as_of,
+        home=home_from_env(params.get("home")),
+        run_id=as_of.isoformat(),
+        extracts_dir=Path(extracts).resolve() if extracts else None,
+    )
+
+
+def _summary(result: Any) -> dict[str, Any]:
+    """A JSON-able summary of a stage result (dataclass or dict)."""
+    if is_dataclass(result) and not isinstance(result, type):
+        data = asdict(result)
+    elif isinstance(result, dict):
+        data = result
+    else:
+        data = {"result": str(result)}
+    return _jsonable(data)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def extract(ctx: RunContext, source: str) -> dict[str, Any]:
+    """Pull one source incrementally into landing (no warehouse access: sources run in parallel)."""
+    from touchpoint.ingest import extract_source
+
+    ctx.paths.ensure()
+    return _summary(extract_source(ctx, source))
+
+
+def load(ctx: RunContext) -> dict[str, Any]:
+    """Load every landed batch into the raw schema, quarantining bad rows (the single writer)."""
+    from touchpoint.ingest import load_pending
+    from touchpoint.warehouse import connect_work
+
+    ctx.paths.ensure()
+    with connect_work(ctx.paths) as con:
+        return _summary(load_pending(ctx, con))
+
+
+def dbt_layer(ctx: RunContext, layer: str) -> dict[str, Any]:
+    """Build and test one dbt layer under the single-writer lock."""
+    from touchpoint.dbt import run_layer
+    from touchpoint.warehouse import writer_lock
+
+    with writer_lock(ctx.paths):
+        result = run_layer(ctx, layer)
+    return {"layer": layer, "seconds": round(result.seconds, 2), "models": result.models_built,
+            "tests_passed": result.tests_passed}
+
+
+def gate(ctx: RunContext, layer: str) -> dict[str, Any]:
+    """Run the Great Expectations suite of a layer; raises GateFailed, which stops the run."""
+    from touchpoint.expectations import run_gate
+    from touchpoint.warehouse import connect_work
+
+    with connect_work(ctx.paths) as con:
+        return _summary(run_gate(ctx, layer, con))
+
+
+def ml(ctx: RunContext) -> dict[str, Any]:
+    """Fit and score segments, propensity and CLV; write the ml schema."""
+    from touchpoint.ml import run_ml
+    from touchpoint.warehouse import connect_work
+
+    with connect_work(ctx.paths) as con:
+        return _summary(run_ml(ctx, con))
+
+
+def publish(ctx: RunContext) -> dict[str, Any]:
+    """Replace the published warehouse atomically with the gated working one."""
+    from touchpoint.publish import publish as publish_warehouse
+
+    return _summary(publish_warehouse(ctx))
+
+
+def sync_names() -> list[str]:
+    """Names of the reverse-ETL syncs defined in the repo."""
+    from touchpoint.activation import load_sync_definitions
+
+    return [definition.name for definition in load_sync_definitions()]
+
+
+def sync(ctx: RunContext, name: str) -> dict[str, Any]:
+    """Run one reverse-ETL sync from the published warehouse."""
+    from touchpoint.activation import load_sync_definitions, run_sync
+
+    definitions = {definition.name: definition for definition in load_sync_definitions()}
+    return _summary(run_sync(ctx, definitions[name]))
