@@ -1,1 +1,44 @@
-"""activation."""
+"""Reverse-ETL: declarative syncs from the published warehouse to operational tools.
+
+Public API (used by the DAG and the CLI):
+- `load_sync_definitions(folder=None)`: the YAML syncs in `activation/syncs/` (or `folder`);
+- `plan_sync(ctx, sync)` / `plan_syncs(ctx, syncs)`: what a run would send (counts and sample keys),
+  for `touchpoint sync --dry-run`; writes nothing;
+- `run_sync(ctx, sync, dry_run=False)` / `run_syncs(ctx, syncs)`: send the changes since the last run;
+- `sync_audit_tables(home)`: the sync audit log as Arrow tables; `load_sync_audit(con, home)` writes them to
+  `audit.sync_runs` / `audit.sync_rejections` of a warehouse connection the caller holds for writing.
+"""
+
+from touchpoint.activation.audit import load_sync_audit, sync_audit_tables
+from touchpoint.activation.definitions import (
+    DestinationSpec,
+    SyncDefinition,
+    SyncDefinitionError,
+    load_sync_definitions,
+)
+from touchpoint.activation.diff import SyncPlan, SyncSourceError
+from touchpoint.activation.runner import (
+    SyncRunResult,
+    SyncsFailedError,
+    plan_sync,
+    plan_syncs,
+    run_sync,
+    run_syncs,
+)
+
+__all__ = [
+    "DestinationSpec",
+    "SyncDefinition",
+    "SyncDefinitionError",
+    "SyncPlan",
+    "SyncRunResult",
+    "SyncSourceError",
+    "SyncsFailedError",
+    "load_sync_audit",
+    "load_sync_definitions",
+    "plan_sync",
+    "plan_syncs",
+    "run_sync",
+    "run_syncs",
+    "sync_audit_tables",
+]

@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, get_current_context, task, task_group
+from airflow.sdk import Asset, Param, chain, dag, get_current_context, task, task_group
 
 PUBLISHED_WAREHOUSE = Asset(name="touchpoint_published_warehouse", uri="file:///touchpoint/warehouse.duckdb")
 SOURCES = ("shop", "crm", "web", "email", "pos")
@@ -71,26 +71,66 @@ def customer_360():
 
         return pipeline.load(_ctx())
 
-    @task_group(group_id="dbt")
-    def dbt_layers():
-        previous = None
-        for layer in ("staging", "identity", "marts"):
+    def gate(layer: str):
+        @task(task_id=f"gate_{layer}", pool=WAREHOUSE_POOL)
+        def run_gate() -> dict:
+            from touchpoint import pipeline
 
-            @task(task_id=layer, pool=WAREHOUSE_POOL)
-            def build(layer_name: str = layer) -> dict:
-                from touchpoint import pipeline
+            return pipeline.gate(_ctx(), layer)
 
-                return pipeline.dbt_layer(_ctx(), layer_name)
+        return run_gate()
 
-            current = build()
-            if previous is not None:
-                previous >> current
-            previous = current
+    def dbt_layer(layer: str):
+        @task(task_id=f"dbt_{layer}", pool=WAREHOUSE_POOL)
+        def build() -> dict:
+            from touchpoint import pipeline
 
-    extracted = extract_sources()
-    loaded = load_raw()
-    built = dbt_layers()
-    extracted >> loaded >> built
+            return pipeline.dbt_layer(_ctx(), layer)
+
+        return build()
+
+    @task(pool=WAREHOUSE_POOL)
+    def ml() -> dict:
+        from touchpoint import pipeline
+
+        return pipeline.ml(_ctx())
+
+    @task(pool=WAREHOUSE_POOL, outlets=[PUBLISHED_WAREHOUSE])
+    def publish() -> dict:
+        from touchpoint import pipeline
+
+        return pipeline.publish(_ctx())
+
+    @task_group(group_id="sync")
+    def syncs():
+        @task(task_id="definitions")
+        def definitions() -> list[str]:
+            from touchpoint import pipeline
+
+            return pipeline.sync_names()
+
+        # Syncs read only the published warehouse: they run in parallel, outside the writer pool.
+        @task(task_id="run", **TRANSIENT_RETRIES)
+        def run_sync(name: str) -> dict:
+            from touchpoint import pipeline
+
+            return pipeline.sync(_ctx(), name)
+
+        run_sync.expand(name=definitions())
+
+    chain(
+        extract_sources(),
+        load_raw(),
+        gate("raw"),
+        dbt_layer("staging"),
+        dbt_layer("identity"),
+        dbt_layer("marts"),
+        gate("marts"),
+        ml(),
+        gate("ml"),
+        publish(),
+        syncs(),
+    )
 
 
 customer_360()

@@ -58,14 +58,31 @@ def test_only_transient_stages_retry(dagbag) -> None:
     bag, _ = dagbag
     dag = bag.dags["customer_360"]
     for task in dag.tasks:
-        transient = task.task_id.startswith(("extract.", "sync"))
+        transient = task.task_id.startswith("extract.") or task.task_id == "sync.run"
         assert (task.retries > 0) == transient, (task.task_id, task.retries)
 
 
 def test_warehouse_writers_share_a_single_slot_pool(dagbag) -> None:
     bag, _ = dagbag
     dag = bag.dags["customer_360"]
-    writers = [t for t in dag.tasks if not t.task_id.startswith(("extract.", "sync"))]
+    writers = [t for t in dag.tasks if not t.task_id.startswith(("extract.", "sync."))]
     assert writers
     for task in writers:
         assert task.pool == "touchpoint_warehouse", task.task_id
+
+
+def test_stages_run_in_pipeline_order(dagbag) -> None:
+    bag, _ = dagbag
+    dag = bag.dags["customer_360"]
+    order = ["load_raw", "gate_raw", "dbt_staging", "dbt_identity", "dbt_marts", "gate_marts", "ml", "gate_ml",
+             "publish", "sync.definitions"]
+    for upstream, downstream in zip(order, order[1:], strict=False):
+        assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
+    for source in ("shop", "crm", "web", "email", "pos"):
+        assert "load_raw" in dag.get_task(f"extract.{source}").downstream_task_ids
+
+
+def test_publish_emits_the_published_warehouse_asset(dagbag) -> None:
+    bag, _ = dagbag
+    outlets = bag.dags["customer_360"].get_task("publish").outlets
+    assert [outlet.name for outlet in outlets] == ["touchpoint_published_warehouse"]

@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--extracts", type=Path, help="folder of bring-your-own extracts (landing contract)")
     run.add_argument("--as-of", type=_parse_date, help="logical date (default: last generated demo day)")
 
+    backfill = commands.add_parser("backfill", parents=[common], help="run consecutive as-of dates, each strictly as of its date")
+    backfill.add_argument("--from", dest="start", type=_parse_date, required=True)
+    backfill.add_argument("--to", dest="end", type=_parse_date, required=True)
+    backfill.add_argument("--extracts", type=Path, help="folder of bring-your-own extracts (landing contract)")
+
     sql = commands.add_parser("sql", parents=[common], help="read-only SQL shell on the published warehouse")
     sql.add_argument("query", nargs="?", help="run one query and exit")
     return parser
@@ -49,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     paths = Paths(home_from_env(getattr(args, "home", None)))
-    handlers = {"generate": _generate, "run": _run, "sql": _sql}
+    handlers = {"generate": _generate, "run": _run, "backfill": _backfill, "sql": _sql}
     try:
         return handlers[args.command](args, paths)
     except KeyboardInterrupt:
@@ -108,6 +113,22 @@ def _run(args: argparse.Namespace, paths: Paths) -> int:
         _print_failure_excerpt(log_file)
         return 1
     _print_warehouse_summary(paths)
+    return 0
+
+
+def _backfill(args: argparse.Namespace, paths: Paths) -> int:
+    from datetime import timedelta
+
+    if args.end < args.start:
+        print("--to must not be before --from", file=sys.stderr)
+        return 2
+    day = args.start
+    while day <= args.end:
+        status = _run(argparse.Namespace(extracts=args.extracts, as_of=day), paths)
+        if status != 0:
+            print(f"backfill stopped at {day}: later dates were not run", file=sys.stderr)
+            return status
+        day += timedelta(days=1)
     return 0
 
 

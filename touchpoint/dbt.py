@@ -74,6 +74,8 @@ def run_layer(ctx: RunContext, layer: str, extra_args: list[str] | None = None) 
         "--target-path", str(target_path),
         "--log-path", str(log_path),
         "--select", *LAYERS[layer],
+        # A test runs with the layer that completes its inputs (a test on staging + identity runs with identity).
+        "--indirect-selection", "buildable",
         "--vars", json.dumps(ctx.dbt_vars()),
         "--no-use-colors",
         *(extra_args or []),

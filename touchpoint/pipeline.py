@@ -75,12 +75,17 @@ def extract(ctx: RunContext, source: str) -> dict[str, Any]:
 
 def load(ctx: RunContext) -> dict[str, Any]:
     """Load every landed batch into the raw schema, quarantining bad rows (the single writer)."""
+    from touchpoint.activation import load_sync_audit
     from touchpoint.ingest import load_pending
     from touchpoint.warehouse import connect_work
 
     ctx.paths.ensure()
     with connect_work(ctx.paths) as con:
-        return _summary(load_pending(ctx, con))
+        summary = _summary(load_pending(ctx, con))
+        # The last syncs' run log and rejections (written beside the read-only published warehouse)
+        # enter the warehouse here, with the one writer, and are published with this run.
+        summary["sync_audit"] = load_sync_audit(con, ctx.home)
+        return summary
 
 
 def dbt_layer(ctx: RunContext, layer: str) -> dict[str, Any]:
@@ -105,7 +110,7 @@ def gate(ctx: RunContext, layer: str) -> dict[str, Any]:
 
 def ml(ctx: RunContext) -> dict[str, Any]:
     """Fit and score segments, propensity and CLV; write the ml schema."""
-    from touchpoint.ml import run_ml
+    from touchpoint.ml.stage import run_ml
     from touchpoint.warehouse import connect_work
 
     with connect_work(ctx.paths) as con:
@@ -131,4 +136,7 @@ def sync(ctx: RunContext, name: str) -> dict[str, Any]:
     from touchpoint.activation import load_sync_definitions, run_sync
 
     definitions = {definition.name: definition for definition in load_sync_definitions()}
-    return _summary(run_sync(ctx, definitions[name]))
+    result = run_sync(ctx, definitions[name])
+    if result.status == "failed":
+        raise RuntimeError(f"sync {name!r} failed: {result.message}")
+    return _summary(result)

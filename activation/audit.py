@@ -1,0 +1,111 @@
+"""The audit log of syncs: one record per sync run and one per record held back or refused.
+
+Why Parquet files under `<home>/state/syncs/<sync>/` and not tables in the warehouse: syncs read the
+published warehouse read-only (it is replaced atomically by publish and may be open by analysts), and the
+working warehouse has a single writer (the pipeline). So each run writes its own small files, atomically:
+- `runs/<attempt_id>.parquet`: one row (schema `SYNC_RUNS_SCHEMA`),
+- `rejections/<attempt_id>.parquet`: the rejected records of that attempt (`SYNC_REJECTIONS_SCHEMA`).
+The next pipeline run loads `sync_audit_tables(home)` into `audit.sync_runs` / `audit.sync_rejections`
+(replace the tables whole: these files are the system of record, so reloading is idempotent).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from touchpoint.config import Paths
+
+SYNC_RUNS_SCHEMA = pa.schema(
+    [
+        ("sync_name", pa.string()),
+        ("run_id", pa.string()),
+        ("attempt_id", pa.string()),
+        ("as_of", pa.date32()),
+        ("destination_type", pa.string()),
+        ("status", pa.string()),  # success | failed | skipped | dry_run
+        ("started_at", pa.timestamp("us")),
+        ("finished_at", pa.timestamp("us")),
+        ("duration_s", pa.float64()),
+        ("eligible", pa.int64()),
+        ("planned_inserts", pa.int64()),
+        ("planned_updates", pa.int64()),
+        ("planned_deletes", pa.int64()),
+        ("sent", pa.int64()),  # records the destination acknowledged (upserts + deletes)
+        ("failed", pa.int64()),  # records the destination refused
+        ("skipped", pa.int64()),  # records held back: no consent, invalid email, no key
+        ("message", pa.string()),
+    ]
+)
+
+SYNC_REJECTIONS_SCHEMA = pa.schema(
+    [
+        ("sync_name", pa.string()),
+        ("run_id", pa.string()),
+        ("attempt_id", pa.string()),
+        ("record_key", pa.string()),
+        ("reason", pa.string()),  # missing_consent | invalid_email | missing_key | destination_refused
+        ("detail", pa.string()),
+        ("rejected_at", pa.timestamp("us")),
+    ]
+)
+
+
+def new_attempt_id(started_at: datetime) -> str:
+    return f"{started_at:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
+
+
+def _write_atomically(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def write_run_record(folder: Path, record: dict[str, object]) -> Path:
+    path = folder / "runs" / f"{record['attempt_id']}.parquet"
+    _write_atomically(pa.Table.from_pylist([record], schema=SYNC_RUNS_SCHEMA), path)
+    return path
+
+
+def write_rejections(folder: Path, attempt_id: str, rejections: pa.Table) -> Path | None:
+    if rejections.num_rows == 0:
+        return None
+    path = folder / "rejections" / f"{attempt_id}.parquet"
+    _write_atomically(rejections.select(SYNC_REJECTIONS_SCHEMA.names).cast(SYNC_REJECTIONS_SCHEMA), path)
+    return path
+
+
+def _read_all(files: list[Path], schema: pa.Schema) -> pa.Table:
+    tables = [pq.read_table(f).cast(schema) for f in sorted(files)]
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def sync_audit_tables(home: Path) -> dict[str, pa.Table]:
+    """Every sync's audit log under `home`: {'sync_runs': ..., 'sync_rejections': ...} for `audit.*`."""
+    root = Paths(Path(home)).state / "syncs"
+    return {
+        "sync_runs": _read_all(list(root.glob("*/runs/*.parquet")), SYNC_RUNS_SCHEMA),
+        "sync_rejections": _read_all(list(root.glob("*/rejections/*.parquet")), SYNC_REJECTIONS_SCHEMA),
+    }
+
+
+def load_sync_audit(con: duckdb.DuckDBPyConnection, home: Path) -> dict[str, int]:
+    """Replace `audit.sync_runs` and `audit.sync_rejections` in a warehouse being built (the caller holds
+    the writer); returns the row counts. Idempotent: the tables are rebuilt from the files every time."""
+    counts: dict[str, int] = {}
+    con.execute("create schema if not exists audit")
+    for name, table in sync_audit_tables(home).items():
+        con.register("sync_audit_rows", table)
+        try:
+            con.execute(f"create or replace table audit.{name} as select * from sync_audit_rows")
+        finally:
+            con.unregister("sync_audit_rows")
+        counts[name] = table.num_rows
+    return counts

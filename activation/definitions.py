@@ -1,0 +1,241 @@
+"""Sync definitions: declarative YAML files that say what leaves the warehouse, to whom, and on what terms.
+
+One file per sync in `activation/syncs/` (or a folder passed in). Example:
+
+```yaml
+name: churn_risk_audience
+description: Customers likely to lapse, for the CRM's win-back journey.
+source:
+  table: marts.customer_360          # or  sql: select ... from marts... join ml...
+primary_key: person_id
+fields: [person_id, email, first_name, rfm_segment]
+filter: rfm_segment in ('at_risk', 'cannot_lose')   # optional SQL predicate over the source columns
+consent: email_marketing              # optional purpose from marts.dim_consents; none = no consent needed
+email_field: email                    # optional: rows whose email is invalid are rejected
+destination:
+  type: postgres                      # file | postgres | http
+  connection: touchpoint_crm          # name of an Airflow connection / TOUCHPOINT_CONN_<NAME> env var
+  table: churn_risk_audience          # destination options (see each destination's module)
+batch_size: 5000                      # optional
+```
+
+Sources may only read the published `marts` and `ml` schemas; the query runs on a read-only connection.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_SYNCS_DIR = Path(__file__).resolve().parent / "syncs"
+DESTINATION_TYPES = ("file", "postgres", "http")
+READABLE_SCHEMAS = ("marts", "ml")
+DESTINATION_OPTIONS = {
+    "file": ("formats",),
+    "postgres": ("schema", "table"),
+    "http": ("upsert_path", "delete_path", "timeout_s", "max_attempts", "backoff_s", "max_backoff_s"),
+}
+DEFAULT_BATCH_SIZE = {"file": 100_000, "postgres": 20_000, "http": 500}
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+_SYNC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_TABLE = re.compile(r"^([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)$")
+_KNOWN_KEYS = {
+    "name",
+    "description",
+    "source",
+    "primary_key",
+    "fields",
+    "filter",
+    "consent",
+    "email_field",
+    "destination",
+    "batch_size",
+    "enabled",
+}
+
+
+class SyncDefinitionError(ValueError):
+    """A sync definition file is malformed; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class DestinationSpec:
+    """Where a sync sends its rows: the type, the connection that holds its address and secrets, options."""
+
+    type: str
+    connection: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SyncDefinition:
+    name: str
+    source_sql: str
+    primary_key: str
+    fields: tuple[str, ...]
+    destination: DestinationSpec
+    description: str = ""
+    filter: str | None = None
+    consent_purpose: str | None = None
+    email_field: str | None = None
+    batch_size: int = 1000
+    enabled: bool = True
+    path: Path | None = None
+
+
+def _fail(where: str, problem: str) -> SyncDefinitionError:
+    return SyncDefinitionError(f"{where}: {problem}")
+
+
+def _identifier(value: Any, where: str, what: str) -> str:
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        raise _fail(where, f"{what} must be a lowercase identifier, got {value!r}")
+    return value
+
+
+def _source_sql(raw: Any, where: str) -> str:
+    if isinstance(raw, str):
+        raw = {"table": raw}
+    if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in ("table", "sql"):
+        raise _fail(where, "source must be {table: schema.name} or {sql: select ...}")
+    kind, value = next(iter(raw.items()))
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(where, f"source.{kind} must be a non-empty string")
+    if kind == "table":
+        match = _TABLE.match(value.strip())
+        if not match:
+            raise _fail(where, f"source.table must be schema.table, got {value!r}")
+        if match.group(1) not in READABLE_SCHEMAS:
+            raise _fail(
+                where, f"source.table must be in a published schema {READABLE_SCHEMAS}, got {value!r}"
+            )
+        return f"select * from {match.group(1)}.{match.group(2)}"
+    sql = value.strip().rstrip(";").strip()
+    if ";" in sql:
+        raise _fail(where, "source.sql must be a single query (no ';')")
+    if not re.match(r"^(select|with)\b", sql, re.IGNORECASE):
+        raise _fail(where, "source.sql must be a select (or with ... select) query")
+    return sql
+
+
+def _destination(raw: Any, where: str) -> DestinationSpec:
+    if not isinstance(raw, dict) or "type" not in raw:
+        raise _fail(where, "destination must be a mapping with a type")
+    kind = raw["type"]
+    if kind not in DESTINATION_TYPES:
+        raise _fail(where, f"destination.type must be one of {DESTINATION_TYPES}, got {kind!r}")
+    connection = raw.get("connection")
+    if kind in ("postgres", "http") and not connection:
+        raise _fail(where, f"a {kind} destination needs a connection name (secrets never live in the repo)")
+    if connection is not None and (not isinstance(connection, str) or not _IDENTIFIER.match(connection)):
+        raise _fail(where, f"destination.connection must be a lowercase identifier, got {connection!r}")
+    for secret_like in ("password", "token", "api_key", "uri", "dsn", "url"):
+        if secret_like in raw:
+            raise _fail(
+                where, f"destination.{secret_like} is not allowed here: put it in connection {connection!r}"
+            )
+    options = {k: v for k, v in raw.items() if k not in ("type", "connection")}
+    unknown = set(options) - set(DESTINATION_OPTIONS[kind])
+    if unknown:
+        raise _fail(
+            where,
+            f"unknown {kind} destination options {sorted(unknown)} "
+            f"(allowed: {list(DESTINATION_OPTIONS[kind])})",
+        )
+    if kind == "postgres":
+        _identifier(options.get("table"), where, "destination.table")
+        _identifier(options.get("schema", "public"), where, "destination.schema")
+    if kind == "file":
+        formats = options.setdefault("formats", ["csv", "parquet"])
+        if not isinstance(formats, list) or not formats or set(formats) - {"csv", "parquet"}:
+            raise _fail(
+                where, f"destination.formats must be a non-empty subset of [csv, parquet], got {formats!r}"
+            )
+    return DestinationSpec(type=kind, connection=connection, options=options)
+
+
+def parse_sync_definition(raw: Any, where: str = "<sync>", path: Path | None = None) -> SyncDefinition:
+    """Validate one parsed YAML document and return the definition (raises SyncDefinitionError)."""
+    if not isinstance(raw, dict):
+        raise _fail(where, "a sync definition must be a mapping")
+    unknown = set(raw) - _KNOWN_KEYS
+    if unknown:
+        raise _fail(where, f"unknown keys {sorted(unknown)} (allowed: {sorted(_KNOWN_KEYS)})")
+    for required in ("name", "source", "fields", "destination"):
+        if required not in raw:
+            raise _fail(where, f"missing required key {required!r}")
+    name = raw["name"]
+    if not isinstance(name, str) or not _SYNC_NAME.match(name):
+        raise _fail(where, f"name must match {_SYNC_NAME.pattern}, got {name!r}")
+    fields = raw["fields"]
+    if not isinstance(fields, list) or not fields:
+        raise _fail(where, "fields must be a non-empty list of column names")
+    fields = tuple(_identifier(f, where, "each field") for f in fields)
+    if len(set(fields)) != len(fields):
+        raise _fail(where, "fields contain duplicates")
+    if any(f.startswith("_") for f in fields):
+        raise _fail(where, "field names starting with '_' are reserved for sync metadata")
+    primary_key = _identifier(raw.get("primary_key", "person_id"), where, "primary_key")
+    if primary_key not in fields:
+        raise _fail(where, f"primary_key {primary_key!r} must be one of the fields")
+    consent = raw.get("consent")
+    if consent is not None:
+        _identifier(consent, where, "consent")
+        if "person_id" not in fields:
+            raise _fail(where, "a sync that needs consent must send person_id (consents are per person)")
+    email_field = raw.get("email_field")
+    if email_field is not None and email_field not in fields:
+        raise _fail(where, f"email_field {email_field!r} must be one of the fields")
+    row_filter = raw.get("filter")
+    if row_filter is not None and (
+        not isinstance(row_filter, str) or ";" in row_filter or not row_filter.strip()
+    ):
+        raise _fail(where, "filter must be a SQL predicate without ';'")
+    destination = _destination(raw["destination"], where)
+    batch_size = raw.get("batch_size", DEFAULT_BATCH_SIZE[destination.type])
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise _fail(where, f"batch_size must be a positive integer, got {batch_size!r}")
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise _fail(where, "enabled must be true or false")
+    return SyncDefinition(
+        name=name,
+        description=str(raw.get("description", "")).strip(),
+        source_sql=_source_sql(raw["source"], where),
+        primary_key=primary_key,
+        fields=fields,
+        filter=row_filter.strip() if row_filter else None,
+        consent_purpose=consent,
+        email_field=email_field,
+        destination=destination,
+        batch_size=batch_size,
+        enabled=enabled,
+        path=path,
+    )
+
+
+def load_sync_definitions(folder: Path | None = None) -> list[SyncDefinition]:
+    """Every `*.yml`/`*.yaml` sync in `folder` (default: the repo's `activation/syncs/`), sorted by name."""
+    folder = Path(folder) if folder is not None else DEFAULT_SYNCS_DIR
+    if not folder.is_dir():
+        raise SyncDefinitionError(f"{folder}: no such sync definition folder")
+    syncs: list[SyncDefinition] = []
+    for path in sorted([*folder.glob("*.yml"), *folder.glob("*.yaml")]):
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as error:
+            raise SyncDefinitionError(f"{path}: not valid YAML: {error}") from error
+        syncs.append(parse_sync_definition(raw, where=str(path), path=path))
+    seen: dict[str, Path | None] = {}
+    for sync in syncs:
+        if sync.name in seen:
+            raise SyncDefinitionError(
+                f"sync name {sync.name!r} defined twice: {seen[sync.name]} and {sync.path}"
+            )
+        seen[sync.name] = sync.path
+    return sorted(syncs, key=lambda s: s.name)

@@ -1,0 +1,165 @@
+"""Which rows a sync should hold now, and how that differs from what the destination holds.
+
+The source query runs on the published warehouse (read-only). Each row gets
+- `_key`: the primary key as text,
+- `_row_hash`: md5 of the JSON of the sent fields (a changed value means an update),
+- `_reject_reason`: why it may not be sent (`missing_key`, `missing_consent`, `invalid_email`) or null.
+Eligible rows are compared with the sync state (`synced`): new keys are inserts, changed hashes updates,
+keys no longer eligible (left the audience, consent withdrawn, email became invalid) deletes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import duckdb
+from touchpoint.activation.definitions import SyncDefinition
+
+# Deliberately simple: one @, no spaces, a dot in the domain. Staging already validates emails; this is
+# the last line of defence before an address reaches a marketing tool.
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+REJECT_REASONS = ("missing_key", "missing_consent", "invalid_email")
+
+
+class SyncSourceError(ValueError):
+    """The sync's source query returned something unusable (e.g. a duplicated primary key)."""
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """What a run would send: counts, a few sample keys per kind of change, and what it holds back."""
+
+    sync_name: str
+    destination_type: str
+    eligible: int
+    inserts: int
+    updates: int
+    deletes: int
+    ineligible: dict[str, int] = field(default_factory=dict)
+    sample_keys: dict[str, list[str]] = field(default_factory=dict)
+    skipped_reason: str | None = None
+
+    @property
+    def changes(self) -> int:
+        return self.inserts + self.updates + self.deletes
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier + '"'
+
+
+def source_query(sync: SyncDefinition) -> str:
+    """The SQL run on the published warehouse: the sync's rows with key, hash and reject reason."""
+    columns = ", ".join(_quote(f) for f in sync.fields)
+    where = f"where ({sync.filter})" if sync.filter else ""
+    hash_struct = ", ".join(f"'{f}': audience.{_quote(f)}" for f in sync.fields)
+    key = f"audience.{_quote(sync.primary_key)}"
+    reasons = [f"when {key} is null then 'missing_key'"]
+    consent_cte = ""
+    consent_join = ""
+    if sync.consent_purpose:
+        # latest decision per person for the purpose; a person without any record has no consent
+        consent_cte = f""",
+consent as (
+    select person_id, is_granted
+    from marts.dim_consents
+    where purpose = '{sync.consent_purpose}'
+    qualify row_number() over (
+        partition by person_id order by updated_at desc nulls last, is_granted asc
+    ) = 1
+)"""
+        consent_join = "left join consent on consent.person_id = audience.person_id"
+        reasons.append("when consent.is_granted is not true then 'missing_consent'")
+    if sync.email_field:
+        email = f"audience.{_quote(sync.email_field)}"
+        reasons.append(
+            f"when {email} is null or length({email}) > 254 "
+            f"or not regexp_full_match({email}, '{EMAIL_PATTERN}') then 'invalid_email'"
+        )
+    return f"""
+with audience as (
+    select {columns}
+    from ({sync.source_sql}) as source_query
+    {where}
+){consent_cte}
+select
+    audience.*,
+    cast({key} as varchar) as _key,
+    md5(to_json({{{hash_struct}}})) as _row_hash,
+    case {" ".join(reasons)} end as _reject_reason
+from audience
+{consent_join}
+"""
+
+
+def load_candidates(
+    con: duckdb.DuckDBPyConnection, published: duckdb.DuckDBPyConnection, sync: SyncDefinition
+) -> None:
+    """Stream the sync's source rows from the published warehouse into temp table `candidates` of `con`."""
+    try:
+        reader = published.sql(source_query(sync)).to_arrow_reader(100_000)
+    except duckdb.Error as error:
+        raise SyncSourceError(
+            f"sync {sync.name!r}: its source query failed on the published warehouse: {error}"
+        ) from error
+    con.register("source_stream", reader)
+    try:
+        con.execute("create or replace temp table candidates as select * from source_stream")
+    finally:
+        con.unregister("source_stream")
+    duplicates = con.execute(
+        "select _key, count(*) from candidates where _key is not null group by _key having count(*) > 1 "
+        "order by _key limit 5"
+    ).fetchall()
+    if duplicates:
+        raise SyncSourceError(
+            f"sync {sync.name!r}: primary key {sync.primary_key!r} is not unique in the source, "
+            f"e.g. {duplicates}"
+        )
+
+
+def build_plan(con: duckdb.DuckDBPyConnection, sync: SyncDefinition, sample_size: int = 5) -> SyncPlan:
+    """Diff `candidates` against `synced` into temp tables `desired` and `changes`; return the counts."""
+    con.execute(
+        "create or replace temp table desired as select * from candidates where _reject_reason is null"
+    )
+    con.execute(
+        """
+        create or replace temp table changes as
+        select
+            case when synced.key is null then 'insert' else 'update' end as _change,
+            desired.*
+        from desired
+        left join synced on synced.key = desired._key
+        where synced.key is null or synced.row_hash <> desired._row_hash
+        """
+    )
+    pk = _quote(sync.primary_key)
+    con.execute(
+        f"insert into changes (_change, _key, {pk}) select 'delete', synced.key, synced.key from synced "
+        "anti join desired on desired._key = synced.key"
+    )
+    counts = dict(con.execute("select _change, count(*) from changes group by _change").fetchall())
+    samples: dict[str, list[str]] = {}
+    for change in ("insert", "update", "delete"):
+        rows = con.execute(
+            "select _key from changes where _change = ? order by _key limit ?", [change, sample_size]
+        ).fetchall()
+        samples[change] = [r[0] for r in rows]
+    ineligible = dict(
+        con.execute(
+            "select _reject_reason, count(*) from candidates "
+            "where _reject_reason is not null group by 1 order by 1"
+        ).fetchall()
+    )
+    eligible = con.execute("select count(*) from desired").fetchall()[0][0]
+    return SyncPlan(
+        sync_name=sync.name,
+        destination_type=sync.destination.type,
+        eligible=int(eligible),
+        inserts=int(counts.get("insert", 0)),
+        updates=int(counts.get("update", 0)),
+        deletes=int(counts.get("delete", 0)),
+        ineligible={str(k): int(v) for k, v in ineligible.items()},
+        sample_keys=samples,
+    )

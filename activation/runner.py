@@ -1,0 +1,409 @@
+"""Run a sync: read the published warehouse, diff against the last-synced state, send only the changes.
+
+A run, under the sync's lock:
+1. stream the source rows (with consent, email validity, key and row hash) from the published warehouse,
+   opened read-only;
+2. diff eligible rows against the state: inserts, updates, deletes (a person whose consent was withdrawn,
+   or who left the audience, is deleted at the destination);
+3. send: batch destinations get deletes then upserts in batches, and the state advances in one transaction
+   per acknowledged batch (a crash resends at most one batch, and upserts by key make that harmless);
+   file destinations get the full audience and the diff at once, then the state is replaced;
+4. write the audit record of the run and the rejected records (see `audit.py`).
+A sync whose connection is not configured is skipped with that reason (and audited), never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+from touchpoint.activation import audit
+from touchpoint.activation.connections import ConnectionNotConfiguredError, get_connection
+from touchpoint.activation.definitions import SyncDefinition
+from touchpoint.activation.destinations import BatchDestination, SnapshotDestination
+from touchpoint.activation.destinations.files import FileDestination
+from touchpoint.activation.diff import SyncPlan, build_plan, load_candidates
+from touchpoint.activation.state import (
+    open_state,
+    record_acknowledged,
+    record_deleted,
+    replace_state,
+    sync_folder,
+    sync_lock,
+)
+
+from touchpoint.config import RunContext
+from touchpoint.warehouse import connect_published
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SyncRunResult:
+    sync_name: str
+    status: str  # success | skipped | failed | dry_run
+    destination_type: str
+    attempt_id: str
+    plan: SyncPlan | None = None
+    sent_upserts: int = 0
+    sent_deletes: int = 0
+    failed: int = 0  # refused by the destination
+    skipped: int = 0  # held back: no consent, invalid email, no key
+    duration_s: float = 0.0
+    message: str = ""
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def sent(self) -> int:
+        return self.sent_upserts + self.sent_deletes
+
+
+class SyncsFailedError(RuntimeError):
+    """One or more syncs failed; `results` has every sync's outcome (the others still ran)."""
+
+    def __init__(self, results: list[SyncRunResult]) -> None:
+        self.results = results
+        failed = [f"{r.sync_name}: {r.message}" for r in results if r.status == "failed"]
+        super().__init__(f"{len(failed)} sync(s) failed: " + "; ".join(failed))
+
+
+# options that say *where* records go (changing them means a new destination), not how they are sent
+_IDENTITY_OPTIONS = ("schema", "table", "upsert_path", "delete_path")
+
+
+def destination_fingerprint(sync: SyncDefinition) -> str:
+    """Identity of the destination a sync's state describes (see `state.open_state`)."""
+    spec = sync.destination
+    identity = {k: spec.options.get(k) for k in _IDENTITY_OPTIONS if k in spec.options}
+    return json.dumps(
+        {"type": spec.type, "connection": spec.connection, "key": sync.primary_key, **identity},
+        sort_keys=True,
+    )
+
+
+def activation_folder(ctx: RunContext, sync_name: str) -> Path:
+    """Where a file destination writes: `<home>/activation/<sync>/`."""
+    return ctx.home / "activation" / sync_name
+
+
+def build_destination(
+    ctx: RunContext, sync: SyncDefinition, run_id: str
+) -> BatchDestination | SnapshotDestination:
+    """The destination object for a sync; ConnectionNotConfiguredError if its connection is missing."""
+    spec = sync.destination
+    if spec.type == "file":
+        return FileDestination(activation_folder(ctx, sync.name), spec.options["formats"])
+    connection = get_connection(spec.connection or "")
+    if spec.type == "postgres":
+        from touchpoint.activation.destinations.postgres import PostgresDestination
+
+        return PostgresDestination(
+            connection,
+            table=spec.options["table"],
+            schema=spec.options.get("schema", "public"),
+            primary_key=sync.primary_key,
+            run_id=run_id,
+        )
+    from touchpoint.activation.destinations.http import HttpDestination
+
+    return HttpDestination(
+        connection, sync_name=sync.name, primary_key=sync.primary_key, run_id=run_id, **spec.options
+    )
+
+
+def _load(
+    con: duckdb.DuckDBPyConnection, ctx: RunContext, sync: SyncDefinition, sample_size: int = 5
+) -> SyncPlan:
+    published = connect_published(ctx.paths.published_db)
+    try:
+        load_candidates(con, published, sync)
+    finally:
+        published.close()
+    return build_plan(con, sync, sample_size=sample_size)
+
+
+def plan_sync(ctx: RunContext, sync: SyncDefinition, *, sample_size: int = 5) -> SyncPlan:
+    """What `run_sync` would send now (for `touchpoint sync --dry-run`); writes nothing.
+
+    `skipped_reason` is set when the sync would be skipped (disabled, connection not configured).
+    """
+    folder = sync_folder(ctx.paths.state, sync.name)
+    # a running sync holds its state file open for writing: wait for it rather than fail to attach
+    with sync_lock(folder) if folder.exists() else nullcontext():
+        con = open_state(ctx.paths.state, sync.name, destination_fingerprint(sync), read_only=True)
+        try:
+            plan = _load(con, ctx, sync, sample_size)
+        finally:
+            con.close()
+    reason = _skip_reason(ctx, sync)
+    return replace(plan, skipped_reason=reason) if reason else plan
+
+
+def plan_syncs(ctx: RunContext, syncs: list[SyncDefinition], *, sample_size: int = 5) -> list[SyncPlan]:
+    """`plan_sync` for each sync, in order (what `touchpoint sync --dry-run` prints)."""
+    return [plan_sync(ctx, sync, sample_size=sample_size) for sync in syncs]
+
+
+def _skip_reason(ctx: RunContext, sync: SyncDefinition) -> str | None:
+    if not sync.enabled:
+        return "disabled in its definition"
+    try:
+        build_destination(ctx, sync, ctx.run_id)
+    except ConnectionNotConfiguredError as error:
+        return str(error)
+    return None
+
+
+def _fields(con: duckdb.DuckDBPyConnection, sync: SyncDefinition, table: str, where: str) -> pa.Table:
+    columns = ", ".join(f'"{f}"' for f in sync.fields)
+    return con.sql(
+        f"select _key, _row_hash, {columns} from {table} where {where} order by _key"
+    ).to_arrow_table()
+
+
+def _rejections(
+    sync: SyncDefinition,
+    ctx: RunContext,
+    attempt_id: str,
+    keys: list[str | None],
+    reasons: list[str],
+    details: list[str | None],
+) -> pa.Table:
+    now = datetime.now(UTC).replace(tzinfo=None)
+    n = len(keys)
+    return pa.table(
+        {
+            "sync_name": [sync.name] * n,
+            "run_id": [ctx.run_id] * n,
+            "attempt_id": [attempt_id] * n,
+            "record_key": keys,
+            "reason": reasons,
+            "detail": details,
+            "rejected_at": pa.array([now] * n, pa.timestamp("us")),
+        },
+        schema=audit.SYNC_REJECTIONS_SCHEMA,
+    )
+
+
+@dataclass
+class _Tally:
+    """What a run has done so far (kept when it fails halfway, for the audit record)."""
+
+    upserts: int = 0
+    deletes: int = 0
+    refused: dict[str, str] = field(default_factory=dict)
+
+
+def _send_batches(
+    con: duckdb.DuckDBPyConnection,
+    sync: SyncDefinition,
+    destination: BatchDestination,
+    run_id: str,
+    tally: _Tally,
+    progress: Progress | None,
+) -> None:
+    """Deletes, then upserts, batch by batch, checkpointing each acknowledged batch in the state."""
+    delete_keys = [
+        r[0]
+        for r in con.execute("select _key from changes where _change = 'delete' order by _key").fetchall()
+    ]
+    upserts = _fields(con, sync, "changes", "_change <> 'delete'")
+    schema = con.sql("select " + ", ".join(f'"{f}"' for f in sync.fields) + " from candidates limit 0")
+    destination.open(schema.to_arrow_table().schema)
+    size = sync.batch_size
+    for start in range(0, len(delete_keys), size):
+        keys = delete_keys[start : start + size]
+        result = destination.delete(keys)
+        record_deleted(con, [k for k in keys if k not in result.refused])
+        tally.refused.update(result.refused)
+        tally.deletes += len(keys) - len(result.refused)
+        if progress:
+            progress(f"{sync.name}: deleted {start + len(keys)}/{len(delete_keys)}")
+    for start in range(0, upserts.num_rows, size):
+        batch = upserts.slice(start, size)
+        result = destination.upsert(batch.select(list(sync.fields)))
+        keys = batch.column("_key").to_pylist()
+        status = ["refused" if k in result.refused else "synced" for k in keys]
+        record_acknowledged(
+            con, pa.table({"key": keys, "row_hash": batch.column("_row_hash"), "status": status}), run_id
+        )
+        tally.refused.update(result.refused)
+        tally.upserts += len(keys) - len(result.refused)
+        if progress:
+            progress(f"{sync.name}: upserted {start + batch.num_rows}/{upserts.num_rows}")
+
+
+def _write_snapshot(
+    con: duckdb.DuckDBPyConnection,
+    ctx: RunContext,
+    sync: SyncDefinition,
+    plan: SyncPlan,
+    destination: SnapshotDestination,
+    tally: _Tally,
+) -> list[Path]:
+    """Rewrite a file destination when anything changed (or its files are missing), then the state."""
+    existing = getattr(destination, "audience_files", list)()
+    if plan.changes == 0 and all(p.exists() for p in existing):
+        return []
+    audience = _fields(con, sync, "desired", "true").drop_columns(["_key", "_row_hash"])
+    columns = ", ".join(f'"{f}"' for f in sync.fields)
+    changes = con.sql(f"select _change, {columns} from changes order by _key").to_arrow_table()
+    files = destination.write(audience, changes, ctx.run_id)
+    replace_state(con, "desired", ctx.run_id)
+    tally.upserts, tally.deletes = plan.inserts + plan.updates, plan.deletes
+    return files
+
+
+def run_sync(
+    ctx: RunContext,
+    sync: SyncDefinition,
+    *,
+    dry_run: bool = False,
+    destination: BatchDestination | SnapshotDestination | None = None,
+    progress: Progress | None = None,
+) -> SyncRunResult:
+    """Send a sync's changes since its last successful run; see the module docstring.
+
+    Reads only the published warehouse (read-only). `destination` overrides the one built from the
+    definition (tests, embedding). A dry run plans and writes nothing (no state, no audit, no sends).
+    Raises on failure after auditing it; the state keeps every acknowledged batch, so a rerun resumes.
+    """
+    started = datetime.now(UTC).replace(tzinfo=None)
+    clock = time.monotonic()
+    attempt_id = audit.new_attempt_id(started)
+    folder = sync_folder(ctx.paths.state, sync.name)
+    tally = _Tally()
+    plan: SyncPlan | None = None
+    rejections: list[pa.Table] = []
+
+    def finish(status: str, message: str = "", files: list[Path] | None = None) -> SyncRunResult:
+        result = SyncRunResult(
+            sync_name=sync.name,
+            status=status,
+            destination_type=sync.destination.type,
+            attempt_id=attempt_id,
+            plan=plan,
+            sent_upserts=tally.upserts,
+            sent_deletes=tally.deletes,
+            failed=len(tally.refused),
+            skipped=sum(plan.ineligible.values()) if plan else 0,
+            duration_s=round(time.monotonic() - clock, 3),
+            message=message,
+            files=files or [],
+        )
+        if status == "dry_run":
+            return result
+        if tally.refused:
+            keys = sorted(tally.refused)
+            rejections.append(
+                _rejections(
+                    sync,
+                    ctx,
+                    attempt_id,
+                    keys,
+                    ["destination_refused"] * len(keys),
+                    [tally.refused[k] for k in keys],
+                )
+            )
+        if rejections:
+            audit.write_rejections(folder, attempt_id, pa.concat_tables(rejections))
+        audit.write_run_record(
+            folder,
+            {
+                "sync_name": sync.name,
+                "run_id": ctx.run_id,
+                "attempt_id": attempt_id,
+                "as_of": ctx.as_of,
+                "destination_type": sync.destination.type,
+                "status": status,
+                "started_at": started,
+                "finished_at": datetime.now(UTC).replace(tzinfo=None),
+                "duration_s": result.duration_s,
+                "eligible": plan.eligible if plan else None,
+                "planned_inserts": plan.inserts if plan else None,
+                "planned_updates": plan.updates if plan else None,
+                "planned_deletes": plan.deletes if plan else None,
+                "sent": result.sent,
+                "failed": result.failed,
+                "skipped": result.skipped,
+                "message": message,
+            },
+        )
+        return result
+
+    if dry_run:
+        plan = plan_sync(ctx, sync)
+        return finish("dry_run", message=plan.skipped_reason or "")
+    if not sync.enabled:
+        return finish("skipped", message="disabled in its definition")
+    if destination is None:
+        try:
+            destination = build_destination(ctx, sync, ctx.run_id)
+        except ConnectionNotConfiguredError as error:
+            return finish("skipped", message=str(error))
+
+    with sync_lock(folder):
+        con = open_state(ctx.paths.state, sync.name, destination_fingerprint(sync))
+        try:
+            plan = _load(con, ctx, sync)
+            held_back = con.execute(
+                "select _key, _reject_reason from candidates where _reject_reason is not null order by _key"
+            ).fetchall()
+            rejections.append(
+                _rejections(
+                    sync,
+                    ctx,
+                    attempt_id,
+                    [k for k, _ in held_back],
+                    [r for _, r in held_back],
+                    [None] * len(held_back),
+                )
+            )
+            files: list[Path] = []
+            if isinstance(destination, BatchDestination):
+                try:
+                    _send_batches(con, sync, destination, ctx.run_id, tally, progress)
+                finally:
+                    destination.close()
+            else:
+                files = _write_snapshot(con, ctx, sync, plan, destination, tally)
+        except Exception as error:
+            finish("failed", message=f"{type(error).__name__}: {error}")
+            raise
+        finally:
+            con.close()
+    return finish("success", files=files)
+
+
+def run_syncs(
+    ctx: RunContext,
+    syncs: list[SyncDefinition],
+    *,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> list[SyncRunResult]:
+    """Run every sync (skipped ones included in the results); SyncsFailedError at the end if any failed."""
+    results: list[SyncRunResult] = []
+    for sync in syncs:
+        try:
+            results.append(run_sync(ctx, sync, dry_run=dry_run, progress=progress))
+        except Exception as error:  # noqa: BLE001 - one sync failing must not stop the others
+            results.append(
+                SyncRunResult(
+                    sync_name=sync.name,
+                    status="failed",
+                    destination_type=sync.destination.type,
+                    attempt_id="",
+                    message=f"{type(error).__name__}: {error}",
+                )
+            )
+    if any(r.status == "failed" for r in results):
+        raise SyncsFailedError(results)
+    return results
