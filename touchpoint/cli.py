@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--to", dest="end", type=_parse_date, required=True)
     backfill.add_argument("--extracts", type=Path, help="folder of bring-your-own extracts (landing contract)")
 
+    sync = commands.add_parser("sync", parents=[common], help="run the reverse-ETL syncs from the published warehouse")
+    sync.add_argument("--dry-run", action="store_true", help="print the planned diff per sync, send nothing")
+    sync.add_argument("--only", action="append", metavar="NAME", help="run only this sync (repeatable)")
+
     sql = commands.add_parser("sql", parents=[common], help="read-only SQL shell on the published warehouse")
     sql.add_argument("query", nargs="?", help="run one query and exit")
     return parser
@@ -54,11 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     paths = Paths(home_from_env(getattr(args, "home", None)))
-    handlers = {"generate": _generate, "run": _run, "backfill": _backfill, "sql": _sql}
+    handlers = {"generate": _generate, "run": _run, "backfill": _backfill, "sync": _sync,
+                "sql": _sql}
     try:
         return handlers[args.command](args, paths)
     except KeyboardInterrupt:
         return 130
+    except FileNotFoundError as missing:  # e.g. no published warehouse yet: say so, no traceback
+        print(f"touchpoint: {missing}", file=sys.stderr)
+        return 2
 
 
 def _generate(args: argparse.Namespace, paths: Paths) -> int:
@@ -159,6 +167,38 @@ def _print_warehouse_summary(paths: Paths) -> None:
     print("\nquery it:  touchpoint sql \"select rfm_segment, count(*) from marts.customer_rfm group by 1\""
           f"\n     or:  python -c \"import duckdb; print(duckdb.connect('{target}', read_only=True)"
           ".sql('show all tables'))\"")
+
+
+def _sync(args: argparse.Namespace, paths: Paths) -> int:
+    import uuid
+
+    from touchpoint.activation import load_sync_definitions, plan_syncs, run_sync
+    from touchpoint.config import RunContext
+
+    definitions = [d for d in load_sync_definitions() if not args.only or d.name in args.only]
+    if args.only and len(definitions) != len(set(args.only)):
+        print(f"unknown sync in {args.only}", file=sys.stderr)
+        return 2
+    ctx = RunContext(as_of=date.today(), home=paths.home, run_id=f"manual-{uuid.uuid4().hex[:8]}")
+    if args.dry_run:
+        for plan in plan_syncs(ctx, definitions):
+            if plan.skipped_reason:
+                print(f"{plan.sync_name:<28} skipped: {plan.skipped_reason}")
+                continue
+            held = ", ".join(f"{reason} {count}" for reason, count in sorted(plan.ineligible.items())) or "none"
+            print(f"{plan.sync_name:<28} {plan.destination_type:<9} eligible {plan.eligible:>8,}  "
+                  f"insert {plan.inserts:>7,}  update {plan.updates:>7,}  delete {plan.deletes:>7,}  held back: {held}")
+            for kind, keys in sorted(plan.sample_keys.items()):
+                if keys:
+                    print(f"    {kind:<7} e.g. {', '.join(keys)}")
+        return 0
+    status = 0
+    for definition in definitions:
+        result = run_sync(ctx, definition)
+        print(f"{result.sync_name:<28} {result.status:<8} sent {result.sent:>8,}  failed {result.failed:>6,}  "
+              f"held back {result.skipped:>6,}  {result.duration_s:6.1f}s  {result.message}")
+        status = status or int(result.status == "failed")
+    return status
 
 
 def _sql(args: argparse.Namespace, paths: Paths) -> int:

@@ -1,0 +1,371 @@
+"""Incremental extraction of one source into immutable landing files.
+
+`extract_source(ctx, source)` never touches the warehouse, so the five sources can run in parallel
+processes. Demo mode reads the demo source systems (docs/contracts.md §2); bring-your-own mode reads
+`ctx.extracts_dir` (§1). Nothing dated after the run's as-of day is pulled from the demo systems:
+shop cursors are bounded above by `ctx.as_of_end`, daily files dated after `ctx.as_of` are left alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+import time
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+from touchpoint.ingest.contract import ENTITY_SPECS, EntitySpec, entities_of
+from touchpoint.ingest.landing import (
+    BatchManifest,
+    file_sha256,
+    landing_file,
+    logical_extraction_time,
+    make_batch_id,
+    record_manifest,
+    write_json_atomic,
+    write_landing,
+)
+from touchpoint.ingest.readers import SUPPORTED_SUFFIXES, LayoutError, read_source_file
+from touchpoint.ingest.results import ExtractError, ExtractResult
+from touchpoint.ingest.state import EntityWatermark, SourceWatermarks, load_watermarks, save_watermarks
+
+from touchpoint.config import RunContext
+
+# Demo daily files: entity -> (folder, file prefix, suffix) under the systems dir.
+DAILY_FILES: dict[str, tuple[str, str, str]] = {
+    "crm_contacts": ("crm", "contacts_", ".csv"),
+    "web_events": ("web", "events_", ".jsonl"),
+    "email_events": ("email", "events_", ".csv"),
+    "pos_transactions": ("pos", "transactions_", ".csv"),
+}
+# Demo shop database: table -> entity.
+SHOP_TABLES: dict[str, str] = {
+    "customers": "shop_customers",
+    "orders": "shop_orders",
+    "order_items": "shop_order_items",
+    "products": "shop_products",
+}
+_LANDED = "_landed"
+_FETCH_ROWS = 200_000
+# SQLite normalises ISO 8601 text (with 'T', 'Z' or an offset) to UTC with this format.
+_SQLITE_TS = "strftime('%Y-%m-%d %H:%M:%f', {column})"
+
+
+def extract_source(ctx: RunContext, source: str) -> ExtractResult:
+    """Pull one source incrementally into landing Parquet and record pending-batch manifests."""
+    entities = entities_of(source)  # raises on an unknown source
+    started = time.perf_counter()
+    result = ExtractResult(source)
+    marks = load_watermarks(ctx.paths, source)
+    con = duckdb.connect()
+    try:
+        con.execute("set threads = 2")
+        con.execute("set preserve_insertion_order = true")  # landing rows stay in source order
+        if ctx.extracts_dir is not None:
+            for entity in entities:
+                for path in _byo_files(Path(ctx.extracts_dir), entity, source, result):
+                    rel = path.relative_to(ctx.extracts_dir).as_posix()
+                    _extract_file(
+                        con, ctx, ENTITY_SPECS[entity], path, rel, ctx.as_of, marks.entity(entity), result
+                    )
+        elif source == "shop":
+            _extract_shop(con, ctx, marks, result)
+        else:
+            for entity in entities:
+                for path, day in _daily_files(ctx.source_systems, entity, ctx.as_of, result):
+                    rel = path.relative_to(ctx.source_systems).as_posix()
+                    _extract_file(
+                        con, ctx, ENTITY_SPECS[entity], path, rel, day, marks.entity(entity), result
+                    )
+    finally:
+        con.close()
+    save_watermarks(ctx.paths, marks)
+    _record_errors(ctx, result)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def errors_file(ctx: RunContext, source: str) -> Path:
+    return ctx.paths.state / "ingest" / "errors" / ctx.run_id / f"{source}.json"
+
+
+def _record_errors(ctx: RunContext, result: ExtractResult) -> None:
+    """Leave this run's extract errors for the loader (which writes them to audit.extract_errors)."""
+    payload = [
+        {"source": e.source, "entity": e.entity, "source_file": e.source_file, "error": e.error}
+        for e in result.errors
+    ]
+    write_json_atomic(errors_file(ctx, result.source), payload)
+
+
+# --- discovery ---------------------------------------------------------------------------------
+
+
+def _daily_files(systems: Path, entity: str, as_of: date, result: ExtractResult) -> list[tuple[Path, date]]:
+    """Daily export files of one entity dated on or before the as-of day, oldest first."""
+    folder, prefix, suffix = DAILY_FILES[entity]
+    directory = systems / folder
+    if not directory.is_dir():
+        return []
+    pattern = re.compile(re.escape(prefix) + r"(\d{4}-\d{2}-\d{2})" + re.escape(suffix) + "$")
+    found = []
+    for path in sorted(directory.glob(f"{prefix}*")):
+        match = pattern.match(path.name)
+        try:
+            day = date.fromisoformat(match.group(1)) if match else None
+        except ValueError:
+            day = None
+        if day is None:
+            result.errors.append(
+                ExtractError(
+                    result.source,
+                    entity,
+                    path.relative_to(systems).as_posix(),
+                    f"{path.name}: unknown layout; expected {prefix}YYYY-MM-DD{suffix}",
+                )
+            )
+            continue
+        if day <= as_of:
+            found.append((path, day))
+    return sorted(found, key=lambda item: (item[1], item[0].name))
+
+
+def _byo_files(extracts: Path, entity: str, source: str, result: ExtractResult) -> list[Path]:
+    """`<entity>.csv|.jsonl|.parquet` and/or a folder `<entity>/` of such files; absent is fine."""
+    candidates = sorted(p for p in extracts.glob(f"{entity}.*") if p.is_file())
+    folder = extracts / entity
+    if folder.is_dir():
+        candidates += sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = []
+    for path in candidates:
+        if path.suffix.lower() in SUPPORTED_SUFFIXES:
+            files.append(path)
+        else:
+            result.errors.append(
+                ExtractError(
+                    source,
+                    entity,
+                    path.relative_to(extracts).as_posix(),
+                    f"{path.name}: unknown layout {path.suffix or '(no extension)'}; expected one of "
+                    f"{', '.join(SUPPORTED_SUFFIXES)}",
+                )
+            )
+    return files
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+def conform_columns(
+    spec: EntitySpec, columns: list[str], file_name: str, check_required: bool
+) -> list[tuple[str, str]]:
+    """Map a file's columns to the contract's spelling (case and surrounding spaces ignored).
+
+    Raises LayoutError naming the file and every missing required column.
+    """
+    contract = {name.lower(): name for name in spec.column_names}
+    pairs: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    for column in columns:
+        key = column.strip().lower()
+        landed = contract.get(key, column)
+        if landed in seen:
+            raise LayoutError(f"{file_name}: columns {seen[landed]!r} and {column!r} both mean {landed!r}")
+        seen[landed] = column
+        pairs.append((column, landed))
+    missing = [name for name in spec.required if name not in seen]
+    if missing and check_required:
+        listed = ", ".join(repr(m) for m in missing)
+        raise LayoutError(f"{file_name}: missing required column {listed} for {spec.name}")
+    return pairs
+
+
+def _extract_file(
+    con: duckdb.DuckDBPyConnection,
+    ctx: RunContext,
+    spec: EntitySpec,
+    path: Path,
+    rel: str,
+    extract_date: date,
+    mark: EntityWatermark,
+    result: ExtractResult,
+) -> None:
+    sha = file_sha256(path)
+    if mark.files.get(rel) == sha:
+        return  # this exact file has landed before
+    try:
+        columns = read_source_file(con, path, _LANDED)
+        parsed = con.execute(f"select count(*) from {_LANDED} where _reject_reason is null").fetchone()[0]
+        # A JSONL file with no parseable line has no keys at all: its lines are quarantined one by one.
+        check = path.suffix.lower() != ".jsonl" or parsed > 0
+        pairs = conform_columns(spec, columns, rel, check_required=check)
+    except LayoutError as exc:
+        message = str(exc).replace(path.name, rel, 1) if not str(exc).startswith(rel) else str(exc)
+        result.errors.append(ExtractError(spec.source, spec.name, rel, message))
+        return
+    _land(con, ctx, spec, pairs, rel, extract_date, content_key=f"{rel}\n{sha}", result=result)
+    mark.files[rel] = sha
+
+
+def _land(
+    con: duckdb.DuckDBPyConnection,
+    ctx: RunContext,
+    spec: EntitySpec,
+    pairs: list[tuple[str, str]],
+    source_file: str,
+    extract_date: date,
+    content_key: str,
+    result: ExtractResult,
+) -> BatchManifest:
+    rows, rejected = con.execute(f"select count(*), count(_reject_reason) from {_LANDED}").fetchone()
+    batch_id = make_batch_id(spec.name, extract_date, content_key)
+    target = landing_file(ctx.paths, spec.source, spec.name, extract_date, batch_id)
+    write_landing(con, _LANDED, pairs, target, source_file)
+    manifest = BatchManifest(
+        batch_id=batch_id,
+        source=spec.source,
+        entity=spec.name,
+        source_file=source_file,
+        extract_date=extract_date.isoformat(),
+        as_of=ctx.as_of.isoformat(),
+        extracted_at=logical_extraction_time(ctx.as_of_end),
+        landing_file=target.relative_to(ctx.paths.home).as_posix(),
+        rows=int(rows),
+        rows_rejected_by_reader=int(rejected),
+    )
+    record_manifest(ctx.paths, manifest)
+    result.batches.append(manifest)
+    counts = result.counts(spec.name)
+    counts.batches += 1
+    counts.rows_read += manifest.rows
+    counts.rows_quarantined += manifest.rows_rejected_by_reader
+    return manifest
+
+
+# --- shop (SQLite, updated_at cursors) -----------------------------------------------------------
+
+
+def _extract_shop(
+    con: duckdb.DuckDBPyConnection, ctx: RunContext, marks: SourceWatermarks, result: ExtractResult
+) -> None:
+    database = ctx.source_systems / "shop.sqlite"
+    if not database.exists():
+        return  # an absent source system: its entities stay empty downstream
+    upper = ctx.as_of_end.strftime("%Y-%m-%d %H:%M:%S.000")
+    shop = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        tables = {row[0] for row in shop.execute("select name from sqlite_master where type = 'table'")}
+        # order_items follow their orders, so read the orders window before the orders cursor moves.
+        orders_window = _cursor_window("o.updated_at", marks.entity("shop_orders").cursor, upper)
+        for table, entity in SHOP_TABLES.items():
+            if table not in tables:
+                continue
+            source_file = f"shop.sqlite:{table}"
+            try:
+                _extract_table(
+                    con,
+                    shop,
+                    ctx,
+                    table,
+                    ENTITY_SPECS[entity],
+                    marks.entity(entity),
+                    upper,
+                    orders_window if "orders" in tables else None,
+                    source_file,
+                    result,
+                )
+            except (LayoutError, sqlite3.Error) as exc:
+                result.errors.append(ExtractError("shop", entity, source_file, f"{source_file}: {exc}"))
+    finally:
+        shop.close()
+
+
+def _cursor_window(column: str, lower: str | None, upper: str) -> tuple[str, list[str]]:
+    """SQL condition (and parameters) for rows changed after the cursor and before the as-of end.
+
+    Rows whose updated_at SQLite cannot read are taken once, on the first extract, so the loader
+    can quarantine them instead of their being skipped forever.
+    """
+    ts = _SQLITE_TS.format(column=column)
+    if lower is None:
+        return f"({ts} < ? or {ts} is null)", [upper]
+    return f"({ts} > ? and {ts} < ?)", [lower, upper]
+
+
+def _extract_table(
+    con: duckdb.DuckDBPyConnection,
+    shop: sqlite3.Connection,
+    ctx: RunContext,
+    table: str,
+    spec: EntitySpec,
+    mark: EntityWatermark,
+    upper: str,
+    orders_window: tuple[str, list[str]] | None,
+    source_file: str,
+    result: ExtractResult,
+) -> None:
+    columns = [row[1] for row in shop.execute(f'pragma table_info("{table}")')]
+    pairs = conform_columns(spec, columns, source_file, check_required=True)
+    key_order = ", ".join(f'"{c}"' for c, landed in pairs if landed in spec.primary_key) or "rowid"
+    selected = ", ".join(f'cast("{c}" as text)' for c in columns)
+    new_cursor = None
+    if "updated_at" in columns:
+        condition, params = _cursor_window('"updated_at"', mark.cursor, upper)
+        query = f'select {selected} from "{table}" where {condition} order by {key_order}'
+        new_cursor = shop.execute(
+            f'select max({_SQLITE_TS.format(column=chr(34) + "updated_at" + chr(34))}) from "{table}" '
+            f"where {condition}",
+            params,
+        ).fetchone()[0]
+    elif table == "order_items" and orders_window is not None:
+        condition, params = orders_window
+        query = (
+            f'select {selected} from "{table}" where order_id in '
+            f"(select o.order_id from orders as o where {condition}) order by {key_order}"
+        )
+    else:
+        query, params = f'select {selected} from "{table}" order by {key_order}', []
+
+    arrow, digest = _fetch_text_table(shop, query, params, columns)
+    if arrow.num_rows == 0:
+        return
+    is_snapshot = "updated_at" not in columns and table != "order_items"
+    if is_snapshot and mark.snapshot_sha256 == digest:
+        return  # full snapshot unchanged since the last extract
+    con.register("_shop_rows", arrow)
+    try:
+        con.execute(
+            f"create or replace temp table {_LANDED} as select * exclude (_row_number), _row_number, "
+            "null::varchar as _reject_reason, null::varchar as _raw_line from _shop_rows"
+        )
+    finally:
+        con.unregister("_shop_rows")
+    _land(
+        con, ctx, spec, pairs, source_file, ctx.as_of, content_key=f"{source_file}\n{digest}", result=result
+    )
+    if new_cursor is not None:
+        mark.cursor = max(new_cursor, mark.cursor or "")
+    elif is_snapshot:
+        mark.snapshot_sha256 = digest
+
+
+def _fetch_text_table(
+    shop: sqlite3.Connection, query: str, params: list[str], columns: list[str]
+) -> tuple[pa.Table, str]:
+    """Run `query` and return its rows as an all-text Arrow table with `_row_number`, and a content hash."""
+    cursor = shop.execute(query, params)
+    digest = hashlib.sha256()
+    chunks: list[pa.RecordBatch] = []
+    schema = pa.schema([(c, pa.string()) for c in columns] + [("_row_number", pa.int64())])
+    first = 1
+    while rows := cursor.fetchmany(_FETCH_ROWS):
+        digest.update(repr(rows).encode("utf-8", "surrogatepass"))
+        values = list(zip(*rows, strict=True))
+        arrays = [pa.array(values[i], type=pa.string()) for i in range(len(columns))]
+        arrays.append(pa.array(range(first, first + len(rows)), type=pa.int64()))
+        chunks.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
+        first += len(rows)
+    return pa.Table.from_batches(chunks, schema=schema), digest.hexdigest()
