@@ -1,0 +1,543 @@
+"""Demo source systems of a fictional retailer, with ground truth (docs/contracts.md §2).
+
+`generate(out, customers, days, seed, start)` writes `out/systems/` (shop.sqlite and daily crm/web/email/pos
+files), `out/truth/` and `out/generator.json`. `advance(out, days)` appends days: it rebuilds the same
+world from generator.json, writes only the new daily files and brings shop.sqlite and truth to the new end
+state. The world does not depend on the number of days written, so generate(D) + advance(1) gives the same
+files as generate(D + 1). See sources/README.md for the model and the noise rates.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from . import activity, people, population, records, writers
+from .world import CANCEL_RATE, REFUND_RATE, RETURN_RATE, World, build_world
+
+GENERATOR_VERSION = 1
+WEB_BLOCK_DAYS = 61
+TRUTH_FUTURE_DAYS = 365
+CRM_COLUMNS = [
+    "contact_id",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "address_line1",
+    "address_line2",
+    "city",
+    "postcode",
+    "region",
+    "country",
+    "birth_date",
+    "email_opt_in",
+    "updated_at",
+]
+CUSTOMER_COLUMNS = [
+    "customer_id",
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "address_line1",
+    "address_line2",
+    "city",
+    "postcode",
+    "region",
+    "country",
+    "birth_date",
+    "created_at",
+    "updated_at",
+]
+WEB_COLUMNS = [
+    "event_id",
+    "occurred_at",
+    "event_type",
+    "anonymous_id",
+    "customer_id",
+    "session_id",
+    "page_url",
+    "product_id",
+    "device_type",
+    "channel",
+]
+EMAIL_COLUMNS = ["event_id", "occurred_at", "email", "event_type", "campaign_id"]
+POS_COLUMNS = ["transaction_id", "purchased_at", "total_amount", "store_id", "loyalty_id", "phone", "email"]
+
+
+class GeneratorError(RuntimeError):
+    """The output folder or its generator.json cannot be used."""
+
+
+@dataclass(frozen=True)
+class GenerateSummary:
+    out: Path
+    first_day: date  # first day of the whole generated range
+    last_day: date  # last generated day (the natural as-of)
+    days_written: int  # daily files written by this call (per source)
+    rows: dict[str, int] = field(default_factory=dict)  # rows written per entity by this call
+    seconds: float = 0.0
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+
+def generate(
+    out: Path, customers: int = 10_000, days: int = 730, seed: int = 42, start: date = date(2024, 7, 1)
+) -> GenerateSummary:
+    """Write the demo source systems for `days` days from `start` into `out` (replacing what was there)."""
+    if customers < 1 or days < 1:
+        raise GeneratorError(f"customers and days must be positive (got {customers}, {days})")
+    out = Path(out)
+    for sub in ("systems", "truth"):
+        if (out / sub).exists():
+            shutil.rmtree(out / sub)
+    (out / "generator.json").unlink(missing_ok=True)
+    return _run(out, seed=seed, customers=customers, start=start, days=days, first_new_day=0)
+
+
+def advance(out: Path, days: int = 1) -> GenerateSummary:
+    """Append `days` more days to an existing output (new daily files, shop.sqlite and truth updated)."""
+    if days < 1:
+        raise GeneratorError(f"days must be positive (got {days})")
+    meta = read_meta(Path(out))
+    return _run(
+        Path(out),
+        seed=meta["seed"],
+        customers=meta["customers"],
+        start=date.fromisoformat(meta["start"]),
+        days=meta["days"] + days,
+        first_new_day=meta["days"],
+    )
+
+
+def read_meta(out: Path) -> dict:
+    path = Path(out) / "generator.json"
+    if not path.exists():
+        raise GeneratorError(f"{path} not found: run generate first")
+    meta = json.loads(path.read_text())
+    if meta.get("generator_version") != GENERATOR_VERSION:
+        raise GeneratorError(
+            f"{path} was written by generator version {meta.get('generator_version')}, "
+            f"this is version {GENERATOR_VERSION}: regenerate"
+        )
+    return meta
+
+
+def last_day(out: Path) -> date:
+    """The last generated day: the natural as-of date for a run over this output."""
+    meta = read_meta(Path(out))
+    return date.fromisoformat(meta["start"]) + timedelta(days=meta["days"] - 1)
+
+
+def _run(
+    out: Path, *, seed: int, customers: int, start: date, days: int, first_new_day: int
+) -> GenerateSummary:
+    t0 = time.perf_counter()
+    world = build_world(seed, customers)
+    end = float(days)  # everything strictly before day index `days` exists in the systems
+    new_days = range(first_new_day, days)
+    systems, truth = out / "systems", out / "truth"
+    rows: dict[str, int] = {}
+
+    # Daily files.
+    contacts, unsub = _crm_versions(seed, world, start, days)
+    crm = contacts[contacts["valid_day"] < end]
+    rows["crm_contacts"] = writers.write_daily_csv(
+        systems / "crm",
+        "contacts",
+        start,
+        _crm_table(start, crm),
+        np.floor(crm["valid_day"].to_numpy()),
+        new_days,
+    )
+
+    web = activity.web_events(seed, world, days)
+    web_days = web["day"].to_numpy()
+    web_ids = _web_event_ids(start, web)
+    rows["web_events"] = 0
+    # JSON lines are built a block of days at a time to bound memory; untouched blocks are skipped.
+    for block in range(0, days, WEB_BLOCK_DAYS):
+        block_days = [d for d in new_days if block <= d < block + WEB_BLOCK_DAYS]
+        if not block_days:
+            continue
+        lo, hi = np.searchsorted(web_days, [block, block + WEB_BLOCK_DAYS])
+        lines = writers.jsonl_lines(_web_table(start, web.iloc[lo:hi], web_ids[lo:hi]))
+        rows["web_events"] += writers.write_daily_jsonl(
+            systems / "web", "events", start, lines, web_days[lo:hi], block_days
+        )
+
+    email_ids, email_table, email_days, email_person = _email_table(start, unsub["_events"], end)
+    rows["email_events"] = writers.write_daily_csv(
+        systems / "email", "events", start, email_table, email_days, new_days
+    )
+
+    pos = world.pos[world.pos["t"] < end]
+    rows["pos_transactions"] = writers.write_daily_csv(
+        systems / "pos",
+        "transactions",
+        start,
+        _pos_table(start, pos),
+        np.floor(pos["t"].to_numpy()),
+        new_days,
+    )
+
+    # Shop database: the state at the end of the last day.
+    shop, shop_rows = _shop_state(start, world, end)
+    writers.write_sqlite(systems / "shop.sqlite", shop)
+    rows.update(shop_rows)
+
+    # Truth.
+    _write_truth(truth, start, world, end, crm, web, web_ids, email_ids, email_person, pos)
+    _write_params(truth / "params.json", seed, customers, start)
+    (out / "generator.json").write_text(
+        json.dumps(
+            {
+                "generator_version": GENERATOR_VERSION,
+                "seed": seed,
+                "customers": customers,
+                "start": start.isoformat(),
+                "days": days,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return GenerateSummary(
+        out=out,
+        first_day=start,
+        last_day=start + timedelta(days=days - 1),
+        days_written=len(new_days),
+        rows=rows,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _crm_versions(seed: int, world: World, start: date, days: int) -> tuple[pd.DataFrame, dict]:
+    """CRM versions including opt-out versions that follow email unsubscribes."""
+    events, unsubscribed = activity.email_events(seed, world, start, days)
+    base = world.contacts.sort_values(["contact_id", "valid_day"], kind="stable")
+    if len(unsubscribed):
+        latest = pd.merge_asof(
+            unsubscribed.sort_values("valid_day"),
+            base.sort_values("valid_day")
+            .drop(columns="valid_day")
+            .assign(_vd=base.sort_values("valid_day")["valid_day"]),
+            left_on="valid_day",
+            right_on="_vd",
+            by="contact_id",
+            direction="backward",
+        )
+        latest = latest.drop(columns="_vd").assign(email_opt_in=False, version=9)
+        base = pd.concat([base, latest[base.columns]], ignore_index=True)
+    base = base.sort_values(["valid_day", "contact_id"], kind="stable").reset_index(drop=True)
+    return base, {"_events": events}
+
+
+def _crm_table(start: date, crm: pd.DataFrame) -> pa.Table:
+    cols = {c: crm[c].to_numpy(dtype=object) for c in CRM_COLUMNS if c not in ("email_opt_in", "updated_at")}
+    cols["email_opt_in"] = np.where(crm["email_opt_in"].to_numpy(dtype=bool), "true", "false").astype(object)
+    cols["updated_at"] = writers.timestamps(start, crm["valid_day"].to_numpy())
+    return writers.to_table({c: cols[c] for c in CRM_COLUMNS})
+
+
+def _web_event_ids(start: date, web: pd.DataFrame) -> np.ndarray:
+    tags = writers.day_tags(start, web["day"].to_numpy())
+    seq = np.char.zfill(web["event_seq"].to_numpy().astype(str), 6)
+    return np.char.add(np.char.add("E", tags), np.char.add("-", seq)).astype(object)
+
+
+def _web_table(start: date, web: pd.DataFrame, event_id: np.ndarray) -> pa.Table:
+    tags = writers.day_tags(start, web["day"].to_numpy())
+    session_id = np.char.add(
+        np.char.add("S", tags), np.char.add("-", np.char.zfill(web["session_seq"].to_numpy().astype(str), 5))
+    ).astype(object)
+    etype = web["etype"].to_numpy()
+    pid = web["product_id"].to_numpy()
+    pid_text = pid.astype(str).astype(object)
+    url = np.select(
+        [
+            etype == activity.PAGE_VIEW,
+            etype == activity.LOGIN,
+            etype == activity.PRODUCT_VIEW,
+            etype == activity.ADD_TO_CART,
+            etype == activity.CHECKOUT,
+        ],
+        [activity.PAGES[web["page"].to_numpy()], "/login", "/p/" + pid_text, "/cart", "/checkout"],
+        "/checkout/confirmation",
+    )
+    cid = web["customer_id"].to_numpy()
+    table = writers.to_table(
+        {
+            "event_id": event_id,
+            "occurred_at": writers.timestamps(start, web["t"].to_numpy()),
+            "event_type": activity.EVENT_TYPES[etype],
+            "anonymous_id": web["anonymous_id"].to_numpy(dtype=object),
+            "customer_id": np.where(cid >= 0, cid.astype(str).astype(object), None),
+            "session_id": session_id,
+            "page_url": url,
+            "product_id": np.where(pid > 0, pid_text, None),
+            "device_type": web["device_type"].to_numpy(dtype=object),
+            "channel": activity.CHANNELS[web["channel"].to_numpy()],
+        }
+    )
+    return table
+
+
+def _email_table(
+    start: date, events: pd.DataFrame, end: float
+) -> tuple[np.ndarray, pa.Table, np.ndarray, np.ndarray]:
+    ev = events[events["t"] < end]
+    day = np.floor(ev["t"].to_numpy()).astype(np.int64)
+    seq = ev.groupby(day).cumcount().to_numpy()
+    event_id = np.char.add(
+        np.char.add("M", writers.day_tags(start, day)), np.char.add("-", np.char.zfill(seq.astype(str), 6))
+    ).astype(object)
+    campaign = np.char.add("CMP", writers.day_tags(start, ev["campaign"].to_numpy())).astype(object)
+    table = writers.to_table(
+        {
+            "event_id": event_id,
+            "occurred_at": writers.timestamps(start, ev["t"].to_numpy()),
+            "email": ev["email"].to_numpy(dtype=object),
+            "event_type": activity.EMAIL_TYPES[ev["etype"].to_numpy().astype(np.int64)],
+            "campaign_id": campaign,
+        }
+    )
+    return event_id, table, day, ev["person_idx"].to_numpy()
+
+
+def _pos_table(start: date, pos: pd.DataFrame) -> pa.Table:
+    return writers.to_table(
+        {
+            "transaction_id": pos["transaction_id"].to_numpy(dtype=object),
+            "purchased_at": writers.timestamps(start, pos["t"].to_numpy()),
+            "total_amount": writers.money(pos["total_amount"].to_numpy()),
+            "store_id": pos["store_id"].to_numpy(dtype=object),
+            "loyalty_id": pos["loyalty_id"].to_numpy(dtype=object),
+            "phone": pos["phone"].to_numpy(dtype=object),
+            "email": pos["email"].to_numpy(dtype=object),
+        }
+    )
+
+
+def _order_state(orders: pd.DataFrame, end: float) -> tuple[np.ndarray, np.ndarray]:
+    """Status and updated_at (days) of each order as seen at `end`."""
+    final = orders["status_final"].to_numpy(dtype=object)
+    t, done, fin = orders["t"].to_numpy(), orders["completed_day"].to_numpy(), orders["final_day"].to_numpy()
+    status = np.where(
+        fin < end, final, np.where((final != "cancelled") & (done < end), "completed", "placed")
+    )
+    updated = np.where(fin < end, fin, np.where((final != "cancelled") & (done < end), done, t))
+    return status.astype(object), updated
+
+
+def _shop_state(start: date, world: World, end: float) -> tuple[dict[str, list[tuple]], dict[str, int]]:
+    cv = world.customers
+    cv = cv[(cv["valid_day"] < end) & (cv["created_day"] < end) & (cv["deleted_day"] >= end)]
+    cv = cv.sort_values(["customer_id", "valid_day"], kind="stable").drop_duplicates(
+        "customer_id", keep="last"
+    )
+    created = writers.timestamps(start, cv["created_day"].to_numpy())
+    updated = writers.timestamps(start, cv["valid_day"].to_numpy())
+    customers = pd.DataFrame({c: cv[c].to_numpy(dtype=object) for c in CUSTOMER_COLUMNS[1:-2]})
+    customers.insert(0, "customer_id", cv["customer_id"].to_numpy())
+    customers["created_at"], customers["updated_at"] = created, updated
+
+    orders = world.orders[world.orders["t"] < end]
+    status, upd = _order_state(orders, end)
+    order_rows = pd.DataFrame(
+        {
+            "order_id": orders["order_id"].to_numpy(),
+            "customer_id": orders["customer_id"].to_numpy(),
+            "ordered_at": writers.timestamps(start, orders["t"].to_numpy()),
+            "total_amount": orders["total_amount"].to_numpy(),
+            "status": status,
+            "currency": "EUR",
+            "updated_at": writers.timestamps(start, upd),
+        }
+    )
+    items = world.order_items[world.order_items["t"] < end].drop(columns="t")
+    products = world.products.drop(columns="category_idx").assign(
+        updated_at=writers.timestamps(start, np.full(len(world.products), -30.0))
+    )
+
+    def tuples(df: pd.DataFrame) -> list[tuple]:
+        return [
+            tuple(
+                None
+                if (isinstance(v, float) and np.isnan(v))
+                else (v.item() if isinstance(v, np.generic) else v)
+                for v in row
+            )
+            for row in df.itertuples(index=False, name=None)
+        ]
+
+    tables = {
+        "customers": tuples(customers),
+        "orders": tuples(order_rows),
+        "order_items": tuples(items),
+        "products": tuples(products),
+    }
+    counts = {
+        "shop_customers": len(customers),
+        "shop_orders": len(order_rows),
+        "shop_order_items": len(items),
+        "shop_products": len(products),
+    }
+    return tables, counts
+
+
+def _write_truth(
+    truth: Path,
+    start: date,
+    world: World,
+    end: float,
+    crm: pd.DataFrame,
+    web: pd.DataFrame,
+    web_ids: np.ndarray,
+    email_ids: np.ndarray,
+    email_person: np.ndarray,
+    pos: pd.DataFrame,
+) -> None:
+    pid = world.persons["true_person_id"].to_numpy(dtype=object)
+    contacts = world.contact_index[world.contact_index["created_day"] < end]
+    accounts = world.accounts[world.accounts["created_day"] < end].sort_values("customer_id")
+    orders = world.orders[world.orders["t"] < end]
+    parts = [
+        ("crm_contacts", contacts["contact_id"].to_numpy(dtype=object), contacts["person_idx"].to_numpy()),
+        (
+            "shop_customers",
+            accounts["customer_id"].astype(str).to_numpy(dtype=object),
+            accounts["person_idx"].to_numpy(),
+        ),
+        (
+            "shop_orders",
+            orders["order_id"].astype(str).to_numpy(dtype=object),
+            orders["person_idx"].to_numpy(),
+        ),
+        ("pos_transactions", pos["transaction_id"].to_numpy(dtype=object), pos["person_idx"].to_numpy()),
+        ("web_events", web_ids, web["person_idx"].to_numpy()),
+        ("email_events", email_ids, email_person),
+    ]
+    record_persons = writers.to_table(
+        {
+            "source_entity": np.concatenate(
+                [np.full(len(ids), name, dtype=object) for name, ids, _ in parts]
+            ),
+            "source_record_id": np.concatenate([ids for _, ids, _ in parts]),
+            "true_person_id": np.concatenate([pid[idx.astype(np.int64)] for _, _, idx in parts]),
+        }
+    )
+    writers.write_parquet(truth / "record_persons.parquet", record_persons)
+
+    p, pe = world.persons, world.people
+    persons = pd.DataFrame(
+        {
+            "true_person_id": p["true_person_id"],
+            "latent_type": p["latent_type"],
+            "acquired_at": pd.to_datetime(
+                writers.timestamps(start, p["acquired_day"].to_numpy()).astype(str)
+            ),
+            "purchase_rate_per_day": p["purchase_rate_per_day"],
+            "dropout_probability": p["dropout_probability"],
+            "spend_nu": p["spend_nu"],
+            "expected_spend": p["expected_spend"],
+            "online_share": p["online_share"],
+            "web_sessions_per_day": p["web_sessions_per_day"],
+            "email_open_probability": p["email_open_probability"],
+            "first_name": pe["first_name"],
+            "last_name": pe["last_name"],
+            "birth_date": pd.to_datetime(pe["birth_date"].astype(str)).dt.date,
+            "email": pe["email"],
+            "secondary_email": pe["secondary_email"],
+            "phone_e164": pe["phone_e164"],
+            "address_line1": pe["address_line1"],
+            "city": pe["city"],
+            "postcode": pe["postcode"],
+            "country": pe["country"],
+            "household_head_id": np.where(
+                pe["household_head_idx"] >= 0, pid[np.maximum(pe["household_head_idx"].to_numpy(), 0)], None
+            ),
+            "moved_at": pd.to_datetime(
+                np.where(
+                    pe["moved"], writers.timestamps(start, np.where(pe["moved"], pe["moved_day"], 0.0)), None
+                ).astype(object)
+            ),
+            "is_acquired": p["acquired_day"] < end,
+        }
+    )
+    writers.write_parquet(truth / "persons.parquet", pa.Table.from_pandas(persons, preserve_index=False))
+
+    horizon = end + TRUTH_FUTURE_DAYS
+    o = world.orders[world.orders["t"] < horizon]
+    s = world.pos[world.pos["t"] < horizon]
+    online_net = np.where(o["status_final"].to_numpy() == "completed", o["total_amount"].to_numpy(), 0.0)
+    purchases = pd.DataFrame(
+        {
+            "true_person_id": np.concatenate([pid[o["person_idx"]], pid[s["person_idx"]]]),
+            "t": np.concatenate([o["t"].to_numpy(), s["t"].to_numpy()]),
+            "gross_amount": np.concatenate([o["total_amount"].to_numpy(), s["total_amount"].to_numpy()]),
+            "net_amount": np.concatenate([online_net, s["total_amount"].to_numpy()]),
+            "status": np.concatenate(
+                [
+                    o["status_final"].to_numpy(dtype=object),
+                    np.where(s["is_return"], "returned", "completed").astype(object),
+                ]
+            ),
+            "channel": np.concatenate(
+                [np.full(len(o), "online", dtype=object), np.full(len(s), "store", dtype=object)]
+            ),
+            "source_entity": np.concatenate(
+                [
+                    np.full(len(o), "shop_orders", dtype=object),
+                    np.full(len(s), "pos_transactions", dtype=object),
+                ]
+            ),
+            "source_record_id": np.concatenate(
+                [o["order_id"].astype(str).to_numpy(dtype=object), s["transaction_id"].to_numpy(dtype=object)]
+            ),
+        }
+    ).sort_values(["t", "source_entity", "source_record_id"], kind="stable")
+    purchases.insert(
+        1, "purchased_at", pd.to_datetime(writers.timestamps(start, purchases["t"].to_numpy()).astype(str))
+    )
+    purchases["is_after_last_day"] = purchases["t"] >= end
+    purchases = purchases.drop(columns="t")
+    writers.write_parquet(truth / "purchases.parquet", pa.Table.from_pandas(purchases, preserve_index=False))
+
+
+def _write_params(path: Path, seed: int, customers: int, start: date) -> None:
+    params = {
+        "seed": seed,
+        "customers": customers,
+        "start": start.isoformat(),
+        "process": "BG/NBD purchases (lambda ~ Gamma(r, rate=alpha) per day; dropout after each purchase "
+        "p ~ Beta(a, b)); spend Gamma-Gamma (z ~ Gamma(p, rate=nu), nu ~ Gamma(q, rate=gamma))",
+        "acquisition_days": population.ACQUISITION_DAYS,
+        "max_purchases_per_person": population.MAX_PURCHASES,
+        "latent_types": population.type_params(),
+        "orders": {"cancel_rate": CANCEL_RATE, "refund_rate": REFUND_RATE, "currency": "EUR"},
+        "pos": {"return_rate": RETURN_RATE},
+        "households": {
+            "rate": people.HOUSEHOLD_RATE,
+            "shared_email": people.SHARED_EMAIL_IN_HOUSEHOLD,
+            "shared_phone": people.SHARED_PHONE_IN_HOUSEHOLD,
+        },
+        "moves": {"rate": people.MOVE_RATE},
+        "secondary_email_rate": people.SECONDARY_EMAIL_RATE,
+        "noise": records.NOISE_RATES,
+        "web": {"login_rate": activity.LOGIN_RATE},
+        "truth_future_days": TRUTH_FUTURE_DAYS,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(params, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
