@@ -1,0 +1,69 @@
+-- One row per person and campaign: was the campaign sent, opened, clicked, bounced, unsubscribed from.
+
+with
+
+email_events as (
+
+    select * from {{ ref('stg_email__events') }}
+
+),
+
+person_map as (
+
+    select * from {{ ref('person_map') }}
+    where source_entity = 'email_events'
+
+),
+
+events_personed as (
+
+    select
+        email_events.*,
+        coalesce(email_events.campaign_id, '(none)') as campaign_key,
+        person_map.person_id,
+    from email_events
+    inner join person_map
+        on email_events.event_id = person_map.source_record_id
+
+),
+
+engagement as (
+
+    select
+        person_id,
+        campaign_key,
+        min(occurred_at) as first_event_at,
+        max(occurred_at) as last_event_at,
+        count(*) as events_count,
+        -- an open or a click proves delivery even when the send itself was not exported
+        bool_or(event_type in ('sent', 'send', 'delivered', 'open', 'opened', 'click', 'clicked')) as is_sent,
+        bool_or(event_type in ('open', 'opened', 'click', 'clicked')) as is_opened,
+        bool_or(event_type in ('click', 'clicked')) as is_clicked,
+        bool_or(event_type in ('bounce', 'bounced')) as is_bounced,
+        bool_or(event_type in ('unsubscribe', 'unsubscribed')) as is_unsubscribed,
+    from events_personed
+    where person_id is not null
+    group by person_id, campaign_key
+
+),
+
+final as (
+
+    select
+        person_id || '|' || campaign_key as email_engagement_id,
+        person_id,
+        campaign_key as campaign_id,
+        first_event_at,
+        last_event_at,
+        cast(first_event_at as date) as first_event_date,
+        events_count,
+        is_sent,
+        is_opened,
+        is_clicked,
+        is_bounced,
+        is_unsubscribed,
+    from engagement
+
+)
+
+select * from final
