@@ -201,35 +201,45 @@ EXTRACT_DAY = ("coalesce(nullif(regexp_extract(_batch_id, '(\\d{4}-\\d{2}-\\d{2}
 
 
 def volume_vs_previous_batch(table: str, tolerance: float, batch_key: str = EXTRACT_DAY,
-                             until: datetime | None = None, skip_first: bool = True, **kw: Any) -> Check:
-    """The latest batch's row count is within a factor of the previous batch's.
+                             until: datetime | None = None, skip_first: bool = True, min_rows: int = 0,
+                             **kw: Any) -> Check:
+    """The latest batch's row count is within a factor of what the same weekday usually brings.
 
-    `tolerance` t allows the latest batch to hold between (1 - t) and 1 / (1 - t) times the rows of the
-    previous one (symmetric on a log scale: t = 0.5 allows half to double). Batches are the distinct values
-    of the SQL expression `batch_key` (by default the extract day) among rows extracted by `until`, latest
-    last in sort order. With `skip_first`, an entity's first batch is never the reference: a first load is a
-    backlog (a whole shop history), not a day's volume. With nothing to compare the check is vacuous.
+    Sources are weekly-seasonal (an email campaign goes out on one weekday, opens trickle in on the
+    others), so the reference is the median of the up to four previous batches on the latest batch's
+    weekday; with no such batch yet (or batches that are not dates), the median of the four previous ones. `tolerance` t allows
+    between (1 - t) and 1 / (1 - t) times the reference (symmetric on a log scale: t = 0.5 allows half to
+    double). Batches are the distinct values of the SQL expression `batch_key` (by default the extract day)
+    among rows extracted by `until`. With `skip_first`, an entity's first batch is never a reference: a
+    first load is a backlog (a whole shop history), not a day's volume. With no reference, or a reference
+    under `min_rows` (where a handful of rows more or less is noise, not an outage), it is vacuous.
     """
     if not 0 <= tolerance < 1:
         raise ValueError("tolerance must be in [0, 1)")
     table = _ident(table)
     scope = f"where _extracted_at <= {_quote(until.isoformat(sep=' '))}::timestamp" if until else ""
     low, high = 1 - tolerance, 1 / (1 - tolerance)
+    not_first = "and ranked.k < ranked.b" if skip_first else ""
     batches = (
         f"with batches as (select {batch_key} as batch, count(*) as n from {table} {scope} group by 1), "
         f"ranked as (select batch, n, row_number() over (order by batch desc) as k, count(*) over () as b "
         f"from batches), "
-        f"pair as (select max(n) filter (where k = 1) as cur, max(n) filter (where k = 2 "
-        f"and b >= {3 if skip_first else 2}) as prev, max(batch) filter (where k = 1) as cur_batch, "
-        f"max(batch) filter (where k = 2) as prev_batch from ranked) "
+        f"latest as (select batch as cur_batch, n as cur from ranked where k = 1), "
+        f"earlier as (select ranked.batch, ranked.n, dayofweek(try_cast(ranked.batch::varchar as date)) "
+        f"= dayofweek(try_cast(latest.cur_batch::varchar as date)) as same_weekday "
+        f"from ranked, latest where ranked.k > 1 {not_first}), "
+        f"history as (select batch, n from earlier where same_weekday or not exists "
+        f"(select 1 from earlier where same_weekday) order by batch desc limit 4), "
+        f"pair as (select latest.cur, latest.cur_batch, (select median(n) from history) as prev, "
+        f"(select min(batch) || '..' || max(batch) from history) as prev_batch from latest) "
     )
-    bad = f"prev is not null and (cur < prev * {low} or cur > prev * {high})"
-    metrics = batches + f"select count(prev), count(*) filter (where {bad}) from pair"
-    sample = batches + ("select 'batch ' || cur_batch || ': ' || cur || ' rows, previous ' || prev_batch "
+    bad = f"prev >= {int(min_rows)} and (cur < prev * {low} or cur > prev * {high})"
+    metrics = batches + f"select count(prev) filter (where prev >= {int(min_rows)}), count(*) filter (where {bad}) from pair"
+    sample = batches + ("select 'batch ' || cur_batch || ': ' || cur || ' rows, reference ' || prev_batch "
                         "|| ': ' || prev from pair")
     return Check("volume_vs_previous_batch", table, None, metrics, sample,
                  description=kw.pop("description",
-                                    f"latest batch within x{low:.2f}..x{high:.2f} of the previous one"),
+                                    f"latest batch within x{low:.2f}..x{high:.2f} of the same weekday's median"),
                  details={"tolerance": tolerance}, **kw)
 
 

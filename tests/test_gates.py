@@ -141,7 +141,7 @@ def test_broken_raw_fails_naming_counts_and_samples(ctx, tmp_path):
     assert "not an email C-1" in by_id["raw.crm_contacts.email.matches_regex"].sample
     assert by_id["raw.shop_orders.ordered_at.not_after_horizon"].sample == ["2031-01-01 00:00:00"]
     assert by_id["raw.shop_orders.volume_vs_previous_batch"].sample == [
-        "batch 2026-03-31: 3 rows, previous 2026-03-30: 20"]
+        "batch 2026-03-31: 3 rows, reference 2026-03-30..2026-03-30: 20.0"]
     # the same date is also a warning (after the as-of day); warnings don't fail the gate
     assert {r.check_id for r in result.warnings} == {"raw.shop_orders.ordered_at.not_after_as_of"}
     for check_id in by_id:
@@ -193,6 +193,21 @@ def test_volume_tolerance_is_symmetric_and_configurable():
     assert gx_checks.measure(con, first_too).unexpected_count == 1
     with pytest.raises(ValueError):
         gx_checks.volume_vs_previous_batch("t", 1.0)
+
+
+def test_volume_reference_is_the_same_weekday():
+    """A weekly email campaign: Tuesdays bring thousands of rows, other days a handful. Not an anomaly."""
+    con = duckdb.connect()
+    con.execute("create table t (batch varchar, n integer)")
+    days = [("2026-06-%02d" % day, 2500 if day % 7 == 2 else 6) for day in range(1, 31)]  # Tuesdays: 2, 9, ...
+    con.execute("create table e as select d.batch from (values " + ", ".join(f"('{b}', {n})" for b, n in days)
+                + ") d(batch, n), range(0, 3000) r(i) where r.i < d.n")
+    check = gx_checks.volume_vs_previous_batch("e", 0.8, batch_key="batch")
+    assert gx_checks.measure(con, check).unexpected_count == 0  # 2026-06-30 is a Tuesday
+    con.execute("delete from e where batch = '2026-06-30' and rowid % 10 <> 0")  # the campaign mostly missing
+    assert gx_checks.measure(con, check).unexpected_count == 1
+    tiny = gx_checks.volume_vs_previous_batch("e", 0.8, batch_key="batch", min_rows=5000)
+    assert gx_checks.measure(con, tiny).element_count == 0
 
 
 def test_ml_layer_extension_point(tmp_path):

@@ -51,6 +51,8 @@ class RawSuiteConfig:
     volume_tolerance: float = 0.8
     email_valid_share: float = 0.9
     future_horizon_days: int = 2
+    # Below this many rows a day, a ratio is noise (4 rows instead of 9), not an outage.
+    volume_min_rows: int = 20
 
     @classmethod
     def from_env(cls) -> RawSuiteConfig:
@@ -60,6 +62,7 @@ class RawSuiteConfig:
                                                    cls.email_valid_share)),
             future_horizon_days=int(os.environ.get("TOUCHPOINT_GATE_FUTURE_HORIZON_DAYS",
                                                    cls.future_horizon_days)),
+            volume_min_rows=int(os.environ.get("TOUCHPOINT_GATE_VOLUME_MIN_ROWS", cls.volume_min_rows)),
         )
 
 
@@ -85,5 +88,6 @@ def build_suite(ctx: RunContext, con: duckdb.DuckDBPyConnection,
                 description=f"{column} not more than {config.future_horizon_days} days after the as-of day",
             ))
         if entity in VOLUME_ENTITIES:
-            suite.append(checks.volume_vs_previous_batch(table, config.volume_tolerance, until=ctx.as_of_end))
+            suite.append(checks.volume_vs_previous_batch(table, config.volume_tolerance, until=ctx.as_of_end,
+                                                         min_rows=config.volume_min_rows))
     return suite
