@@ -207,12 +207,13 @@ def volume_vs_previous_batch(table: str, tolerance: float, batch_key: str = EXTR
 
     Sources are weekly-seasonal (an email campaign goes out on one weekday, opens trickle in on the
     others), so the reference is the median of the up to four previous batches on the latest batch's
-    weekday; with no such batch yet (or batches that are not dates), the median of the four previous ones. `tolerance` t allows
-    between (1 - t) and 1 / (1 - t) times the reference (symmetric on a log scale: t = 0.5 allows half to
-    double). Batches are the distinct values of the SQL expression `batch_key` (by default the extract day)
-    among rows extracted by `until`. With `skip_first`, an entity's first batch is never a reference: a
-    first load is a backlog (a whole shop history), not a day's volume. With no reference, or a reference
-    under `min_rows` (where a handful of rows more or less is noise, not an outage), it is vacuous.
+    weekday; with no such batch yet (or batches that are not dates), the median of the four previous
+    ones. `tolerance` t allows between (1 - t) and 1 / (1 - t) times the reference (symmetric on a log
+    scale: t = 0.5 allows half to double). Batches are the distinct values of the SQL expression
+    `batch_key` (by default the extract day) among rows extracted by `until`. With `skip_first`, an
+    entity's first batch is never a reference: a first load is a backlog (a whole shop history), not a
+    day's volume. With no reference, or a reference under `min_rows` (a handful of rows more or less is
+    noise, not an outage), the check is vacuous.
     """
     if not 0 <= tolerance < 1:
         raise ValueError("tolerance must be in [0, 1)")
@@ -234,7 +235,9 @@ def volume_vs_previous_batch(table: str, tolerance: float, batch_key: str = EXTR
         f"(select min(batch) || '..' || max(batch) from history) as prev_batch from latest) "
     )
     bad = f"prev >= {int(min_rows)} and (cur < prev * {low} or cur > prev * {high})"
-    metrics = batches + f"select count(prev) filter (where prev >= {int(min_rows)}), count(*) filter (where {bad}) from pair"
+    metrics = batches + (
+        f"select count(prev) filter (where prev >= {int(min_rows)}), count(*) filter (where {bad}) from pair"
+    )
     sample = batches + ("select 'batch ' || cur_batch || ': ' || cur || ' rows, reference ' || prev_batch "
                         "|| ': ' || prev from pair")
     return Check("volume_vs_previous_batch", table, None, metrics, sample,

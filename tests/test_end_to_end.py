@@ -21,7 +21,9 @@ def touchpoint(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def conformance_run(tmp_path_factory: pytest.TempPathFactory, ) -> Path:
+def conformance_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
     from tests.conftest import CONFORMANCE_EXTRACTS
 
     home = tmp_path_factory.mktemp("conformance_home")
@@ -38,7 +40,8 @@ def test_run_prints_a_short_summary_not_log_noise(conformance_run: Path) -> None
 def test_conformance_kit_passes_on_the_published_warehouse(conformance_run: Path) -> None:
     checked = subprocess.run(
         [sys.executable, str(CONFORMANCE_CHECK), str(conformance_run / "warehouse.duckdb")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
@@ -59,7 +62,102 @@ def test_rerun_of_the_same_as_of_changes_nothing(conformance_run: Path) -> None:
     before = snapshot()
     from tests.conftest import CONFORMANCE_EXTRACTS
 
-    result = touchpoint("run", "--extracts", str(CONFORMANCE_EXTRACTS), "--as-of", "2026-03-31",
-                        "--home", str(conformance_run))
+    result = touchpoint(
+        "run", "--extracts", str(CONFORMANCE_EXTRACTS), "--as-of", "2026-03-31", "--home", str(conformance_run)
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert snapshot() == before
+
+
+@pytest.fixture(scope="module")
+def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small demo world run through the DAG, then advanced one day and run again."""
+    home = tmp_path_factory.mktemp("demo_home")
+    generated = touchpoint("generate", "--customers", "400", "--days", "120", "--seed", "7", "--home", str(home))
+    assert generated.returncode == 0, generated.stderr
+    first = touchpoint("run", "--home", str(home))
+    assert first.returncode == 0, first.stdout + first.stderr
+    return home
+
+
+def _published(home: Path) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+
+
+def test_demo_run_publishes_every_layer(demo_home: Path) -> None:
+    con = _published(demo_home)
+    try:
+
+        def count(table: str) -> int:
+            return con.execute(f"select count(*) from {table}").fetchone()[0]
+
+        for table in (
+            "raw.shop_orders",
+            "raw.web_events",
+            "identity.person_map",
+            "identity.persons",
+            "marts.customer_rfm",
+            "marts.customer_360",
+            "ml.model_runs",
+        ):
+            assert count(table) > 0, table
+        # every loaded row is accounted for, and every staged person record is mapped exactly once
+        unbalanced = con.execute(
+            "select count(*) from audit.load_batches where rows_read <> rows_loaded + rows_quarantined"
+        ).fetchone()[0]
+        assert unbalanced == 0
+        unmapped = con.execute(
+            "select count(*) from staging.stg_crm__contacts contact left join identity.person_map map "
+            "on map.source_entity = 'crm_contacts' and map.source_record_id = contact.contact_id "
+            "where map.person_id is null"
+        ).fetchone()[0]
+        assert unmapped == 0
+        assert count("marts.customer_360") == count("identity.persons")
+        gates = con.execute("select distinct layer from audit.gate_results where success").fetchall()
+        assert {"raw", "marts", "ml"} <= {layer for (layer,) in gates}
+    finally:
+        con.close()
+    audience = demo_home / "activation"
+    assert any(audience.rglob("audience.csv")), "the default file sync wrote no audience"
+
+
+def test_advancing_a_day_loads_only_the_new_day_and_keeps_person_ids(demo_home: Path) -> None:
+    con = _published(demo_home)
+    before_ids = dict(
+        con.execute(
+            "select source_entity || ':' || source_record_id, person_id from identity.person_map "
+            "where source_entity in ('crm_contacts', 'shop_customers')"
+        ).fetchall()
+    )
+    batches_before = {batch for (batch,) in con.execute("select batch_id from audit.load_batches").fetchall()}
+    last_as_of = con.execute("select max(as_of) from marts.customer_rfm").fetchone()[0]
+    con.close()
+
+    assert touchpoint("generate", "--advance", "1", "--home", str(demo_home)).returncode == 0
+    second = touchpoint("run", "--home", str(demo_home))
+    assert second.returncode == 0, second.stdout + second.stderr
+
+    con = _published(demo_home)
+    try:
+        new_batches = [
+            (batch, str(extract_date))
+            for batch, extract_date in con.execute("select batch_id, extract_date from audit.load_batches").fetchall()
+            if batch not in batches_before
+        ]
+        as_of = con.execute("select max(as_of) from marts.customer_rfm").fetchone()[0]
+        assert (as_of - last_as_of).days == 1
+        assert new_batches, "the new day brought no batch"
+        # only the new day's files and the shop rows changed since the last cursor are pulled
+        assert {extract_date for _, extract_date in new_batches} == {str(as_of)}
+        after_ids = dict(
+            con.execute(
+                "select source_entity || ':' || source_record_id, person_id from identity.person_map "
+                "where source_entity in ('crm_contacts', 'shop_customers')"
+            ).fetchall()
+        )
+        kept = sum(after_ids.get(key) == person for key, person in before_ids.items())
+        assert kept / len(before_ids) > 0.99
+        history = con.execute("select count(distinct as_of) from marts.customer_rfm_history").fetchone()[0]
+        assert history == 2
+    finally:
+        con.close()

@@ -199,7 +199,7 @@ def test_volume_reference_is_the_same_weekday():
     """A weekly email campaign: Tuesdays bring thousands of rows, other days a handful. Not an anomaly."""
     con = duckdb.connect()
     con.execute("create table t (batch varchar, n integer)")
-    days = [("2026-06-%02d" % day, 2500 if day % 7 == 2 else 6) for day in range(1, 31)]  # Tuesdays: 2, 9, ...
+    days = [(f"2026-06-{day:02d}", 2500 if day % 7 == 2 else 6) for day in range(1, 31)]  # Tuesdays: 2, 9, ...
     con.execute("create table e as select d.batch from (values " + ", ".join(f"('{b}', {n})" for b, n in days)
                 + ") d(batch, n), range(0, 3000) r(i) where r.i < d.n")
     check = gx_checks.volume_vs_previous_batch("e", 0.8, batch_key="batch")

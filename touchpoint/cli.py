@@ -24,11 +24,15 @@ def _parse_date(text: str) -> date:
 def build_parser() -> argparse.ArgumentParser:
     # --home is accepted before or after the command (`touchpoint run --home DIR ...`).
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--home", default=argparse.SUPPRESS, help="Touchpoint home (default $TOUCHPOINT_HOME or ./data)")
+    common.add_argument(
+        "--home", default=argparse.SUPPRESS, help="Touchpoint home (default $TOUCHPOINT_HOME or ./data)"
+    )
     parser = argparse.ArgumentParser(prog="touchpoint", description=__doc__.splitlines()[0], parents=[common])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    generate = commands.add_parser("generate", parents=[common], help="build (or advance) the demo source systems with ground truth")
+    generate = commands.add_parser(
+        "generate", parents=[common], help="build (or advance) the demo source systems with ground truth"
+    )
     generate.add_argument("--customers", type=int, default=10_000)
     generate.add_argument("--days", type=int, default=730)
     generate.add_argument("--seed", type=int, default=42)
@@ -41,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--extracts", type=Path, help="folder of bring-your-own extracts (landing contract)")
     run.add_argument("--as-of", type=_parse_date, help="logical date (default: last generated demo day)")
 
-    backfill = commands.add_parser("backfill", parents=[common], help="run consecutive as-of dates, each strictly as of its date")
+    backfill = commands.add_parser(
+        "backfill", parents=[common], help="run consecutive as-of dates, each strictly as of its date"
+    )
     backfill.add_argument("--from", dest="start", type=_parse_date, required=True)
     backfill.add_argument("--to", dest="end", type=_parse_date, required=True)
     backfill.add_argument("--extracts", type=Path, help="folder of bring-your-own extracts (landing contract)")
@@ -58,8 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     paths = Paths(home_from_env(getattr(args, "home", None)))
-    handlers = {"generate": _generate, "run": _run, "backfill": _backfill, "sync": _sync,
-                "sql": _sql}
+    handlers = {"generate": _generate, "run": _run, "backfill": _backfill, "sync": _sync, "sql": _sql}
     try:
         return handlers[args.command](args, paths)
     except KeyboardInterrupt:
@@ -81,8 +86,9 @@ def _generate(args: argparse.Namespace, paths: Paths) -> int:
             return 0
         summary = generate(out, customers=args.customers, days=args.days, seed=args.seed, start=args.start)
     rows = sum(summary.rows.values())
-    print(f"generated {rows:,} rows in {summary.seconds:.1f}s ({rows / max(summary.seconds, 1e-9):,.0f} rows/s) "
-          f"-> {out}")
+    print(
+        f"generated {rows:,} rows in {summary.seconds:.1f}s ({rows / max(summary.seconds, 1e-9):,.0f} rows/s) -> {out}"
+    )
     for entity, count in sorted(summary.rows.items()):
         print(f"  {entity:<20} {count:>12,}")
     print(f"  days {summary.first_day} .. {summary.last_day}")
@@ -108,8 +114,11 @@ def _run(args: argparse.Namespace, paths: Paths) -> int:
         return 2
     paths.ensure()
     log_file = paths.artifacts / as_of.isoformat() / "airflow.log"
-    conf = {"home": str(paths.home), "extracts": str(args.extracts.resolve()) if args.extracts else None,
-            "as_of": as_of.isoformat()}
+    conf = {
+        "home": str(paths.home),
+        "extracts": str(args.extracts.resolve()) if args.extracts else None,
+        "as_of": as_of.isoformat(),
+    }
     print(f"touchpoint run: customer_360 as of {as_of} (home {paths.home})")
     started = time.monotonic()
     outcome = run_dag(paths, as_of, conf, log_file, on_task_done=print_progress)
@@ -164,9 +173,11 @@ def _print_warehouse_summary(paths: Paths) -> None:
             print(f"  {schema + '.' + table:<40} {count:>12,} rows")
     finally:
         con.close()
-    print("\nquery it:  touchpoint sql \"select rfm_segment, count(*) from marts.customer_rfm group by 1\""
-          f"\n     or:  python -c \"import duckdb; print(duckdb.connect('{target}', read_only=True)"
-          ".sql('show all tables'))\"")
+    print(
+        '\nquery it:  touchpoint sql "select rfm_segment, count(*) from marts.customer_rfm group by 1"'
+        f"\n     or:  python -c \"import duckdb; print(duckdb.connect('{target}', read_only=True)"
+        ".sql('show all tables'))\""
+    )
 
 
 def _sync(args: argparse.Namespace, paths: Paths) -> int:
@@ -186,8 +197,10 @@ def _sync(args: argparse.Namespace, paths: Paths) -> int:
                 print(f"{plan.sync_name:<28} skipped: {plan.skipped_reason}")
                 continue
             held = ", ".join(f"{reason} {count}" for reason, count in sorted(plan.ineligible.items())) or "none"
-            print(f"{plan.sync_name:<28} {plan.destination_type:<9} eligible {plan.eligible:>8,}  "
-                  f"insert {plan.inserts:>7,}  update {plan.updates:>7,}  delete {plan.deletes:>7,}  held back: {held}")
+            print(
+                f"{plan.sync_name:<28} {plan.destination_type:<9} eligible {plan.eligible:>8,}  "
+                f"insert {plan.inserts:>7,}  update {plan.updates:>7,}  delete {plan.deletes:>7,}  held back: {held}"
+            )
             for kind, keys in sorted(plan.sample_keys.items()):
                 if keys:
                     print(f"    {kind:<7} e.g. {', '.join(keys)}")
@@ -195,8 +208,10 @@ def _sync(args: argparse.Namespace, paths: Paths) -> int:
     status = 0
     for definition in definitions:
         result = run_sync(ctx, definition)
-        print(f"{result.sync_name:<28} {result.status:<8} sent {result.sent:>8,}  failed {result.failed:>6,}  "
-              f"held back {result.skipped:>6,}  {result.duration_s:6.1f}s  {result.message}")
+        print(
+            f"{result.sync_name:<28} {result.status:<8} sent {result.sent:>8,}  failed {result.failed:>6,}  "
+            f"held back {result.skipped:>6,}  {result.duration_s:6.1f}s  {result.message}"
+        )
         status = status or int(result.status == "failed")
     return status
 

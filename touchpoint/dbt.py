@@ -68,15 +68,23 @@ def run_layer(ctx: RunContext, layer: str, extra_args: list[str] | None = None) 
     log_path = ctx.run_artifacts / "dbt"
     log_path.mkdir(parents=True, exist_ok=True)
     args = [
-        dbt_executable(), "build",
-        "--project-dir", str(DBT_PROJECT_DIR),
-        "--profiles-dir", str(DBT_PROJECT_DIR),
-        "--target-path", str(target_path),
-        "--log-path", str(log_path),
-        "--select", *LAYERS[layer],
+        dbt_executable(),
+        "build",
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(target_path),
+        "--log-path",
+        str(log_path),
+        "--select",
+        *LAYERS[layer],
         # A test runs with the layer that completes its inputs (a test on staging + identity runs with identity).
-        "--indirect-selection", "buildable",
-        "--vars", json.dumps(ctx.dbt_vars()),
+        "--indirect-selection",
+        "buildable",
+        "--vars",
+        json.dumps(ctx.dbt_vars()),
         "--no-use-colors",
         *(extra_args or []),
     ]

@@ -12,7 +12,8 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time as dtime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 
 from touchpoint.config import PROJECT_ROOT, Paths
@@ -64,7 +65,9 @@ def configure_airflow(paths: Paths) -> None:
     if not marker.exists():
         completed = subprocess.run(
             [str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
-            env={**os.environ, **env}, capture_output=True, text=True,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
         )
         (paths.airflow_home / "db-migrate.log").write_text(completed.stdout + completed.stderr)
         if completed.returncode != 0:
@@ -98,9 +101,11 @@ def run_dag(
 
     log_file.parent.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
-    watcher = threading.Thread(
-        target=_watch_tasks, args=(logical_date, stop, on_task_done), daemon=True
-    ) if on_task_done else None
+    watcher = (
+        threading.Thread(target=_watch_tasks, args=(logical_date, stop, on_task_done), daemon=True)
+        if on_task_done
+        else None
+    )
     with _redirect_output(log_file):
         if watcher:
             watcher.start()
@@ -127,9 +132,11 @@ def _task_outcomes(logical_date: datetime) -> list[TaskOutcome]:
         runs = DagRun.find(dag_id=DAG_ID, logical_date=logical_date, session=session)
         if not runs:
             return []
-        tis = session.query(TaskInstance).filter(
-            TaskInstance.dag_id == DAG_ID, TaskInstance.run_id == runs[-1].run_id
-        ).all()
+        tis = (
+            session.query(TaskInstance)
+            .filter(TaskInstance.dag_id == DAG_ID, TaskInstance.run_id == runs[-1].run_id)
+            .all()
+        )
         outcomes = []
         for ti in tis:
             seconds = (ti.end_date - ti.start_date).total_seconds() if ti.start_date and ti.end_date else 0.0
@@ -190,4 +197,3 @@ def print_progress(outcome: TaskOutcome) -> None:
     out = _redirect_output.terminal or sys.stdout
     mark = {"success": "ok", "skipped": "--"}.get(outcome.state, "!!")
     print(f"  {mark} {outcome.task_id:<28} {outcome.seconds:7.1f}s  {outcome.state}", file=out, flush=True)  # type: ignore[arg-type]
-

@@ -95,8 +95,12 @@ def dbt_layer(ctx: RunContext, layer: str) -> dict[str, Any]:
 
     with writer_lock(ctx.paths):
         result = run_layer(ctx, layer)
-    return {"layer": layer, "seconds": round(result.seconds, 2), "models": result.models_built,
-            "tests_passed": result.tests_passed}
+    return {
+        "layer": layer,
+        "seconds": round(result.seconds, 2),
+        "models": result.models_built,
+        "tests_passed": result.tests_passed,
+    }
 
 
 def gate(ctx: RunContext, layer: str) -> dict[str, Any]:

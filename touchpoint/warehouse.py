@@ -33,9 +33,9 @@ def writer_lock(paths: Paths, timeout_s: float = 3600.0) -> Iterator[None]:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
-            except BlockingIOError:
+            except BlockingIOError as busy:
                 if time.monotonic() > deadline:
-                    raise WarehouseBusyError(f"working warehouse {paths.work_db} is locked by another writer")
+                    raise WarehouseBusyError(f"working warehouse {paths.work_db} is locked by another writer") from busy
                 time.sleep(0.2)
         try:
             yield
