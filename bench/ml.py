@@ -1,0 +1,76 @@
+"""Benchmark: the ML stage (segments, propensity, CLV: train + score + write back) on synthetic marts.
+
+    .venv/bin/python bench/ml.py [--customers 100000] [--history-days 730]
+
+Simulates customers from known BG/NBD + Gamma-Gamma parameters (touchpoint.ml.synthetic), writes
+marts.fct_orders / customer_rfm / customer_360 into a temporary DuckDB file (untimed), then times one
+`run_ml` and prints the wall time per step, the peak resident memory of the process, the rows written,
+and the fitted CLV parameters next to the simulated ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import duckdb
+from touchpoint.ml.stage import run_ml
+from touchpoint.ml.synthetic import SimulationParams, build_synthetic_marts
+
+from touchpoint.config import RunContext
+
+AS_OF = date(2026, 6, 30)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--history-days", type=int, default=730)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as folder:
+        home = Path(folder)
+        con = duckdb.connect(str(home / "work.duckdb"))
+        started = time.perf_counter()
+        build_synthetic_marts(con, args.customers, AS_OF, history_days=args.history_days, seed=42)
+        orders = con.execute("select count(*) from marts.fct_orders").fetchall()[0][0]
+        print(f"synthetic marts: {args.customers} customers, {orders} orders ({time.perf_counter() - started:.1f} s)")
+        rss_before = peak_rss_mb()
+
+        started, cpu_started = time.perf_counter(), cpu_seconds()
+        result = run_ml(RunContext(as_of=AS_OF, home=home, run_id="bench"), con)
+        total, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
+
+        print(
+            f"run_ml total: {total:.1f} s wall, {cpu:.1f} s CPU; peak RSS {peak_rss_mb():.0f} MB "
+            f"(after building marts: {rss_before:.0f} MB)"
+        )
+        for step, seconds in result.seconds.items():
+            print(f"  {step:<11} {seconds:7.1f} s")
+        print("rows:", json.dumps(result.rows_written))
+        for run in result.runs:
+            status = run.status if run.status == "trained" else f"skipped ({run.reason})"
+            validation = run.metrics.get("validation", {})
+            extra = f" ROC-AUC {validation['roc_auc']:.3f} PR-AUC {validation['pr_auc']:.3f}" if validation else ""
+            params = {k: round(v, 3) for k, v in run.parameters.items() if isinstance(v, float)}
+            print(f"  {run.model_name:<20} {status}{extra} {params if params else ''}")
+        print("simulated:", SimulationParams())
+        con.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Reading the marts and building model features, point in time.
+
+Everything is computed from `marts.fct_orders` (and, for segments, `marts.customer_360`) as of a cut-off:
+an order counts when `ordered_at < cutoff`. Labels for propensity come from the window after the cut-off
+only, so no feature sees anything at or after it.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+# Orders that count as purchases: not cancelled/refunded and with positive value (POS returns are negative).
+PURCHASE_FILTER = "status not in ('cancelled', 'refunded', 'returned') and net_amount > 0 and person_id is not null"
+
+# When an order happened (a row with only a date counts from the start of that day).
+ORDER_TIME = "coalesce(ordered_at::timestamp, order_date::timestamp)"
+
+PROPENSITY_FEATURES = [
+    "recency_days",
+    "tenure_days",
+    "orders_total",
+    "orders_30d",
+    "orders_90d",
+    "orders_365d",
+    "net_total",
+    "net_90d",
+    "avg_order_value",
+    "online_share",
+    "days_per_order",
+]
+
+SEGMENT_NUMERIC_SKEWED = [
+    "recency_days",
+    "frequency",
+    "monetary",
+    "avg_order_value",
+    "tenure_days",
+    "web_sessions",
+]
+SEGMENT_NUMERIC_RATES = ["email_open_rate", "email_click_rate", "online_share"]
+SEGMENT_CATEGORICAL = ["preferred_category"]
+
+
+def day_end(day: date) -> datetime:
+    """First instant after `day` (UTC, naive): the cut-off for data as of that day."""
+    return datetime.combine(day + timedelta(days=1), time.min)
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    rows = con.execute(
+        "select 1 from information_schema.tables where table_schema = ? and table_name = ?", [schema, table]
+    ).fetchall()
+    return bool(rows)
+
+
+def load_purchases(con: duckdb.DuckDBPyConnection, as_of: date) -> pd.DataFrame:
+    """Purchase orders on or before as_of: person_id, ordered_at, purchase_date, channel, amount."""
+    frame = con.execute(
+        f"""
+        select person_id::varchar as person_id,
+               {ORDER_TIME} as ordered_at,
+               order_date::date as purchase_date, channel, net_amount::double as amount
+        from marts.fct_orders
+        where {PURCHASE_FILTER} and {ORDER_TIME} < ?
+        order by person_id, ordered_at, order_id
+        """,
+        [day_end(as_of)],
+    ).df()
+    frame["ordered_at"] = pd.to_datetime(frame["ordered_at"])
+    frame["purchase_date"] = pd.to_datetime(frame["purchase_date"])
+    return frame
+
+
+def propensity_features(purchases: pd.DataFrame, cutoff: datetime) -> pd.DataFrame:
+    """Features per person from purchases strictly before `cutoff` (persons with >= 1 such purchase)."""
+    cut = pd.Timestamp(cutoff)
+    past = purchases[purchases["ordered_at"] < cut]
+    if past.empty:
+        return pd.DataFrame(columns=["person_id", *PROPENSITY_FEATURES])
+    age_days = (cut - past["ordered_at"]).dt.total_seconds() / 86400.0
+    past = past.assign(
+        age_days=age_days,
+        in_30=(age_days <= 30).astype("float64"),
+        in_90=(age_days <= 90).astype("float64"),
+        in_365=(age_days <= 365).astype("float64"),
+        net_in_90=np.where(age_days <= 90, past["amount"], 0.0),
+        is_online=(past["channel"] == "online").astype("float64"),
+    )
+    grouped = past.groupby("person_id", sort=True)
+    features = pd.DataFrame(
+        {
+            "recency_days": grouped["age_days"].min(),
+            "tenure_days": grouped["age_days"].max(),
+            "orders_total": grouped["age_days"].size().astype("float64"),
+            "orders_30d": grouped["in_30"].sum(),
+            "orders_90d": grouped["in_90"].sum(),
+            "orders_365d": grouped["in_365"].sum(),
+            "net_total": grouped["amount"].sum(),
+            "net_90d": grouped["net_in_90"].sum(),
+            "online_share": grouped["is_online"].mean(),
+        }
+    )
+    features["avg_order_value"] = features["net_total"] / features["orders_total"]
+    features["days_per_order"] = features["tenure_days"] / features["orders_total"]
+    return features.reset_index()[["person_id", *PROPENSITY_FEATURES]]
+
+
+def purchased_in_window(purchases: pd.DataFrame, start: datetime, days: int) -> pd.Series:
+    """Persons with a purchase in [start, start + days): a boolean Series indexed by person_id."""
+    begin = pd.Timestamp(start)
+    end = begin + pd.Timedelta(days=days)
+    window = purchases[(purchases["ordered_at"] >= begin) & (purchases["ordered_at"] < end)]
+    return pd.Series(True, index=pd.Index(window["person_id"].unique(), name="person_id"))
+
+
+def labelled_snapshot(purchases: pd.DataFrame, cutoff: datetime, horizon_days: int) -> pd.DataFrame:
+    """Features as of `cutoff` plus `label` = purchased in [cutoff, cutoff + horizon)."""
+    features = propensity_features(purchases, cutoff)
+    bought = purchased_in_window(purchases, cutoff, horizon_days)
+    features["label"] = features["person_id"].isin(bought.index).astype("int64")
+    features["cutoff"] = pd.Timestamp(cutoff)
+    return features
+
+
+def segment_features(con: duckdb.DuckDBPyConnection, as_of: date) -> pd.DataFrame:
+    """Behavioural features per person with >= 1 purchase, from marts.customer_360 and fct_orders."""
+    frame = con.execute(
+        f"""
+        with channel_mix as (
+            select person_id, avg(case when channel = 'online' then 1.0 else 0.0 end) as online_share,
+                   min(order_date) as first_purchase_date, max(order_date) as last_purchase_date,
+                   count(*) as purchases, sum(net_amount) as purchase_amount
+            from marts.fct_orders
+            where {PURCHASE_FILTER} and {ORDER_TIME} < $cutoff
+            group by person_id
+        )
+        select c.person_id::varchar as person_id,
+               -- customer_360 first; the purchase aggregates if the marts left a gap
+               coalesce(c.recency_days, date_diff('day', m.last_purchase_date, $as_of))::double
+                   as recency_days,
+               coalesce(c.frequency, m.purchases)::double as frequency,
+               coalesce(c.monetary, m.purchase_amount)::double as monetary,
+               coalesce(c.avg_order_value, m.purchase_amount / m.purchases)::double as avg_order_value,
+               date_diff('day', coalesce(c.first_order_date, m.first_purchase_date), $as_of)::double
+                   as tenure_days,
+               coalesce(c.web_sessions, 0)::double as web_sessions,
+               coalesce(c.email_open_rate, 0)::double as email_open_rate,
+               coalesce(c.email_click_rate, 0)::double as email_click_rate,
+               m.online_share,
+               coalesce(c.preferred_category, 'unknown') as preferred_category
+        from marts.customer_360 as c
+        inner join channel_mix as m on m.person_id = c.person_id
+        order by c.person_id
+        """,
+        {"cutoff": day_end(as_of), "as_of": as_of},
+    ).df()
+    numeric = SEGMENT_NUMERIC_SKEWED + SEGMENT_NUMERIC_RATES
+    frame[numeric] = frame[numeric].astype("float64").fillna(0.0)
+    # negative values (a refund larger than the purchases) would break the log transform
+    frame[SEGMENT_NUMERIC_SKEWED] = frame[SEGMENT_NUMERIC_SKEWED].clip(lower=0.0)
+    frame["preferred_category"] = frame["preferred_category"].astype("object")
+    return frame

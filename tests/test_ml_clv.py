@@ -1,0 +1,195 @@
+"""CLV correctness: BG/NBD and Gamma-Gamma against the `lifetimes` reference and against known parameters."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+# lifetimes (dev dependency) is the reference implementation; it imports fine with numpy 2 / pandas 3.
+import lifetimes
+import numpy as np
+import pandas as pd
+import pytest
+from lifetimes import BetaGeoFitter, GammaGammaFitter
+from lifetimes.datasets import load_cdnow_summary, load_cdnow_summary_data_with_monetary_value
+from lifetimes.utils import summary_data_from_transaction_data
+from touchpoint.ml import clv
+from touchpoint.ml.synthetic import SimulationParams, simulate_purchases
+
+DATASETS = Path(lifetimes.__file__).parent / "datasets"
+
+
+def assert_three_significant_digits(ours: dict[str, float], reference: dict[str, float]) -> None:
+    for name, expected in reference.items():
+        assert float(f"{ours[name]:.3g}") == float(f"{expected:.3g}"), (name, ours[name], expected)
+
+
+@pytest.fixture(scope="module")
+def cdnow() -> pd.DataFrame:
+    return load_cdnow_summary(index_col=[0])
+
+
+@pytest.fixture(scope="module")
+def cdnow_monetary() -> pd.DataFrame:
+    return load_cdnow_summary_data_with_monetary_value()
+
+
+def test_bgnbd_matches_lifetimes_on_cdnow(cdnow: pd.DataFrame) -> None:
+    reference = BetaGeoFitter().fit(cdnow["frequency"], cdnow["recency"], cdnow["T"])
+    ours = clv.fit_bgnbd(cdnow["frequency"], cdnow["recency"], cdnow["T"])
+    assert_three_significant_digits(ours.as_dict(), reference.params_.to_dict())
+    # the published CDNOW estimates (Fader, Hardie & Lee 2005, time unit: week)
+    assert_three_significant_digits(ours.as_dict(), {"r": 0.243, "alpha": 4.41, "a": 0.793, "b": 2.43})
+
+    args = (cdnow["frequency"], cdnow["recency"], cdnow["T"])
+    expected = np.asarray(reference.conditional_expected_number_of_purchases_up_to_time(10, *args))
+    np.testing.assert_allclose(clv.expected_purchases(ours, 10, *args), expected, rtol=2e-3)
+    alive = np.asarray(reference.conditional_probability_alive(*args))
+    np.testing.assert_allclose(clv.probability_alive(ours, *args), alive, rtol=2e-3, atol=1e-6)
+    new = float(reference.expected_number_of_purchases_up_to_time(39))
+    assert clv.expected_purchases_new_customer(ours, 39) == pytest.approx(new, rel=2e-3)
+
+
+def test_gamma_gamma_matches_lifetimes_on_cdnow(cdnow_monetary: pd.DataFrame) -> None:
+    repeaters = cdnow_monetary[cdnow_monetary["frequency"] > 0]
+    reference = GammaGammaFitter().fit(repeaters["frequency"], repeaters["monetary_value"])
+    ours = clv.fit_gamma_gamma(cdnow_monetary["frequency"], cdnow_monetary["monetary_value"])
+    assert_three_significant_digits(
+        ours.as_dict(),
+        {"p": reference.params_["p"], "q": reference.params_["q"], "gamma": reference.params_["v"]},
+    )
+    spend = clv.expected_average_spend(ours, cdnow_monetary["frequency"], cdnow_monetary["monetary_value"])
+    expected = np.asarray(
+        reference.conditional_expected_average_profit(cdnow_monetary["frequency"], cdnow_monetary["monetary_value"])
+    )
+    np.testing.assert_allclose(spend, expected, rtol=2e-3)
+
+
+def test_rfm_summary_follows_lifetimes_conventions() -> None:
+    raw = pd.read_csv(
+        DATASETS / "CDNOW_sample.txt",
+        sep=r"\s+",
+        header=None,
+        names=["customer_id", "id2", "date", "quantity", "amount"],
+    )
+    raw["date"] = pd.to_datetime(raw["date"].astype(str), format="%Y%m%d")
+    as_of = date(1997, 9, 30)
+    reference = summary_data_from_transaction_data(
+        raw,
+        "customer_id",
+        "date",
+        monetary_value_col="amount",
+        observation_period_end=pd.Timestamp(as_of),
+        freq="D",
+    ).sort_index()
+    purchases = raw.rename(columns={"customer_id": "person_id", "date": "purchase_date"})
+    ours = clv.rfm_summary(purchases, as_of).set_index("person_id").sort_index()
+    assert list(ours.index) == list(reference.index)
+    for column in ["frequency", "recency", "T", "monetary_value"]:
+        np.testing.assert_allclose(ours[column].to_numpy(), reference[column].to_numpy(), rtol=1e-9, err_msg=column)
+
+
+def test_rfm_summary_counts_same_day_purchases_once() -> None:
+    purchases = pd.DataFrame(
+        {
+            "person_id": ["a", "a", "a", "a", "b", "c"],
+            "purchase_date": [
+                "2026-01-01",
+                "2026-01-01",
+                "2026-01-11",
+                "2026-01-11",
+                "2026-01-05",
+                "2026-02-01",
+            ],
+            "amount": [10.0, 5.0, 20.0, 4.0, 7.0, 9.0],
+        }
+    )
+    summary = clv.rfm_summary(purchases, date(2026, 1, 31)).set_index("person_id")
+    assert list(summary.index) == ["a", "b"]  # c bought after the as-of date
+    assert summary.loc["a", ["frequency", "recency", "T", "monetary_value"]].tolist() == [
+        1.0,
+        10.0,
+        30.0,
+        24.0,
+    ]
+    assert summary.loc["b", ["frequency", "recency", "T", "monetary_value"]].tolist() == [0.0, 0.0, 26.0, 0.0]
+
+
+def _standard_errors(log_likelihood, params: np.ndarray, step: float = 1e-4) -> np.ndarray:
+    """Asymptotic standard errors from a central-difference Hessian of the total log-likelihood."""
+    k = len(params)
+    hessian = np.zeros((k, k))
+    h = step * np.maximum(np.abs(params), 1e-3)
+    for i in range(k):
+        for j in range(k):
+            shifted = []
+            for si, sj in [(1, 1), (1, -1), (-1, 1), (-1, -1)]:
+                point = params.copy()
+                point[i] += si * h[i]
+                point[j] += sj * h[j]
+                shifted.append(log_likelihood(point))
+            hessian[i, j] = (shifted[0] - shifted[1] - shifted[2] + shifted[3]) / (4 * h[i] * h[j])
+    return np.sqrt(np.diag(np.linalg.inv(-hessian)))
+
+
+def test_bgnbd_and_gamma_gamma_recover_simulated_parameters() -> None:
+    truth = SimulationParams(r=0.6, alpha=40.0, a=0.8, b=4.0, p=6.0, q=4.0, gamma=15.0)
+    purchases = simulate_purchases(8000, date(2024, 1, 1), date(2026, 1, 1), truth, seed=7)
+    per_person = purchases.groupby("person_id")
+    first, last = per_person["t"].min().to_numpy(), per_person["t"].max().to_numpy()
+    x = (per_person.size() - 1).to_numpy(dtype="float64")
+    t_x, big_t = last - first, 731.0 - first
+
+    fitted = clv.fit_bgnbd(x, t_x, big_t)
+    estimate = np.array([fitted.r, fitted.alpha, fitted.a, fitted.b])
+    errors = _standard_errors(lambda p: clv.bgnbd_log_likelihood(p, x, t_x, big_t).sum(), estimate)
+    z = (estimate - np.array([truth.r, truth.alpha, truth.a, truth.b])) / errors
+    assert np.all(errors < 0.25 * np.array([truth.r, truth.alpha, truth.a, truth.b]))  # informative fit
+    assert np.all(np.abs(z) < 3.5), dict(zip(["r", "alpha", "a", "b"], z, strict=True))
+
+    # Gamma-Gamma on the mean spend of repeat purchases (first purchase excluded)
+    repeat = purchases[purchases["t"] > purchases.groupby("person_id")["t"].transform("min")]
+    mean_spend = repeat.groupby("person_id")["amount"].mean()
+    frequency = repeat.groupby("person_id").size().astype("float64")
+    spend_fit = clv.fit_gamma_gamma(frequency.to_numpy(), mean_spend.to_numpy())
+    spend_estimate = np.array([spend_fit.p, spend_fit.q, spend_fit.gamma])
+    spend_errors = _standard_errors(
+        lambda p: clv.gamma_gamma_log_likelihood(p, frequency.to_numpy(), mean_spend.to_numpy()).sum(),
+        spend_estimate,
+    )
+    spend_z = (spend_estimate - np.array([truth.p, truth.q, truth.gamma])) / spend_errors
+    assert np.all(spend_errors < 0.25 * np.array([truth.p, truth.q, truth.gamma]))
+    assert np.all(np.abs(spend_z) < 3.5), dict(zip(["p", "q", "gamma"], spend_z, strict=True))
+
+
+def test_expected_purchases_match_simulated_future() -> None:
+    """Predicted purchases in a 90-day holdout agree with what the simulation actually did next."""
+    truth = SimulationParams()
+    purchases = simulate_purchases(6000, date(2024, 1, 1), date(2025, 10, 1), truth, seed=3, horizon_after_end_days=90)
+    purchases["purchase_date"] = pd.Timestamp("2024-01-01") + pd.to_timedelta(purchases["t"], unit="D")
+    result = clv.calibration_holdout_backtest(purchases, date(2025, 12, 30), holdout_days=90)
+    assert result["relative_error_total"] == pytest.approx(0.0, abs=0.1)
+    assert result["correlation"] > 0.5
+
+
+def test_fit_errors_are_clear() -> None:
+    with pytest.raises(clv.ModelFitError, match="repeat purchase"):
+        clv.fit_bgnbd(np.zeros(5), np.zeros(5), np.full(5, 30.0))
+    with pytest.raises(clv.ModelFitError, match="at least two customers"):
+        clv.fit_gamma_gamma(np.array([1.0, 0.0]), np.array([10.0, 0.0]))
+    # everyone buys every 5 days and nobody lapses: the estimates run off to the boundary
+    x, t_x, big_t = np.full(40, 70.0), np.full(40, 350.0), np.full(40, 352.0) + np.arange(40) % 3
+    with pytest.raises(clv.ModelFitError, match="boundary"):
+        clv.fit_bgnbd(x, t_x, big_t)
+    with pytest.raises(clv.ModelFitError, match="variation"):
+        clv.fit_gamma_gamma(np.array([1.0, 2.0, 3.0]), np.array([10.0, 10.0, 10.0]))
+
+
+def test_clv_is_discounted_expected_spend() -> None:
+    params = clv.BgNbdParams(r=0.5, alpha=30.0, a=0.8, b=4.0)
+    x, t_x, big_t = np.array([3.0, 0.0]), np.array([200.0, 0.0]), np.array([300.0, 100.0])
+    spend = np.array([50.0, 40.0])
+    undiscounted = clv.customer_lifetime_value(params, spend, x, t_x, big_t, 365, annual_discount_rate=0.0)
+    np.testing.assert_allclose(undiscounted, clv.expected_purchases(params, 365, x, t_x, big_t) * spend)
+    discounted = clv.customer_lifetime_value(params, spend, x, t_x, big_t, 365, annual_discount_rate=0.1)
+    assert np.all(discounted < undiscounted) and np.all(discounted > undiscounted / 1.1)

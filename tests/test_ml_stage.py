@@ -1,0 +1,235 @@
+"""run_ml end to end on synthetic marts: contract tables, model_runs, idempotency, degraded inputs, checks."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from threadpoolctl import threadpool_limits
+from touchpoint.ml.checks import ml_output_checks
+from touchpoint.ml.stage import TABLE_COLUMNS, MlInputError, run_ml
+from touchpoint.ml.synthetic import build_synthetic_marts, write_marts
+
+from touchpoint.config import RunContext
+
+AS_OF = date(2026, 6, 30)
+MODELS = {"kmeans_segments", "purchase_propensity", "churn_propensity", "bg_nbd", "gamma_gamma"}
+ML_TABLES = [*TABLE_COLUMNS, "model_runs"]
+
+
+def run(con: duckdb.DuckDBPyConnection, home: Path, as_of: date = AS_OF, run_id: str = "run-1"):
+    with threadpool_limits(1):
+        return run_ml(RunContext(as_of=as_of, home=home, run_id=run_id), con)
+
+
+def snapshot(con: duckdb.DuckDBPyConnection) -> dict[str, pd.DataFrame]:
+    frames = {}
+    for table in ML_TABLES:
+        columns = [row[0] for row in con.execute(f"describe ml.{table}").fetchall()]
+        order = ", ".join(f'"{c}"' for c in columns)
+        frames[table] = con.execute(f"select * from ml.{table} order by {order}").df()
+    return frames
+
+
+def active_persons(con: duckdb.DuckDBPyConnection) -> set[str]:
+    rows = con.execute(
+        "select distinct person_id from marts.fct_orders "
+        "where status not in ('cancelled', 'refunded', 'returned') and net_amount > 0"
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory) -> tuple[duckdb.DuckDBPyConnection, Path, pd.DataFrame, object]:
+    home = tmp_path_factory.mktemp("ml_home")
+    con = duckdb.connect(str(home / "work.duckdb"))
+    orders = build_synthetic_marts(con, 500, AS_OF, seed=5)
+    result = run(con, home)
+    return con, home, orders, result
+
+
+def test_writes_contract_tables_and_scores_every_customer(warehouse) -> None:
+    con, home, orders, result = warehouse
+    for table, columns in TABLE_COLUMNS.items():
+        assert [row[0] for row in con.execute(f"describe ml.{table}").fetchall()] == columns
+    active = active_persons(con)
+    assert result.rows_written["customer_propensity"] == len(active) == result.rows_written["customer_clv"]
+    propensity = con.execute("select * from ml.customer_propensity").df()
+    assert set(propensity["person_id"]) == active
+    assert propensity[["purchase_30d_probability", "churn_90d_probability"]].notna().all().all()
+    assert propensity["purchase_30d_decile"].between(1, 10).all()
+    assert sorted(propensity["churn_90d_decile"].unique()) == list(range(1, 11))
+    clv = con.execute("select * from ml.customer_clv").df()
+    assert set(clv["person_id"]) == active
+    assert (clv["clv"] >= 0).all() and clv["probability_alive"].between(0, 1).all()
+    assert (clv["expected_purchases_365d"] >= clv["expected_purchases_90d"]).all()
+    assert (clv["clv_horizon_days"] == 365).all()
+    segments = con.execute("select * from ml.customer_segments").df()
+    assert set(segments["person_id"]) == active
+    assert result.rows_written["segment_profiles"] == segments["segment_id"].nunique()
+
+
+def test_model_runs_record_each_model_with_its_metadata(warehouse) -> None:
+    con, home, orders, result = warehouse
+    runs = con.execute("select * from ml.model_runs").df()
+    assert set(runs["model_name"]) == MODELS and len(runs) == len(MODELS)
+    assert (runs["status"] == "trained").all(), runs[["model_name", "reason"]]
+    assert (runs["trained_at"] == pd.Timestamp(datetime(2026, 7, 1))).all()
+    assert (runs["time_unit"] == "day").all()
+    by_name = runs.set_index("model_name")
+    assert set(json.loads(by_name.loc["bg_nbd", "parameters"])) == {"r", "alpha", "a", "b"}
+    assert set(json.loads(by_name.loc["gamma_gamma", "parameters"])) == {"p", "q", "gamma"}
+    backtest = json.loads(by_name.loc["bg_nbd", "metrics"])["backtest"]
+    assert backtest["holdout_days"] == 90 and backtest["actual_total"] > 0
+    assert backtest["predicted_total"] == pytest.approx(backtest["actual_total"], rel=0.35)
+    for name, row in by_name.iterrows():
+        assert "scikit-learn" in json.loads(row["library_versions"])
+        assert json.loads(row["features"])
+        artifact = Path(row["artifact_path"])
+        assert artifact.exists() and artifact.parent == home / "artifacts" / "run-1" / "models"
+        sidecar = json.loads(artifact.with_suffix(".json").read_text())
+        assert sidecar["model_name"] == name and sidecar["parameters"] == json.loads(row["parameters"])
+
+
+def test_checks_pass_on_healthy_outputs(warehouse) -> None:
+    con, home, orders, result = warehouse
+    checks = ml_output_checks(con, AS_OF)
+    failed = [c for c in checks if not c["success"]]
+    assert not failed, failed
+    assert {c["check"] for c in checks} >= {
+        "model_trained",
+        "probability_in_range",
+        "no_missing_scores",
+        "segment_count",
+        "segment_min_share",
+        "auc_above_floor",
+    }
+    # a floor above any AUC makes the check fail: the check can fail
+    strict = ml_output_checks(con, AS_OF, auc_floor=0.999)
+    assert any(c["check"] == "auc_above_floor" and not c["success"] for c in strict)
+
+
+def test_checks_catch_broken_outputs(warehouse) -> None:
+    con, home, orders, result = warehouse
+    con.execute("begin transaction")
+    try:
+        con.execute(
+            "update ml.customer_propensity set churn_90d_probability = 1.5 where person_id = "
+            "(select min(person_id) from ml.customer_propensity)"
+        )
+        con.execute("delete from ml.customer_clv where person_id = (select max(person_id) from ml.customer_clv)")
+        failed = {(c["check"], c["table"]) for c in ml_output_checks(con, AS_OF) if not c["success"]}
+    finally:
+        con.execute("rollback")
+    assert failed == {
+        ("probability_in_range", "ml.customer_propensity.churn_90d_probability"),
+        ("no_missing_scores", "ml.customer_clv"),
+    }
+
+
+def test_rerun_replaces_and_is_identical(warehouse) -> None:
+    con, home, orders, result = warehouse
+    before = snapshot(con)
+    run(con, home)
+    after = snapshot(con)
+    for table in ML_TABLES:
+        pd.testing.assert_frame_equal(before[table], after[table], obj=table)
+
+
+def test_next_run_keeps_history_stable_ids_and_records_changes(warehouse) -> None:
+    con, home, orders, result = warehouse
+    later = AS_OF + timedelta(days=30)
+    write_marts(con, orders, later, seed=5)
+    run(con, home, later, run_id="run-2")
+    partitions = con.execute("select as_of, count(*) from ml.customer_propensity group by as_of order by 1").fetchall()
+    assert [p[0] for p in partitions] == [AS_OF, later]
+    runs = con.execute("select model_name, count(*) from ml.model_runs group by 1").fetchall()
+    assert all(count == 2 for _, count in runs)
+    changes = con.execute("select * from ml.segment_membership_changes where as_of = ?", [later]).df()
+    assert (changes["previous_as_of"] == pd.Timestamp(AS_OF)).all()
+    assert set(changes["change_type"]) <= {"new", "moved", "left"}
+    moved_share = (changes["change_type"] == "moved").sum() / result.rows_written["customer_segments"]
+    assert moved_share < 0.5  # a month later most customers keep their segment id
+    drift = [c for c in ml_output_checks(con, later) if c["check"] == "drift_psi"]
+    assert len(drift) == 3 and all(c["observed"] is not None for c in drift)
+
+
+def hand_made_orders(rows: list[tuple[str, str]]) -> pd.DataFrame:
+    """Orders (person_id, ordered_at) worth 20 each, online."""
+    frame = pd.DataFrame(rows, columns=["person_id", "ordered_at"])
+    frame["ordered_at"] = pd.to_datetime(frame["ordered_at"])
+    frame.insert(0, "order_id", [f"shop:{i}" for i in range(len(frame))])
+    frame["channel"] = "online"
+    frame["status"] = "completed"
+    frame["gross_amount"] = 20.0 + np.arange(len(frame)) % 7
+    frame["net_amount"] = frame["gross_amount"]
+    frame["order_date"] = frame["ordered_at"].dt.date
+    return frame
+
+
+def degraded_run(tmp_path: Path, orders: pd.DataFrame):
+    con = duckdb.connect(str(tmp_path / "work.duckdb"))
+    write_marts(con, orders, AS_OF)
+    result = run(con, tmp_path)
+    statuses = dict(con.execute("select model_name, status from ml.model_runs").fetchall())
+    reasons = dict(con.execute("select model_name, reason from ml.model_runs").fetchall())
+    return con, result, statuses, reasons
+
+
+def test_no_orders_at_all(tmp_path: Path) -> None:
+    con, result, statuses, reasons = degraded_run(tmp_path, hand_made_orders([]))
+    assert statuses == dict.fromkeys(MODELS, "skipped")
+    assert all(reasons.values())
+    assert all(count == 0 for count in result.rows_written.values())
+    for table in TABLE_COLUMNS:
+        assert con.execute(f"select count(*) from ml.{table}").fetchall() == [(0,)]
+    checks = ml_output_checks(con, AS_OF)
+    assert all(c["success"] for c in checks if c["severity"] == "error")
+
+
+def test_five_customers_one_order_each(tmp_path: Path) -> None:
+    orders = hand_made_orders([(f"p{i}", f"2026-0{i + 1}-15 10:00:00") for i in range(5)])
+    con, result, statuses, reasons = degraded_run(tmp_path, orders)
+    assert statuses == dict.fromkeys(MODELS, "skipped")
+    assert "segments need >= 20" in reasons["kmeans_segments"]
+    assert "repeat purchase" in reasons["bg_nbd"]
+    clv = con.execute("select * from ml.customer_clv order by person_id").df()
+    assert len(clv) == 5 and (clv["frequency"] == 0).all() and clv["clv"].isna().all()
+    assert clv["T"].tolist() == [(AS_OF - date(2026, i + 1, 15)).days for i in range(5)]
+    propensity = con.execute("select * from ml.customer_propensity").df()
+    assert len(propensity) == 5 and propensity["purchase_30d_probability"].isna().all()
+    checks = ml_output_checks(con, AS_OF)
+    assert any(c["check"] == "model_trained" and not c["success"] and c["severity"] == "warning" for c in checks)
+
+
+def test_nobody_churned(tmp_path: Path) -> None:
+    # 30 customers buying every 5 days for a year: nobody goes 90 days without a purchase
+    start = datetime(2025, 6, 1)
+    rows = [
+        (f"p{c:02d}", (start + timedelta(days=5 * k, hours=c % 12)).isoformat(sep=" "))
+        for c in range(30)
+        for k in range(int((datetime(2026, 6, 30) - start).days / 5) + 1)
+    ]
+    con, result, statuses, reasons = degraded_run(tmp_path, hand_made_orders(rows))
+    assert statuses["churn_propensity"] == "skipped"
+    assert "0 customers who churned" in reasons["churn_propensity"]
+    propensity = con.execute("select * from ml.customer_propensity").df()
+    assert len(propensity) == 30 and propensity["churn_90d_probability"].isna().all()
+    checks = ml_output_checks(con, AS_OF)
+    assert all(c["success"] for c in checks if c["check"] == "probability_in_range")
+    clv = con.execute("select * from ml.customer_clv").df()
+    assert len(clv) == 30
+    # with no lapsed customer the BG/NBD likelihood has no interior maximum: skipped, summary kept
+    assert statuses["bg_nbd"] == "skipped" and "boundary" in reasons["bg_nbd"]
+    assert (clv["frequency"] > 60).all() and clv["expected_purchases_90d"].isna().all()
+
+
+def test_missing_marts_is_a_clear_error(tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "empty.duckdb"))
+    with pytest.raises(MlInputError, match="marts.fct_orders is missing"):
+        run(con, tmp_path)
