@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import duckdb
+
 from touchpoint.activation.definitions import SyncDefinition
 
 # Deliberately simple: one @, no spaces, a dot in the domain. Staging already validates emails; this is

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+
 from touchpoint.activation import audit
 from touchpoint.activation.connections import ConnectionNotConfiguredError, get_connection
 from touchpoint.activation.definitions import SyncDefinition
@@ -38,7 +39,6 @@ from touchpoint.activation.state import (
     sync_folder,
     sync_lock,
 )
-
 from touchpoint.config import RunContext
 from touchpoint.warehouse import connect_published
 

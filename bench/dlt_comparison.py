@@ -28,9 +28,9 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
-from touchpoint.ingest import extract_source, load_pending
 
 from touchpoint.config import RunContext
+from touchpoint.ingest import extract_source, load_pending
 
 HINTS = {
     "order_id": {"data_type": "text"},

@@ -19,9 +19,9 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
-from touchpoint.ingest import SOURCES, extract_source, load_pending
 
 from touchpoint.config import RunContext
+from touchpoint.ingest import SOURCES, extract_source, load_pending
 
 START = date(2026, 1, 1)
 

@@ -169,9 +169,9 @@ def main() -> None:
     print(f"prepared {db} ({db.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.1f} s")
 
     import duckdb
-    from touchpoint.expectations import run_gate
 
     from touchpoint.config import RunContext
+    from touchpoint.expectations import run_gate
 
     ctx = RunContext(as_of=AS_OF, home=folder, run_id="bench-gates")
     con = duckdb.connect(str(db))

@@ -19,10 +19,10 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
-from touchpoint.ml.stage import run_ml
-from touchpoint.ml.synthetic import SimulationParams, build_synthetic_marts
 
 from touchpoint.config import RunContext
+from touchpoint.ml.stage import run_ml
+from touchpoint.ml.synthetic import SimulationParams, build_synthetic_marts
 
 AS_OF = date(2026, 6, 30)
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import psycopg2
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from touchpoint.activation import run_sync
 from touchpoint.activation.definitions import parse_sync_definition
 from touchpoint.activation.testing import PEOPLE_SCHEMA, write_published_warehouse
-
 from touchpoint.config import RunContext
 
 CONN = "touchpoint_bench_pg"

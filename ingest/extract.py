@@ -17,6 +17,8 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+
+from touchpoint.config import RunContext
 from touchpoint.ingest.contract import ENTITY_SPECS, EntitySpec, entities_of
 from touchpoint.ingest.landing import (
     BatchManifest,
@@ -31,8 +33,6 @@ from touchpoint.ingest.landing import (
 from touchpoint.ingest.readers import SUPPORTED_SUFFIXES, LayoutError, read_source_file
 from touchpoint.ingest.results import ExtractError, ExtractResult
 from touchpoint.ingest.state import EntityWatermark, SourceWatermarks, load_watermarks, save_watermarks
-
-from touchpoint.config import RunContext
 
 # Demo daily files: entity -> (folder, file prefix, suffix) under the systems dir.
 DAILY_FILES: dict[str, tuple[str, str, str]] = {

@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 import duckdb
+
+from touchpoint.config import RunContext
 from touchpoint.ingest.contract import ENTITY_SPECS, LOAD_METADATA, EntitySpec
 from touchpoint.ingest.landing import BatchManifest, read_manifests
 from touchpoint.ingest.quarantine import checked_query
 from touchpoint.ingest.readers import quote_ident, sql_literal
 from touchpoint.ingest.results import BatchLoad, ExtractError, LoadResult
-
-from touchpoint.config import RunContext
 
 _BATCH = "_batch_rows"
 _CHECKED = "_batch_checked"

@@ -14,9 +14,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from touchpoint.ingest.landing import write_json_atomic
-
 from touchpoint.config import Paths
+from touchpoint.ingest.landing import write_json_atomic
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 import numpy as np
+
 from touchpoint.ml.features import ORDER_TIME, PURCHASE_FILTER, day_end, table_exists
 
 PROBABILITY_COLUMNS = {

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from touchpoint.ml import clv
 from touchpoint.ml.model_runs import ModelRun, save_model, skipped
 

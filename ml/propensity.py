@@ -25,6 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
 from touchpoint.ml.features import PROPENSITY_FEATURES, labelled_snapshot, propensity_features
 from touchpoint.ml.model_runs import ModelRun, save_model, skipped
 

@@ -26,6 +26,7 @@ from sklearn.metrics import silhouette_score
 from sklearn.mixture import GaussianMixture
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
 from touchpoint.ml.features import SEGMENT_CATEGORICAL, SEGMENT_NUMERIC_RATES, SEGMENT_NUMERIC_SKEWED
 from touchpoint.ml.model_runs import ModelRun
 

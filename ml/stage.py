@@ -15,14 +15,14 @@ from datetime import date
 
 import duckdb
 import pandas as pd
+
+from touchpoint.config import RunContext
 from touchpoint.ml.clv_scoring import fit_and_score_clv
 from touchpoint.ml.features import day_end, load_purchases, segment_features, table_exists
 from touchpoint.ml.model_runs import ModelRun, save_model, skipped, write_model_runs
 from touchpoint.ml.propensity import score_all
 from touchpoint.ml.segments import FEATURES as SEGMENT_FEATURES
 from touchpoint.ml.segments import NotEnoughCustomers, fit_segments
-
-from touchpoint.config import RunContext
 
 TABLES_DDL = {
     "customer_segments": """

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from touchpoint.activation import SyncDefinitionError, load_sync_definitions
 from touchpoint.activation.connections import (
     ConnectionNotConfiguredError,

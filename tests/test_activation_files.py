@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
 from touchpoint.activation import (
     load_sync_definitions,
     plan_sync,
@@ -18,7 +19,6 @@ from touchpoint.activation import (
 from touchpoint.activation.definitions import parse_sync_definition
 from touchpoint.activation.destinations.files import neutralise_formulas
 from touchpoint.activation.testing import person, write_published_warehouse
-
 from touchpoint.config import RunContext
 
 AS_OF = date(2026, 3, 31)
@@ -192,6 +192,7 @@ def test_shipped_syncs_run_on_a_published_warehouse(tmp_path: Path, monkeypatch:
 
 def test_audit_log_loads_into_a_warehouse_idempotently(tmp_path: Path) -> None:
     import duckdb
+
     from touchpoint.activation import load_sync_audit
 
     write_published_warehouse(tmp_path / "warehouse.duckdb", [person("P1"), person("P2", consent=False)])

@@ -8,13 +8,13 @@ from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
+
 from touchpoint.activation import run_sync, sync_audit_tables
 from touchpoint.activation.connections import parse_connection_uri
 from touchpoint.activation.definitions import parse_sync_definition
 from touchpoint.activation.destinations import DestinationError
 from touchpoint.activation.destinations.http import HttpDestination, retry_after_seconds
 from touchpoint.activation.testing import FakeAudienceApi, person, write_published_warehouse
-
 from touchpoint.config import RunContext
 
 TOKEN = "s3cret-token"

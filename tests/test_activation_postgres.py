@@ -12,13 +12,13 @@ from pathlib import Path
 import psycopg2
 import pyarrow as pa
 import pytest
+
 from touchpoint.activation import run_sync, sync_audit_tables
 from touchpoint.activation.connections import get_connection
 from touchpoint.activation.definitions import parse_sync_definition
 from touchpoint.activation.destinations import BatchResult
 from touchpoint.activation.destinations.postgres import PostgresDestination
 from touchpoint.activation.testing import person, write_published_warehouse
-
 from touchpoint.config import RunContext
 
 pytestmark = pytest.mark.postgres

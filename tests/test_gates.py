@@ -7,6 +7,8 @@ from datetime import date
 
 import duckdb
 import pytest
+
+from touchpoint.config import RunContext
 from touchpoint.expectations import (
     GateFailed,
     UnknownSuiteError,
@@ -16,8 +18,6 @@ from touchpoint.expectations import (
     unregister_suite,
 )
 from touchpoint.expectations import checks as gx_checks
-
-from touchpoint.config import RunContext
 
 AS_OF = date(2026, 3, 31)
 LOAD_1 = "2026-03-31 00:00:00"  # logical extraction time of the previous run (as of 2026-03-30)

@@ -13,6 +13,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+
 from touchpoint.sources import generator, population
 from touchpoint.sources.generator import GeneratorError, advance, generate, last_day
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from touchpoint.ingest import ENTITIES, SOURCES, RowAccountingError, extract_source, load_pending
 
 from touchpoint.config import RunContext
+from touchpoint.ingest import ENTITIES, SOURCES, RowAccountingError, extract_source, load_pending
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

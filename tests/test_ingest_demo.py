@@ -8,9 +8,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from touchpoint.ingest import SOURCES, extract_source, load_pending
 
 from touchpoint.config import RunContext
+from touchpoint.ingest import SOURCES, extract_source, load_pending
 
 
 def _build_systems(systems: Path) -> None:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from touchpoint.expectations import GateFailed, run_gate
 
 from tests.conftest_identity import DBT, DBT_DIR, dbt_build, make_raw_db
 from touchpoint.config import RunContext
+from touchpoint.expectations import GateFailed, run_gate
 
 AS_OF = "2026-03-31"
 ALL_LAYERS = "path:models/staging path:models/intermediate path:models/identity path:models/marts"

@@ -13,6 +13,7 @@ import pytest
 from lifetimes import BetaGeoFitter, GammaGammaFitter
 from lifetimes.datasets import load_cdnow_summary, load_cdnow_summary_data_with_monetary_value
 from lifetimes.utils import summary_data_from_transaction_data
+
 from touchpoint.ml import clv
 from touchpoint.ml.synthetic import SimulationParams, simulate_purchases
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
+
 from touchpoint.ml import features, propensity
 from touchpoint.ml.synthetic import build_synthetic_marts
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
+
 from touchpoint.ml import segments
 
 AS_OF = date(2026, 6, 30)

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
+
+from touchpoint.config import RunContext
 from touchpoint.ml.checks import ml_output_checks
 from touchpoint.ml.stage import TABLE_COLUMNS, MlInputError, run_ml
 from touchpoint.ml.synthetic import build_synthetic_marts, write_marts
-
-from touchpoint.config import RunContext
 
 AS_OF = date(2026, 6, 30)
 MODELS = {"kmeans_segments", "purchase_propensity", "churn_propensity", "bg_nbd", "gamma_gamma"}

@@ -13,10 +13,10 @@ from datetime import date
 
 import duckdb
 import pytest
-from touchpoint.expectations import GateFailed, register_suite, run_gate, unregister_suite
-from touchpoint.expectations import checks as gx_checks
 
 from touchpoint.config import RunContext
+from touchpoint.expectations import GateFailed, register_suite, run_gate, unregister_suite
+from touchpoint.expectations import checks as gx_checks
 from touchpoint.publish import PublishRefused, open_sql_shell, publish
 from touchpoint.warehouse import connect_work
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 import pyarrow as pa
+
 from touchpoint.activation.connections import ConnectionInfo
 from touchpoint.activation.destinations import BatchResult, DestinationError
 

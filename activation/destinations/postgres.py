@@ -20,6 +20,7 @@ import psycopg2.errors
 import psycopg2.extensions
 import pyarrow as pa
 import pyarrow.csv as pacsv
+
 from touchpoint.activation.connections import ConnectionInfo
 from touchpoint.activation.destinations import BatchResult, DestinationError
 
