@@ -1,0 +1,64 @@
+{#- Two known birth dates conflict unless equal, one keystroke apart (one digit changed or two adjacent digits
+    swapped) or day and month swapped: those are typing errors, not two people. -#}
+{% macro birth_dates_conflict(left, right) -%}
+    (
+        {{ left }} is not null
+        and {{ right }} is not null
+        and {{ left }} <> {{ right }}
+        and damerau_levenshtein(strftime({{ left }}, '%Y%m%d'), strftime({{ right }}, '%Y%m%d')) > 1
+        and not (
+            year({{ left }}) = year({{ right }})
+            and month({{ left }}) = day({{ right }})
+            and day({{ left }}) = month({{ right }})
+        )
+    )
+{%- endmacro %}
+
+{#- Folded first name with common English and German short forms mapped to their full form (Bob = Robert). -#}
+{% macro canonical_first_name(key) -%}
+    {%- set short_forms = {
+        'bob': 'robert', 'bobby': 'robert', 'rob': 'robert', 'robbie': 'robert', 'bert': 'robert',
+        'bill': 'william', 'billy': 'william', 'will': 'william', 'willy': 'william', 'liam': 'william',
+        'jim': 'james', 'jimmy': 'james', 'jamie': 'james', 'mike': 'michael', 'mick': 'michael',
+        'micha': 'michael', 'dave': 'david', 'davy': 'david', 'tom': 'thomas', 'tommy': 'thomas',
+        'dan': 'daniel', 'danny': 'daniel', 'joe': 'joseph', 'joey': 'joseph', 'sam': 'samuel',
+        'nick': 'nicholas', 'alex': 'alexander', 'sascha': 'alexander', 'ben': 'benjamin',
+        'tony': 'anthony', 'toni': 'anton', 'steve': 'stephen', 'steven': 'stephen', 'matt': 'matthew',
+        'andy': 'andrew', 'andi': 'andreas', 'pete': 'peter', 'tim': 'timothy', 'timo': 'timotheus',
+        'ed': 'edward', 'eddie': 'edward', 'ted': 'edward', 'fred': 'frederick', 'freddie': 'frederick',
+        'harry': 'henry', 'jack': 'john', 'johnny': 'john', 'jenny': 'jennifer', 'jen': 'jennifer',
+        'sue': 'susan', 'susie': 'susan', 'maggie': 'margaret', 'meg': 'margaret', 'peggy': 'margaret',
+        'liz': 'elizabeth', 'lizzie': 'elizabeth', 'beth': 'elizabeth', 'betty': 'elizabeth',
+        'kate': 'katherine', 'katie': 'katherine', 'kathy': 'katherine', 'cathy': 'catherine',
+        'patty': 'patricia', 'trish': 'patricia', 'debbie': 'deborah', 'becky': 'rebecca', 'vicky': 'victoria',
+        'hans': 'johannes', 'jo': 'johannes', 'sepp': 'josef', 'jupp': 'josef', 'fritz': 'friedrich',
+        'kathi': 'katharina', 'uli': 'ulrich', 'willi': 'wilhelm', 'gabi': 'gabriele', 'steffi': 'stefanie',
+        'susi': 'susanne', 'moni': 'monika', 'basti': 'sebastian', 'flo': 'florian', 'max': 'maximilian',
+        'klaus': 'nikolaus', 'heinz': 'heinrich', 'bernd': 'bernhard', 'rudi': 'rudolf', 'wolf': 'wolfgang',
+        'manni': 'manfred', 'conny': 'cornelia', 'lotte': 'charlotte', 'lena': 'helena', 'leni': 'helena',
+        'hansi': 'johannes', 'resi': 'theresa', 'franzi': 'franziska', 'jule': 'julia', 'caro': 'caroline',
+        'nils': 'nikolaus', 'chris': 'christopher', 'matze': 'matthias', 'olli': 'oliver', 'frank': 'franz',
+    } -%}
+    case {{ key }}
+        {%- for short, full in short_forms.items() %}
+        when '{{ short }}' then '{{ full }}'
+        {%- endfor %}
+        else {{ key }}
+    end
+{%- endmacro %}
+
+{#- Two first names that cannot be one person's: both known and neither similar (nor a short form of the other)
+    nor similar to the other's last name (first/last written the wrong way round). -#}
+{% macro first_names_conflict(left_first, left_canonical, left_last, right_first, right_canonical, right_last) -%}
+    (
+        {{ left_first }} is not null
+        and {{ right_first }} is not null
+        and {{ left_canonical }} <> {{ right_canonical }}
+        and jaro_winkler_similarity({{ left_first }}, {{ right_first }}) < 0.7
+        and jaro_winkler_similarity({{ left_canonical }}, {{ right_canonical }}) < 0.7
+        and jaro_winkler_similarity({{ left_first }}, coalesce({{ right_last }}, '')) < 0.7
+        and jaro_winkler_similarity({{ left_canonical }}, coalesce({{ right_last }}, '')) < 0.7
+        and jaro_winkler_similarity(coalesce({{ left_last }}, ''), {{ right_first }}) < 0.7
+        and jaro_winkler_similarity(coalesce({{ left_last }}, ''), {{ right_canonical }}) < 0.7
+    )
+{%- endmacro %}

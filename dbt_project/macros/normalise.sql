@@ -1,0 +1,174 @@
+{#- Normalisation used by every staging model. All of it is vectorised SQL so staging stays a set of
+    views: no per-row Python. Phone numbers are checked against the phonenumbers library in
+    tests/test_dbt_staging.py. -#}
+
+{#- First instant after the as-of day: facts at or after it are not read (docs/contracts.md §6). -#}
+{% macro as_of_end() -%}
+    (cast('{{ var("as_of") }}' as date) + interval 1 day)
+{%- endmacro %}
+
+{#- Email: trimmed and lower-cased. -#}
+{% macro clean_email(column) -%}
+    nullif(lower(regexp_replace({{ column }}, '\s+', '', 'g')), '')
+{%- endmacro %}
+
+{% macro is_valid_email(cleaned) -%}
+    regexp_full_match(
+        {{ cleaned }},
+        '[a-z0-9!#$%&''*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&''*+/=?^_`{|}~-]+)*@([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}'
+    )
+{%- endmacro %}
+
+{#- Whitespace collapsed; all-upper or all-lower names get capitalised words, mixed case is kept. -#}
+{% macro clean_name(column) -%}
+    case
+        when nullif(trim(regexp_replace({{ column }}, '\s+', ' ', 'g')), '') is null then null
+        when
+            trim(regexp_replace({{ column }}, '\s+', ' ', 'g')) = upper(trim({{ column }}))
+            or trim(regexp_replace({{ column }}, '\s+', ' ', 'g')) = lower(trim({{ column }}))
+            then array_to_string(
+                list_transform(
+                    string_split(lower(trim(regexp_replace({{ column }}, '\s+', ' ', 'g'))), ' '),
+                    lambda word: upper(word[1]) || word[2:]
+                ),
+                ' '
+            )
+        else trim(regexp_replace({{ column }}, '\s+', ' ', 'g'))
+    end
+{%- endmacro %}
+
+{#- Folded matching key: lower case, German umlauts and ß spelled out, other accents stripped,
+    everything but letters and digits removed. -#}
+{% macro fold(column, keep_spaces=false) -%}
+    nullif(
+        trim(regexp_replace(
+            strip_accents(
+                replace(replace(replace(replace(lower({{ column }}), 'ß', 'ss'), 'ä', 'ae'), 'ö', 'oe'), 'ü', 'ue')
+            ),
+            '{{ "[^a-z0-9 ]" if keep_spaces else "[^a-z0-9]" }}',
+            '',
+            'g'
+        )),
+        ''
+    )
+{%- endmacro %}
+
+{#- Street line matching key: folded, common abbreviations spelled out ('Hauptstr.' = 'Hauptstrasse'). -#}
+{% macro address_key(column) -%}
+    nullif(trim(regexp_replace(
+        regexp_replace(
+            regexp_replace(
+                regexp_replace(
+                    regexp_replace(
+                        regexp_replace(
+                            strip_accents(replace(
+                                replace(replace(replace(lower({{ column }}), 'ä', 'ae'), 'ö', 'oe'), 'ü', 'ue'),
+                                'ß',
+                                'ss'
+                            )),
+                            'str(\.|\b)',
+                            'strasse',
+                            'g'
+                        ),
+                        '\bst(\.|\b)',
+                        'street',
+                        'g'
+                    ),
+                    '\brd(\.|\b)',
+                    'road',
+                    'g'
+                ),
+                '\bave?(\.|\b)',
+                'avenue',
+                'g'
+            ),
+            '[^a-z0-9 ]',
+            ' ',
+            'g'
+        ),
+        '\s+',
+        ' ',
+        'g'
+    )), '')
+{%- endmacro %}
+
+{#- Postcode: upper case without spaces, UK outward/inward codes split by one space. -#}
+{% macro clean_postcode(column, country) -%}
+    case
+        when nullif(upper(regexp_replace({{ column }}, '\s+', '', 'g')), '') is null then null
+        when {{ country }} = 'GB' and length(upper(regexp_replace({{ column }}, '\s+', '', 'g'))) between 5 and 7
+            then left(
+                upper(regexp_replace({{ column }}, '\s+', '', 'g')),
+                length(upper(regexp_replace({{ column }}, '\s+', '', 'g'))) - 3
+            ) || ' ' || right(upper(regexp_replace({{ column }}, '\s+', '', 'g')), 3)
+        else upper(regexp_replace({{ column }}, '\s+', '', 'g'))
+    end
+{%- endmacro %}
+
+{% macro is_valid_postcode(cleaned, country) -%}
+    case
+        when {{ country }} in ('DE', 'FR', 'ES', 'IT', 'FI') then regexp_full_match({{ cleaned }}, '[0-9]{5}')
+        when {{ country }} in ('AT', 'CH', 'BE', 'DK', 'NO', 'LU') then regexp_full_match({{ cleaned }}, '[0-9]{4}')
+        when {{ country }} = 'NL' then regexp_full_match({{ cleaned }}, '[0-9]{4}[A-Z]{2}')
+        when {{ country }} = 'GB' then regexp_full_match({{ cleaned }}, '[A-Z]{1,2}[0-9][A-Z0-9]? [0-9][A-Z]{2}')
+        when {{ country }} = 'US' then regexp_full_match({{ cleaned }}, '[0-9]{5}(-[0-9]{4})?')
+        else regexp_full_match({{ cleaned }}, '[A-Z0-9-]{3,10}')
+    end
+{%- endmacro %}
+
+{#- ISO country code to its international calling code. -#}
+{% macro country_calling_code(country) -%}
+    {%- set codes = {
+        'DE': '49', 'AT': '43', 'CH': '41', 'GB': '44', 'IE': '353', 'FR': '33', 'NL': '31', 'BE': '32',
+        'LU': '352', 'DK': '45', 'SE': '46', 'NO': '47', 'FI': '358', 'PL': '48', 'CZ': '420', 'ES': '34',
+        'PT': '351', 'IT': '39', 'GR': '30', 'US': '1', 'CA': '1', 'AU': '61', 'NZ': '64', 'IN': '91',
+        'TR': '90', 'BR': '55', 'MX': '52', 'JP': '81', 'CN': '86', 'ZA': '27',
+    } -%}
+    case {{ country }}
+        {%- for iso, code in codes.items() %}
+        when '{{ iso }}' then '{{ code }}'
+        {%- endfor %}
+    end
+{%- endmacro %}
+
+{#- Phone to E.164: '+' or '00' prefixed numbers keep their country code; national numbers get the record's
+    country (else var default_country) and lose the trunk '0' (kept for Italy). Null when the result is not
+    a plausible E.164 number (8 to 15 digits, no leading 0 after '+'). -#}
+{% macro phone_e164(column, country) -%}
+    {%- set raw = "regexp_replace(regexp_replace(" ~ column ~ ", '\\(0\\)', '', 'g'), '[^0-9+]', '', 'g')" -%}
+    {%- set digits = "regexp_replace(" ~ raw ~ ", '[^0-9]', '', 'g')" -%}
+    {%- set region = "coalesce(" ~ country ~ ", '" ~ var('default_country') ~ "')" -%}
+    case
+        when nullif({{ digits }}, '') is null then null
+        when starts_with({{ raw }}, '+') then '+' || {{ digits }}
+        when starts_with({{ digits }}, '00') then '+' || substr({{ digits }}, 3)
+        when {{ region }} in ('US', 'CA') and length({{ digits }}) = 11 and starts_with({{ digits }}, '1')
+            then '+' || {{ digits }}
+        when {{ region }} not in ('IT', 'SM', 'VA') and starts_with({{ digits }}, '0')
+            then '+' || ({{ country_calling_code(region) }}) || substr({{ digits }}, 2)
+        else '+' || ({{ country_calling_code(region) }}) || {{ digits }}
+    end
+{%- endmacro %}
+
+{% macro is_valid_phone(e164) -%}
+    regexp_full_match({{ e164 }}, '\+[1-9][0-9]{7,14}')
+{%- endmacro %}
+
+{#- Country as ISO 3166 alpha-2: codes pass through upper-cased, common English and native names are mapped. -#}
+{% macro clean_country(column) -%}
+    {%- set names = {
+        'GERMANY': 'DE', 'DEUTSCHLAND': 'DE', 'UNITED KINGDOM': 'GB', 'UK': 'GB', 'GREAT BRITAIN': 'GB',
+        'ENGLAND': 'GB', 'SCOTLAND': 'GB', 'WALES': 'GB', 'AUSTRIA': 'AT', 'ÖSTERREICH': 'AT',
+        'OESTERREICH': 'AT', 'SWITZERLAND': 'CH', 'SCHWEIZ': 'CH', 'SUISSE': 'CH', 'FRANCE': 'FR',
+        'NETHERLANDS': 'NL', 'NEDERLAND': 'NL', 'THE NETHERLANDS': 'NL', 'HOLLAND': 'NL', 'BELGIUM': 'BE',
+        'BELGIË': 'BE', 'BELGIQUE': 'BE', 'SPAIN': 'ES', 'ESPAÑA': 'ES', 'ITALY': 'IT', 'ITALIA': 'IT',
+        'POLAND': 'PL', 'POLSKA': 'PL', 'DENMARK': 'DK', 'DANMARK': 'DK', 'SWEDEN': 'SE', 'SVERIGE': 'SE',
+        'IRELAND': 'IE', 'UNITED STATES': 'US', 'USA': 'US', 'UNITED STATES OF AMERICA': 'US',
+    } -%}
+    case upper(trim(regexp_replace({{ column }}, '\s+', ' ', 'g')))
+        {%- for name, iso in names.items() %}
+        when '{{ name }}' then '{{ iso }}'
+        {%- endfor %}
+        else nullif(upper(trim({{ column }})), '')
+    end
+{%- endmacro %}

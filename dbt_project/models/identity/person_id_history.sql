@@ -1,0 +1,96 @@
+{{ config(materialized='incremental') }}
+
+{%- set previous_map = adapter.get_relation(database=this.database, schema=this.schema, identifier='person_map') %}
+
+with
+
+current_map as (
+
+    select * from {{ ref('int_records_personed') }}
+
+),
+
+{% if previous_map is not none and execute -%}
+previous_map as (
+
+    select * from {{ previous_map }}
+
+),
+{%- else -%}
+previous_map as (
+
+    -- first run in this warehouse: nothing to compare with
+    select
+        source_entity,
+        source_record_id,
+        person_id,
+    from current_map
+    where false
+
+),
+{%- endif %}
+
+moves as (
+
+    select
+        previous_map.person_id as previous_person_id,
+        current_map.person_id,
+        count(*) as records_moved,
+    from previous_map
+    inner join current_map
+        on
+            previous_map.source_entity = current_map.source_entity
+            and previous_map.source_record_id = current_map.source_record_id
+    where previous_map.person_id <> current_map.person_id
+    group by previous_map.person_id, current_map.person_id
+
+),
+
+still_present as (
+
+    select distinct person_id from current_map
+
+),
+
+previously_present as (
+
+    select distinct person_id from previous_map
+
+),
+
+sources_per_new_id as (
+
+    select
+        person_id,
+        count(*) as previous_ids,
+    from moves
+    group by person_id
+
+),
+
+classified as (
+
+    select
+        md5(
+            '{{ var("as_of") }}' || '|' || moves.previous_person_id || '|' || moves.person_id
+        ) as history_id,
+        cast('{{ var("as_of") }}' as date) as as_of,
+        moves.previous_person_id,
+        moves.person_id,
+        case
+            when still_present.person_id is not null then 'split'
+            when previously_present.person_id is not null or sources_per_new_id.previous_ids > 1 then 'merge'
+            else 'renamed'
+        end as change_type,
+        moves.records_moved,
+    from moves
+    left join still_present
+        on moves.previous_person_id = still_present.person_id
+    left join previously_present
+        on moves.person_id = previously_present.person_id
+    inner join sources_per_new_id
+        on moves.person_id = sources_per_new_id.person_id
+
+)
+
+select * from classified

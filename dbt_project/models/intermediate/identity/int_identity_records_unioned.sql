@@ -1,0 +1,135 @@
+-- One row per staged record that carries an identity, with the graph node it attaches to: person records are
+-- their own node (a shop customer is the node of its customer id), events attach to their strongest
+-- identifier, and records without any identifier stand alone.
+
+with
+
+crm_contacts as (
+
+    select * from {{ ref('stg_crm__contacts') }}
+
+),
+
+shop_customers as (
+
+    select * from {{ ref('stg_shop__customers') }}
+
+),
+
+shop_orders as (
+
+    select * from {{ ref('stg_shop__orders') }}
+
+),
+
+web_events as (
+
+    select * from {{ ref('stg_web__events') }}
+
+),
+
+email_events as (
+
+    select * from {{ ref('stg_email__events') }}
+
+),
+
+pos_transactions as (
+
+    select * from {{ ref('stg_pos__transactions') }}
+
+),
+
+unioned as (
+
+    select
+        'crm_contacts' as source_entity,
+        contact_id as source_record_id,
+        'crm:' || contact_id as node_id,
+        'crm_contact' as attach_rule,
+        first_seen_at as seen_at,
+        true as is_person_record,
+        false as is_anonymous
+    from crm_contacts
+
+    union all
+
+    select
+        'shop_customers' as source_entity,
+        customer_id as source_record_id,
+        'customer:' || customer_id as node_id,
+        'shop_customer_id' as attach_rule,
+        first_seen_at as seen_at,
+        true as is_person_record,
+        false as is_anonymous
+    from shop_customers
+
+    union all
+
+    select
+        'shop_orders' as source_entity,
+        order_id as source_record_id,
+        'customer:' || customer_id as node_id,
+        'shop_customer_id' as attach_rule,
+        ordered_at as seen_at,
+        false as is_person_record,
+        false as is_anonymous
+    from shop_orders
+
+    union all
+
+    select
+        'web_events' as source_entity,
+        event_id as source_record_id,
+        case
+            when customer_id is not null then 'customer:' || customer_id
+            when anonymous_id is not null then 'anon:' || anonymous_id
+            else 'web_events:' || event_id
+        end as node_id,
+        case
+            when customer_id is not null then 'shop_customer_id'
+            when anonymous_id is not null then 'anonymous_id'
+            else 'unidentified'
+        end as attach_rule,
+        occurred_at as seen_at,
+        false as is_person_record,
+        customer_id is null as is_anonymous
+    from web_events
+
+    union all
+
+    select
+        'email_events' as source_entity,
+        event_id as source_record_id,
+        coalesce('email:' || email, 'email_events:' || event_id) as node_id,
+        case when email is not null then 'email' else 'unidentified' end as attach_rule,
+        occurred_at as seen_at,
+        false as is_person_record,
+        false as is_anonymous
+    from email_events
+
+    union all
+
+    select
+        'pos_transactions' as source_entity,
+        transaction_id as source_record_id,
+        coalesce(
+            'loyalty:' || loyalty_id, 'phone:' || phone_e164, 'email:' || email, 'pos_transactions:' || transaction_id
+        ) as node_id,
+        case
+            when loyalty_id is not null then 'loyalty_id'
+            when phone_e164 is not null then 'phone'
+            when email is not null then 'email'
+            else 'unidentified'
+        end as attach_rule,
+        purchased_at as seen_at,
+        false as is_person_record,
+        false as is_anonymous
+    from pos_transactions
+
+)
+
+select
+    source_entity || ':' || source_record_id as record_key,
+    *
+from unioned

@@ -1,0 +1,94 @@
+-- Every identity-bearing record with its person and the rule that attached it: the next identity.person_map,
+-- built before it so identity.person_id_history can compare it with the previous run's map.
+
+with
+
+records as (
+
+    select * from {{ ref('int_identity_records_unioned') }}
+
+),
+
+graph as (
+
+    select * from {{ ref('int_identity_graph_resolved') }}
+
+),
+
+node_persons as (
+
+    select
+        left_node as node_id,
+        left_person_id as person_id
+    from graph
+    where match_rule = 'self'
+
+),
+
+linked_edge_ends as (
+
+    select
+        left_node as node_id,
+        match_rule,
+        match_probability
+    from graph
+    where is_linked and match_rule <> 'self'
+
+    union all
+
+    select
+        right_node as node_id,
+        match_rule,
+        match_probability
+    from graph
+    where is_linked and match_rule <> 'self'
+
+),
+
+node_rules as (
+
+    -- how a node joined its person: its strongest link, deterministic before probabilistic
+    select * from linked_edge_ends
+    qualify row_number() over (
+        partition by node_id
+        order by
+            case match_rule
+                when 'email' then 1
+                when 'phone' then 2
+                when 'pos_loyalty_email' then 3
+                when 'pos_loyalty_phone' then 4
+                when 'pos_phone_email' then 5
+                when 'anonymous_id_login' then 6
+                else 7
+            end,
+            match_probability desc,
+            match_rule asc
+    ) = 1
+
+),
+
+personed as (
+
+    select
+        records.source_entity,
+        records.source_record_id,
+        records.record_key,
+        records.node_id,
+        node_persons.person_id,
+        case
+            when records.is_person_record then coalesce(node_rules.match_rule, 'own_record')
+            else records.attach_rule
+        end as match_rule,
+        coalesce(node_rules.match_probability, 1.0) as match_probability,
+        records.is_person_record,
+        records.is_anonymous,
+        records.seen_at
+    from records
+    inner join node_persons
+        on records.node_id = node_persons.node_id
+    left join node_rules
+        on records.node_id = node_rules.node_id
+
+)
+
+select * from personed

@@ -1,0 +1,108 @@
+with
+
+source as (
+
+    select * from {{ source('crm', 'crm_contacts') }}
+
+),
+
+latest as (
+
+    -- versions updated after the as-of day are hidden; the latest remaining version wins
+    select
+        *,
+        min(updated_at) over (partition by trim(contact_id)) as first_seen_at
+    from source
+    where updated_at is null or updated_at < {{ as_of_end() }}
+    qualify row_number() over (
+        partition by trim(contact_id)
+        order by updated_at desc nulls last, _extracted_at desc, _batch_id desc, _row_number desc
+    ) = 1
+
+),
+
+renamed as (
+
+    select
+        trim(contact_id) as contact_id,
+        {{ clean_name('first_name') }} as first_name,
+        {{ clean_name('last_name') }} as last_name,
+        {{ fold('first_name') }} as first_name_key,
+        {{ fold('last_name') }} as last_name_key,
+        {{ clean_email('email') }} as email_cleaned,
+        {{ phone_e164('phone', "(" ~ clean_country('country') ~ ")") }} as phone_cleaned,
+        nullif(trim(phone), '') as phone_raw,
+        nullif(trim(regexp_replace(address_line1, '\s+', ' ', 'g')), '') as address_line1,
+        nullif(trim(regexp_replace(address_line2, '\s+', ' ', 'g')), '') as address_line2,
+        {{ address_key('address_line1') }} as address_key,
+        {{ clean_name('city') }} as city,
+        {{ fold('city') }} as city_key,
+        {{ clean_postcode('postcode', "(" ~ clean_country('country') ~ ")") }} as postcode_cleaned,
+        nullif(upper(trim(region)), '') as region,
+        {{ clean_country('country') }} as country,
+        birth_date as birth_date_raw,
+        coalesce(email_opt_in, false) as has_email_opt_in,
+        updated_at,
+        first_seen_at,
+        _batch_id as batch_id,
+        _extracted_at as extracted_at
+    from latest
+
+),
+
+validated as (
+
+    select
+        contact_id,
+        first_name,
+        last_name,
+        first_name_key,
+        last_name_key,
+        nullif(concat_ws(' ', first_name_key, last_name_key), '') as name_key,
+        case when {{ is_valid_email('email_cleaned') }} then email_cleaned end as email,
+        {{ is_valid_email('email_cleaned') }} as is_email_valid,
+        case when {{ is_valid_phone('phone_cleaned') }} then phone_cleaned end as phone_e164,
+        case when phone_raw is not null then coalesce({{ is_valid_phone('phone_cleaned') }}, false) end
+            as is_phone_valid,
+        address_line1,
+        address_line2,
+        address_key,
+        city,
+        city_key,
+        case
+            when {{ is_valid_postcode('postcode_cleaned', 'country') }} then postcode_cleaned
+        end as postcode,
+        {{ is_valid_postcode('postcode_cleaned', 'country') }} as is_postcode_valid,
+        region,
+        country,
+        case
+            when birth_date_raw between date '1900-01-01' and cast('{{ var("as_of") }}' as date)
+                then birth_date_raw
+        end as birth_date,
+        birth_date_raw between date '1900-01-01' and cast('{{ var("as_of") }}' as date) as is_birth_date_valid,
+        has_email_opt_in,
+        updated_at,
+        first_seen_at,
+        batch_id,
+        extracted_at,
+        nullif(concat_ws(
+            '; ',
+            case when not {{ is_valid_email('email_cleaned') }} then 'email: not a valid address' end,
+            case
+                when phone_raw is not null and not coalesce({{ is_valid_phone('phone_cleaned') }}, false)
+                    then 'phone: not a valid number'
+            end,
+            case
+                when not {{ is_valid_postcode('postcode_cleaned', 'country') }}
+                    then 'postcode: wrong format for country'
+            end,
+            case
+                when not (birth_date_raw between date '1900-01-01' and cast('{{ var("as_of") }}' as date))
+                    then 'birth_date: outside 1900-01-01..as_of'
+            end
+        ), '') as invalid_reasons
+    from renamed
+
+)
+
+select * from validated

@@ -1,0 +1,50 @@
+with
+
+source as (
+
+    select * from {{ source('email', 'email_events') }}
+
+),
+
+latest as (
+
+    select * from source
+    where occurred_at < {{ as_of_end() }}
+    qualify row_number() over (
+        partition by trim(event_id)
+        order by _extracted_at desc, _batch_id desc, _row_number desc
+    ) = 1
+
+),
+
+renamed as (
+
+    select
+        trim(event_id) as event_id,
+        occurred_at,
+        cast(occurred_at as date) as event_date,
+        {{ clean_email('email') }} as email_cleaned,
+        lower(trim(event_type)) as event_type,
+        nullif(trim(campaign_id), '') as campaign_id
+    from latest
+
+),
+
+validated as (
+
+    select
+        event_id,
+        occurred_at,
+        event_date,
+        case when {{ is_valid_email('email_cleaned') }} then email_cleaned end as email,
+        coalesce({{ is_valid_email('email_cleaned') }}, false) as is_email_valid,
+        event_type,
+        campaign_id,
+        case
+            when not coalesce({{ is_valid_email('email_cleaned') }}, false) then 'email: not a valid address'
+        end as invalid_reasons
+    from renamed
+
+)
+
+select * from validated

@@ -1,0 +1,264 @@
+"""Helpers the staging and identity tests share: a raw schema exactly per docs/contracts.md §4, filled from
+landing-contract extracts or from rows written in the test, and one `dbt build` against it.
+
+The ingest stage owns the real loader; this is a small stand-in so the dbt layers can be tested on their own.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import duckdb
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DBT_DIR = PROJECT_ROOT / "dbt_project"
+DBT = PROJECT_ROOT / ".venv" / "bin" / "dbt"
+CONFORMANCE = Path("/work/shared/conformance/extracts")
+
+# Contract columns in contract order with their raw types (§1 and §4); * marks required columns.
+ENTITIES: dict[str, list[tuple[str, str]]] = {
+    "crm_contacts": [
+        ("contact_id*", "varchar"),
+        ("first_name", "varchar"),
+        ("last_name", "varchar"),
+        ("email", "varchar"),
+        ("phone", "varchar"),
+        ("address_line1", "varchar"),
+        ("address_line2", "varchar"),
+        ("city", "varchar"),
+        ("postcode", "varchar"),
+        ("region", "varchar"),
+        ("country", "varchar"),
+        ("birth_date", "date"),
+        ("email_opt_in", "boolean"),
+        ("updated_at", "timestamp"),
+    ],
+    "shop_customers": [
+        ("customer_id*", "varchar"),
+        ("email", "varchar"),
+        ("first_name", "varchar"),
+        ("last_name", "varchar"),
+        ("phone", "varchar"),
+        ("address_line1", "varchar"),
+        ("address_line2", "varchar"),
+        ("city", "varchar"),
+        ("postcode", "varchar"),
+        ("region", "varchar"),
+        ("country", "varchar"),
+        ("birth_date", "date"),
+        ("created_at", "timestamp"),
+        ("updated_at", "timestamp"),
+    ],
+    "shop_orders": [
+        ("order_id*", "varchar"),
+        ("customer_id*", "varchar"),
+        ("ordered_at*", "timestamp"),
+        ("total_amount*", "decimal(18,2)"),
+        ("status", "varchar"),
+        ("currency", "varchar"),
+        ("updated_at", "timestamp"),
+    ],
+    "shop_order_items": [
+        ("order_id*", "varchar"),
+        ("line_number*", "integer"),
+        ("product_id*", "varchar"),
+        ("quantity", "integer"),
+        ("unit_price", "decimal(18,2)"),
+    ],
+    "shop_products": [
+        ("product_id*", "varchar"),
+        ("name", "varchar"),
+        ("category", "varchar"),
+        ("price", "decimal(18,2)"),
+        ("updated_at", "timestamp"),
+    ],
+    "web_events": [
+        ("event_id*", "varchar"),
+        ("occurred_at*", "timestamp"),
+        ("event_type*", "varchar"),
+        ("anonymous_id", "varchar"),
+        ("customer_id", "varchar"),
+        ("session_id", "varchar"),
+        ("page_url", "varchar"),
+        ("product_id", "varchar"),
+        ("device_type", "varchar"),
+        ("channel", "varchar"),
+    ],
+    "email_events": [
+        ("event_id*", "varchar"),
+        ("occurred_at*", "timestamp"),
+        ("email*", "varchar"),
+        ("event_type*", "varchar"),
+        ("campaign_id", "varchar"),
+    ],
+    "pos_transactions": [
+        ("transaction_id*", "varchar"),
+        ("purchased_at*", "timestamp"),
+        ("total_amount*", "decimal(18,2)"),
+        ("store_id", "varchar"),
+        ("loyalty_id", "varchar"),
+        ("phone", "varchar"),
+        ("email", "varchar"),
+    ],
+}
+META = [
+    ("_extra", "json"),
+    ("_batch_id", "varchar"),
+    ("_source_file", "varchar"),
+    ("_row_number", "bigint"),
+    ("_extracted_at", "timestamp"),
+]
+
+
+def columns(entity: str) -> list[tuple[str, str, bool]]:
+    return [(name.rstrip("*"), typ, name.endswith("*")) for name, typ in ENTITIES[entity]]
+
+
+def create_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("create schema if not exists raw")
+    for entity in ENTITIES:
+        cols = [(n, t) for n, t, _ in columns(entity)] + META
+        ddl = ", ".join(f"{n} {t}" for n, t in cols)
+        con.execute(f"create or replace table raw.{entity} ({ddl})")
+
+
+def _parse(value: object, typ: str) -> object:
+    """Text to the raw type the way the loader does; None for blanks, ValueError for malformed values."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if text == "":
+        return None
+    if typ == "boolean":
+        lowered = text.lower()
+        if lowered in {"true", "1", "yes"}:
+            return True
+        if lowered in {"false", "0", "no"}:
+            return False
+        raise ValueError(text)
+    if typ == "timestamp":
+        # ISO 8601 with Z/offset -> naive UTC; duckdb does the arithmetic.
+        return duckdb.sql(f"select (timestamptz '{text}' at time zone 'UTC')::timestamp").fetchall()[0][0]
+    if typ.startswith("decimal"):
+        from decimal import Decimal, InvalidOperation
+
+        try:
+            return Decimal(text)
+        except InvalidOperation as exc:
+            raise ValueError(text) from exc
+    if typ in {"integer", "bigint"}:
+        return int(text)
+    if typ == "date":
+        import datetime as dt
+
+        return dt.date.fromisoformat(text)
+    return value  # varchar keeps its spacing: trimming is staging's job
+
+
+def insert_rows(
+    con: duckdb.DuckDBPyConnection,
+    entity: str,
+    rows: Iterable[Mapping[str, object]],
+    batch_id: str = "batch-1",
+    extracted_at: str = "2026-03-31 23:00:00",
+    source_file: str | None = None,
+) -> int:
+    """Load rows (dicts of text or typed values) into raw.<entity>; rows failing a required column or a type
+    are skipped, as the loader quarantines them. Returns the number loaded."""
+    cols = columns(entity)
+    names = [n for n, _, _ in cols] + [m for m, _ in META]
+    loaded = []
+    for number, row in enumerate(rows, start=1):
+        try:
+            values = [_parse(row.get(n), t) for n, t, _ in cols]
+        except ValueError:
+            continue
+        if any(v is None for v, (_, _, required) in zip(values, cols, strict=True) if required):
+            continue
+        extra = {k: v for k, v in row.items() if k not in {n for n, _, _ in cols}}
+        values += [
+            json.dumps(extra) if extra else None,
+            batch_id,
+            source_file or f"{entity}.test",
+            number,
+            extracted_at,
+        ]
+        loaded.append(values)
+    if loaded:
+        marks = ", ".join("?" for _ in names)
+        con.executemany(f"insert into raw.{entity} ({', '.join(names)}) values ({marks})", loaded)
+    return len(loaded)
+
+
+def read_extract(path: Path) -> list[dict[str, object]]:
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def load_extracts(con: duckdb.DuckDBPyConnection, folder: Path, **batch: str) -> None:
+    for entity in ENTITIES:
+        for suffix in (".csv", ".jsonl"):
+            path = folder / f"{entity}{suffix}"
+            if path.exists():
+                insert_rows(con, entity, read_extract(path), source_file=path.name, **batch)
+
+
+def make_raw_db(path: Path, folder: Path | None = CONFORMANCE) -> Path:
+    con = duckdb.connect(str(path))
+    try:
+        create_raw_schema(con)
+        if folder is not None:
+            load_extracts(con, folder)
+    finally:
+        con.close()
+    return path
+
+
+def dbt_build(
+    db: Path,
+    as_of: str = "2026-03-31",
+    select: str | None = None,
+    *extra: str,
+    check: bool = True,
+    command: str = "build",
+) -> subprocess.CompletedProcess[str]:
+    """`dbt build` (or `command`) of the staging and identity layers against the warehouse file `db`.
+
+    Indirect selection is cautious: tests the marts declare on identity tables wait for the marts layer."""
+    env = {**os.environ, "TOUCHPOINT_WORK_DB": str(db), "DBT_PROFILES_DIR": str(DBT_DIR)}
+    target = db.parent / "dbt_target"
+    args = [
+        str(DBT),
+        command,
+        "--project-dir",
+        str(DBT_DIR),
+        "--target-path",
+        str(target),
+        "--log-path",
+        str(db.parent / "dbt_logs"),
+        "--vars",
+        json.dumps({"as_of": as_of}),
+        "--select",
+        select or "path:models/staging path:models/intermediate path:models/identity",
+        *(["--indirect-selection", "cautious"] if command == "build" else []),
+        *extra,
+    ]
+    result = subprocess.run(args, env=env, capture_output=True, text=True, cwd=DBT_DIR)
+    if check and result.returncode != 0:
+        raise AssertionError(f"dbt build failed:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}")
+    return result
+
+
+def query(db: Path, sql: str, params: list[object] | None = None) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
