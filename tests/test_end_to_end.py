@@ -29,10 +29,16 @@ def conformance_run(
     home = tmp_path_factory.mktemp("conformance_home")
     result = touchpoint("run", "--extracts", str(CONFORMANCE_EXTRACTS), "--as-of", "2026-03-31", "--home", str(home))
     assert result.returncode == 0, result.stdout + result.stderr
+    (home / "run.stdout").write_text(result.stdout)
     return home
 
 
 def test_run_prints_a_short_summary_not_log_noise(conformance_run: Path) -> None:
+    printed = (conformance_run / "run.stdout").read_text().splitlines()
+    assert len(printed) < 40, printed
+    assert any(line.strip().startswith("ok publish") for line in printed)
+    assert any("quarantined" in line for line in printed)
+    assert not any("[info" in line for line in printed)  # Airflow's log lines went to the log file
     log = conformance_run / "artifacts" / "2026-03-31" / "airflow.log"
     assert log.exists() and log.stat().st_size > 0
 

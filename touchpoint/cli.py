@@ -157,27 +157,41 @@ def _print_failure_excerpt(log_file: Path, lines: int = 25) -> None:
         print(f"  {line[:400]}", file=sys.stderr)
 
 
+SUMMARY_QUERIES = {
+    "loaded": "select format('{:,} rows in {:,} batches, {:,} quarantined (audit.quarantine)', "
+    "sum(rows_loaded), count(*), sum(rows_quarantined)) from audit.load_batches",
+    "identity": "select format('{:,} source records -> {:,} persons', "
+    "(select count(*) from identity.person_map), (select count(*) from identity.persons))",
+    "marts": "select format('{:,} buyers in marts.customer_rfm, {:,} orders in marts.fct_orders', "
+    "(select count(*) from marts.customer_rfm), (select count(*) from marts.fct_orders))",
+    "ml": "select format('{:,} models: {}', count(*), string_agg(model_name || ' ' || coalesce(status, 'fitted'), "
+    "', ' order by model_name)) from ml.model_runs where as_of = (select max(as_of) from ml.model_runs)",
+    "gates": "select format('{} expectations, {} failed, layers {}', count(*), count(*) filter (where not success "
+    "and severity = 'critical'), string_agg(distinct layer, ', ' order by layer)) from audit.gate_results "
+    "where run_id = (select max(run_id) from audit.gate_results)",
+}
+
+
 def _print_warehouse_summary(paths: Paths) -> None:
     import duckdb
 
     target = paths.published_db if paths.published_db.exists() else paths.work_db
     con = duckdb.connect(str(target), read_only=True)
+    print()
     try:
-        tables = con.execute(
-            "select table_schema, table_name from information_schema.tables "
-            "where table_schema in ('raw', 'audit', 'identity', 'marts', 'ml') order by 1, 2"
-        ).fetchall()
-        print(f"\nwarehouse: {target}")
-        for schema, table in tables:
-            count = con.execute(f'select count(*) from "{schema}"."{table}"').fetchone()[0]
-            print(f"  {schema + '.' + table:<40} {count:>12,} rows")
+        for label, query in SUMMARY_QUERIES.items():
+            try:
+                line = con.execute(query).fetchone()[0]
+            except duckdb.Error:  # a stage that wrote nothing yet (e.g. no ML on an empty extract)
+                line = "n/a"
+            print(f"  {label:<9} {line}")
     finally:
         con.close()
-    print(
-        '\nquery it:  touchpoint sql "select rfm_segment, count(*) from marts.customer_rfm group by 1"'
-        f"\n     or:  python -c \"import duckdb; print(duckdb.connect('{target}', read_only=True)"
-        ".sql('show all tables'))\""
-    )
+    audiences = sorted((paths.home / "activation").glob("*/audience.csv"))
+    if audiences:
+        print(f"  {'syncs':<9} {', '.join(str(path) for path in audiences)}")
+    print(f"\nwarehouse: {target}")
+    print('query it:  touchpoint sql "select rfm_segment, count(*) from marts.customer_rfm group by 1"')
 
 
 def _sync(args: argparse.Namespace, paths: Paths) -> int:
