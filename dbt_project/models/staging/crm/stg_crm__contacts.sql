@@ -54,53 +54,7 @@ validated as (
 
     select
         contact_id,
-        first_name,
-        last_name,
-        first_name_key,
-        last_name_key,
-        nullif(concat_ws(' ', first_name_key, last_name_key), '') as name_key,
-        case when {{ is_valid_email('email_cleaned') }} then email_cleaned end as email,
-        {{ is_valid_email('email_cleaned') }} as is_email_valid,
-        case when {{ is_valid_phone('phone_cleaned') }} then phone_cleaned end as phone_e164,
-        case when phone_raw is not null then coalesce({{ is_valid_phone('phone_cleaned') }}, false) end
-            as is_phone_valid,
-        address_line1,
-        address_line2,
-        address_key,
-        city,
-        city_key,
-        case
-            when {{ is_valid_postcode('postcode_cleaned', 'country') }} then postcode_cleaned
-        end as postcode,
-        {{ is_valid_postcode('postcode_cleaned', 'country') }} as is_postcode_valid,
-        region,
-        country,
-        case
-            when birth_date_raw between date '1900-01-01' and cast('{{ var("as_of") }}' as date)
-                then birth_date_raw
-        end as birth_date,
-        birth_date_raw between date '1900-01-01' and cast('{{ var("as_of") }}' as date) as is_birth_date_valid,
-        has_email_opt_in,
-        updated_at,
-        first_seen_at,
-        batch_id,
-        extracted_at,
-        nullif(concat_ws(
-            '; ',
-            case when not {{ is_valid_email('email_cleaned') }} then 'email: not a valid address' end,
-            case
-                when phone_raw is not null and not coalesce({{ is_valid_phone('phone_cleaned') }}, false)
-                    then 'phone: not a valid number'
-            end,
-            case
-                when not {{ is_valid_postcode('postcode_cleaned', 'country') }}
-                    then 'postcode: wrong format for country'
-            end,
-            case
-                when not (birth_date_raw between date '1900-01-01' and cast('{{ var("as_of") }}' as date))
-                    then 'birth_date: outside 1900-01-01..as_of'
-            end
-        ), '') as invalid_reasons
+        {{ validated_person_columns(extra_columns=['has_email_opt_in']) }}
     from renamed
 
 )
