@@ -17,7 +17,7 @@ import duckdb
 import pandas as pd
 
 from touchpoint.config import RunContext
-from touchpoint.ml.clv_scoring import fit_and_score_clv
+from touchpoint.ml.clv_scoring import CLV_COLUMNS, fit_and_score_clv
 from touchpoint.ml.features import day_end, load_purchases, segment_features, table_exists
 from touchpoint.ml.model_runs import ModelRun, save_model, skipped, write_model_runs
 from touchpoint.ml.propensity import score_all
@@ -68,21 +68,7 @@ TABLE_COLUMNS = {
         "churn_90d_probability",
         "churn_90d_decile",
     ],
-    "customer_clv": [
-        "person_id",
-        "as_of",
-        "frequency",
-        "recency",
-        "T",
-        "monetary_value",
-        "expected_purchases_90d",
-        "expected_purchases_365d",
-        "probability_alive",
-        "expected_avg_spend",
-        "clv",
-        "clv_horizon_days",
-        "discount_rate",
-    ],
+    "customer_clv": CLV_COLUMNS,
 }
 
 
