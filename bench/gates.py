@@ -20,39 +20,14 @@ import time
 from datetime import date
 from pathlib import Path
 
-RAW_DDL = {
-    "crm_contacts": "contact_id varchar, first_name varchar, last_name varchar, email varchar, "
-                    "phone varchar, "
-                    "address_line1 varchar, address_line2 varchar, city varchar, postcode varchar, "
-                    "region varchar, country varchar, birth_date date, email_opt_in boolean, "
-                    "updated_at timestamp",
-    "shop_customers": "customer_id varchar, email varchar, first_name varchar, last_name varchar, "
-                      "phone varchar, address_line1 varchar, address_line2 varchar, city varchar, "
-                      "postcode varchar, region varchar, country varchar, birth_date date, "
-                      "created_at timestamp, updated_at timestamp",
-    "shop_orders": "order_id varchar, customer_id varchar, ordered_at timestamp, total_amount decimal(18,2), "
-                   "status varchar, currency varchar, updated_at timestamp",
-    "shop_order_items": "order_id varchar, line_number integer, product_id varchar, quantity integer, "
-                        "unit_price decimal(18,2)",
-    "shop_products": "product_id varchar, name varchar, category varchar, price decimal(18,2), "
-                     "updated_at timestamp",
-    "web_events": "event_id varchar, occurred_at timestamp, event_type varchar, anonymous_id varchar, "
-                  "customer_id varchar, session_id varchar, page_url varchar, product_id varchar, "
-                  "device_type varchar, channel varchar",
-    "email_events": "event_id varchar, occurred_at timestamp, email varchar, event_type varchar, "
-                    "campaign_id varchar",
-    "pos_transactions": "transaction_id varchar, purchased_at timestamp, total_amount decimal(18,2), "
-                        "store_id varchar, loyalty_id varchar, phone varchar, email varchar",
-}
-META = "_extra json, _batch_id varchar, _source_file varchar, _row_number bigint, _extracted_at timestamp"
 AS_OF = date(2026, 3, 31)
 
 
 def make_raw_tables(con, customers: int, orders: int, events: int, days: int = 365) -> None:
     """Synthetic raw tables per contracts.md §4: two loads (the last on the as-of day), plausible values."""
-    con.execute("create schema if not exists raw")
-    for entity, columns in RAW_DDL.items():
-        con.execute(f"create or replace table raw.{entity} ({columns}, {META})")
+    from touchpoint.ingest import ensure_tables
+
+    ensure_tables(con)  # the loader's own raw schema (contracts.md §4), empty
     load = "case when i % 2 = 0 then timestamp '2026-03-31' else timestamp '2026-04-01' end"
     when = f"timestamp '2026-03-31 23:00' - to_minutes(cast(hash(i, 'when') % ({days} * 1440) as bigint))"
     con.execute(f"""

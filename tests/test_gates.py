@@ -18,43 +18,17 @@ from touchpoint.expectations import (
     unregister_suite,
 )
 from touchpoint.expectations import checks as gx_checks
+from touchpoint.ingest import ensure_tables
 
 AS_OF = date(2026, 3, 31)
 LOAD_1 = "2026-03-31 00:00:00"  # logical extraction time of the previous run (as of 2026-03-30)
 LOAD_2 = "2026-04-01 00:00:00"  # this run's (end of the as-of day)
 
-RAW_DDL = {
-    "crm_contacts": "contact_id varchar, first_name varchar, last_name varchar, email varchar, "
-                    "phone varchar, "
-                    "address_line1 varchar, address_line2 varchar, city varchar, postcode varchar, "
-                    "region varchar, country varchar, birth_date date, email_opt_in boolean, "
-                    "updated_at timestamp",
-    "shop_customers": "customer_id varchar, email varchar, first_name varchar, last_name varchar, "
-                      "phone varchar, address_line1 varchar, address_line2 varchar, city varchar, "
-                      "postcode varchar, region varchar, country varchar, birth_date date, "
-                      "created_at timestamp, updated_at timestamp",
-    "shop_orders": "order_id varchar, customer_id varchar, ordered_at timestamp, total_amount decimal(18,2), "
-                   "status varchar, currency varchar, updated_at timestamp",
-    "shop_order_items": "order_id varchar, line_number integer, product_id varchar, quantity integer, "
-                        "unit_price decimal(18,2)",
-    "shop_products": "product_id varchar, name varchar, category varchar, price decimal(18,2), "
-                     "updated_at timestamp",
-    "web_events": "event_id varchar, occurred_at timestamp, event_type varchar, anonymous_id varchar, "
-                  "customer_id varchar, session_id varchar, page_url varchar, product_id varchar, "
-                  "device_type varchar, channel varchar",
-    "email_events": "event_id varchar, occurred_at timestamp, email varchar, event_type varchar, "
-                    "campaign_id varchar",
-    "pos_transactions": "transaction_id varchar, purchased_at timestamp, total_amount decimal(18,2), "
-                        "store_id varchar, loyalty_id varchar, phone varchar, email varchar",
-}
-META = "_extra json, _batch_id varchar, _source_file varchar, _row_number bigint, _extracted_at timestamp"
 
 
 def make_raw(con: duckdb.DuckDBPyConnection) -> None:
     """A clean raw schema: three daily order batches of 20, valid emails, nothing after the as-of day."""
-    con.execute("create schema if not exists raw")
-    for entity, columns in RAW_DDL.items():
-        con.execute(f"create or replace table raw.{entity} ({columns}, {META})")
+    ensure_tables(con)  # the loader's own raw schema (contracts.md §4), empty
     con.execute(f"""
         insert into raw.shop_orders
         select 'O-' || i, 'S-' || (i % 7), timestamp '2026-03-01' + to_hours(i), 10.00, 'completed', 'EUR',
