@@ -167,3 +167,25 @@ def test_advancing_a_day_loads_only_the_new_day_and_keeps_person_ids(demo_home: 
         assert history == 2
     finally:
         con.close()
+
+
+def test_a_single_entity_still_runs_end_to_end(tmp_path: Path) -> None:
+    """Only shop orders: every other entity is empty downstream, models are skipped with a reason."""
+    from tests.conftest import CONFORMANCE_EXTRACTS
+
+    extracts = tmp_path / "extracts"
+    extracts.mkdir()
+    (extracts / "shop_orders.csv").write_bytes((CONFORMANCE_EXTRACTS / "shop_orders.csv").read_bytes())
+    result = touchpoint("run", "--extracts", str(extracts), "--as-of", "2026-03-31", "--home", str(tmp_path / "home"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    con = duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True)
+    try:
+        assert con.execute("select count(*) from raw.crm_contacts").fetchone()[0] == 0
+        # S-100 (3 orders before the as-of), S-300, S-999: customer ids seen only on orders are persons
+        assert con.execute("select count(*) from marts.customer_rfm").fetchone()[0] == 3
+        assert con.execute("select count(*) from audit.quarantine").fetchone()[0] == 1  # the 'abc' amount
+        skipped = con.execute("select count(*) from ml.model_runs where status = 'skipped'").fetchone()[0]
+        reasons = con.execute("select count(*) from ml.model_runs where status = 'skipped' and reason <> ''")
+        assert skipped == 5 and reasons.fetchone()[0] == 5
+    finally:
+        con.close()
