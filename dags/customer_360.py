@@ -110,10 +110,11 @@ def customer_360():
             return pipeline.sync_names()
 
         # Syncs read only the published warehouse: they run in parallel, outside the writer pool.
-        @task(task_id="run", **TRANSIENT_RETRIES)
+        @task(task_id="run", map_index_template="{{ sync_name }}", **TRANSIENT_RETRIES)
         def run_sync(name: str) -> dict:
             from touchpoint import pipeline
 
+            get_current_context()["sync_name"] = name  # shown as the mapped task's name in the UI
             return pipeline.sync(_ctx(), name)
 
         run_sync.expand(name=definitions())

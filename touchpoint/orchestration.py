@@ -140,7 +140,7 @@ def _task_outcomes(logical_date: datetime) -> list[TaskOutcome]:
         outcomes = []
         for ti in tis:
             seconds = (ti.end_date - ti.start_date).total_seconds() if ti.start_date and ti.end_date else 0.0
-            label = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
+            label = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.rendered_map_index or ti.map_index}]"
             outcomes.append(TaskOutcome(label, str(getattr(ti.state, "value", ti.state)), seconds))
         return sorted(outcomes, key=lambda outcome: outcome.task_id)
 
@@ -196,4 +196,4 @@ def print_progress(outcome: TaskOutcome) -> None:
     """Print a finished task to the real terminal even while Airflow's output is redirected."""
     out = _redirect_output.terminal or sys.stdout
     mark = {"success": "ok", "skipped": "--"}.get(outcome.state, "!!")
-    print(f"  {mark} {outcome.task_id:<28} {outcome.seconds:7.1f}s  {outcome.state}", file=out, flush=True)  # type: ignore[arg-type]
+    print(f"  {mark} {outcome.task_id:<34} {outcome.seconds:7.1f}s  {outcome.state}", file=out, flush=True)  # type: ignore[arg-type]
