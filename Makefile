@@ -9,7 +9,7 @@ CUSTOMERS ?= 10000
 DAYS ?= 730
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run docs test lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/touchpoint generate --if-absent --customers $(CUSTOMERS) --days $(DAYS)
 	$(BIN)/touchpoint run
+
+# dbt's docs as one static page for the latest run: <home>/artifacts/<as-of>/docs/index.html
+docs: $(STAMP)
+	$(BIN)/touchpoint docs
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -61,10 +61,14 @@ def _attach_row_numbers(
         with rejected as (
             select
                 cast(line as bigint) - {offset} as row_no,
-                string_agg(distinct cast(error_type as varchar) || coalesce(' in column ' || column_name, '')
-                    || ': ' || error_message, '; ') as reason,
+                -- ordered: DuckDB reports a line's errors in scan order, which varies between runs
+                string_agg(distinct reason_part, '; ' order by reason_part) as reason,
                 min(csv_line) as raw_line
-            from {rejects}
+            from (
+                select *, cast(error_type as varchar) || coalesce(' in column ' || column_name, '')
+                    || ': ' || error_message as reason_part
+                from {rejects}
+            )
             group by line
         ),
         slots as (

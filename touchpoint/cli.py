@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--dry-run", action="store_true", help="print the planned diff per sync, send nothing")
     sync.add_argument("--only", action="append", metavar="NAME", help="run only this sync (repeatable)")
 
+    commands.add_parser(
+        "docs", parents=[common], help="build dbt's docs as a static page for the latest run (dbt docs generate)"
+    )
+
     sql = commands.add_parser("sql", parents=[common], help="read-only SQL shell on the published warehouse")
     sql.add_argument("query", nargs="?", help="run one query and exit")
     return parser
@@ -64,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     paths = Paths(home_from_env(getattr(args, "home", None)))
-    handlers = {"generate": _generate, "run": _run, "backfill": _backfill, "sync": _sync, "sql": _sql}
+    handlers = {"generate": _generate, "run": _run, "backfill": _backfill, "sync": _sync, "docs": _docs, "sql": _sql}
     try:
         return handlers[args.command](args, paths)
     except KeyboardInterrupt:
@@ -228,6 +232,35 @@ def _sync(args: argparse.Namespace, paths: Paths) -> int:
         )
         status = status or int(result.status == "failed")
     return status
+
+
+def _docs(args: argparse.Namespace, paths: Paths) -> int:
+    from touchpoint.config import RunContext
+    from touchpoint.dbt import DbtDocsFailed, generate_docs
+
+    as_of = latest_run_date(paths)
+    if as_of is None or not paths.work_db.exists():
+        print(f"no run under {paths.home}: run `touchpoint run` first", file=sys.stderr)
+        return 2
+    ctx = RunContext(as_of=as_of, home=paths.home, run_id=as_of.isoformat())
+    try:
+        site = generate_docs(ctx)
+    except DbtDocsFailed as failed:
+        print(f"touchpoint docs: {failed}", file=sys.stderr)
+        return 1
+    print(f"dbt docs as of {as_of}: {site}")
+    return 0
+
+
+def latest_run_date(paths: Paths) -> date | None:
+    """The latest as-of date with a run folder under `<home>/artifacts/` (run folders are named by date)."""
+    dates = []
+    for folder in paths.artifacts.glob("*/"):
+        try:
+            dates.append(date.fromisoformat(folder.name))
+        except ValueError:  # manual runs (`manual-...`) and anything else that is not a run date
+            continue
+    return max(dates, default=None)
 
 
 def _sql(args: argparse.Namespace, paths: Paths) -> int:

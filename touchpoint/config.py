@@ -12,9 +12,19 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"  # the default; runs read dbt_project_dir()
 DEFAULT_HOME = "data"
 DEFAULT_COUNTRY = "DE"  # region used to read phone numbers written without a country code
+
+
+def dbt_project_dir() -> Path:
+    """The dbt project a run builds: $TOUCHPOINT_DBT_PROJECT_DIR, else the repo's `dbt_project/`.
+
+    Read when a run happens, not at import, so a test or an engineer can point a run at a copy of the
+    project (e.g. with an extra model) without editing the DAG.
+    """
+    override = os.environ.get("TOUCHPOINT_DBT_PROJECT_DIR")
+    return Path(override).resolve() if override else DBT_PROJECT_DIR
 
 
 def home_from_env(home: str | os.PathLike[str] | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""Run one dbt layer (staging, identity, marts) against the working warehouse.
+"""Run one dbt layer (staging, identity, marts) against the working warehouse, and build dbt's docs site.
 
 dbt runs as a subprocess: it keeps its own logging and global state out of the Airflow task, and its
 DuckDB connection is closed for certain when it exits. A failure names the model or test that failed,
@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from touchpoint.config import DBT_PROJECT_DIR, RunContext
+from touchpoint.config import RunContext, dbt_project_dir
 
 # Each layer is a set of model folders: a model dropped into one of them is built, tested and published
 # with its layer, without a DAG edit.
@@ -29,6 +29,10 @@ LAYERS: dict[str, tuple[str, ...]] = {
 
 class DbtLayerFailed(RuntimeError):
     """dbt reported errors or failing tests for a layer (deterministic: not retried)."""
+
+
+class DbtDocsFailed(RuntimeError):
+    """`dbt docs generate` failed (e.g. the project does not compile, or no working warehouse yet)."""
 
 
 @dataclass(frozen=True)
@@ -65,42 +69,75 @@ def run_layer(ctx: RunContext, layer: str, extra_args: list[str] | None = None) 
     if layer not in LAYERS:
         raise ValueError(f"unknown dbt layer {layer!r}; expected one of {sorted(LAYERS)}")
     target_path = ctx.paths.work / "dbt_target" / layer
-    log_path = ctx.run_artifacts / "dbt"
-    log_path.mkdir(parents=True, exist_ok=True)
-    args = [
-        dbt_executable(),
-        "build",
-        "--project-dir",
-        str(DBT_PROJECT_DIR),
-        "--profiles-dir",
-        str(DBT_PROJECT_DIR),
-        "--target-path",
-        str(target_path),
-        "--log-path",
-        str(log_path),
+    select = [
         "--select",
         *LAYERS[layer],
         # A test runs with the layer that completes its inputs (a test on staging + identity runs with identity).
         "--indirect-selection",
         "buildable",
-        "--vars",
-        json.dumps(ctx.dbt_vars()),
-        "--no-use-colors",
-        *(extra_args or []),
     ]
-    env = {**os.environ, **ctx.env(), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     started = time.monotonic()
-    completed = subprocess.run(args, env=env, capture_output=True, text=True, cwd=DBT_PROJECT_DIR)
+    completed = _run_dbt(ctx, ["build", *select, *(extra_args or [])], target_path, log_name=layer)
     seconds = time.monotonic() - started
-    (log_path / f"{layer}.out").write_text(completed.stdout + completed.stderr)
     nodes = _read_run_results(target_path / "run_results.json")
     if completed.returncode != 0:
         failed = [n for n in nodes if n.status in ("error", "fail")]
         detail = "; ".join(f"{n.unique_id}: {n.status}: {(n.message or '').strip()[:300]}" for n in failed[:10])
         if not detail:  # compilation errors leave no node results: show dbt's own last lines
-            detail = "\n".join((completed.stdout + completed.stderr).strip().splitlines()[-15:])
+            detail = _last_lines(completed)
         raise DbtLayerFailed(f"dbt layer {layer!r} failed ({len(failed)} failing nodes): {detail}")
     return DbtLayerResult(layer=layer, seconds=seconds, nodes=nodes)
+
+
+def generate_docs(ctx: RunContext) -> Path:
+    """Build dbt's docs as one self-contained page, `<run artifacts>/docs/index.html`, and return its path.
+
+    `dbt docs generate --static` reads the catalog (tables, columns, types) from the working warehouse
+    under the writer lock, and embeds manifest and catalog in `static_index.html`: the page opens from
+    disk or any static host, with no `dbt docs serve`.
+    """
+    from touchpoint.warehouse import writer_lock
+
+    target_path = ctx.paths.work / "dbt_target" / "docs"
+    with writer_lock(ctx.paths):
+        completed = _run_dbt(ctx, ["docs", "generate", "--static"], target_path, log_name="docs")
+    built = target_path / "static_index.html"
+    if completed.returncode != 0 or not built.exists():
+        raise DbtDocsFailed(f"dbt docs generate failed: {_last_lines(completed)}")
+    site = ctx.run_artifacts / "docs" / "index.html"
+    site.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(built, site)
+    return site
+
+
+def _run_dbt(ctx: RunContext, command: list[str], target_path: Path, log_name: str) -> subprocess.CompletedProcess[str]:
+    """Run one dbt command on the working warehouse with the run's vars; keep its output in the run's artifacts."""
+    project_dir = dbt_project_dir()
+    log_path = ctx.run_artifacts / "dbt"
+    log_path.mkdir(parents=True, exist_ok=True)
+    args = [
+        dbt_executable(),
+        *command,
+        "--project-dir",
+        str(project_dir),
+        "--profiles-dir",
+        str(project_dir),
+        "--target-path",
+        str(target_path),
+        "--log-path",
+        str(log_path),
+        "--vars",
+        json.dumps(ctx.dbt_vars()),
+        "--no-use-colors",
+    ]
+    env = {**os.environ, **ctx.env(), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    completed = subprocess.run(args, env=env, capture_output=True, text=True, cwd=project_dir)
+    (log_path / f"{log_name}.out").write_text(completed.stdout + completed.stderr)
+    return completed
+
+
+def _last_lines(completed: subprocess.CompletedProcess[str], lines: int = 15) -> str:
+    return "\n".join((completed.stdout + completed.stderr).strip().splitlines()[-lines:])
 
 
 def _read_run_results(path: Path) -> list[DbtNodeResult]:
