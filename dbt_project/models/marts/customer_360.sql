@@ -59,7 +59,7 @@ order_totals as (
         min(order_date) filter (where is_purchase) as first_order_date,
         max(order_date) filter (where is_purchase) as last_order_date,
         count(*) filter (where is_purchase) as orders_count,
-        cast(sum(net_amount) as decimal(18, 2)) as revenue,
+        cast(sum(net_amount) as decimal(18, 2)) as revenue
     from orders
     where person_id is not null
     group by person_id
@@ -71,7 +71,7 @@ preferred_channels as (
     -- most purchases, then most spent, then name: deterministic
     select
         person_id,
-        channel as preferred_channel,
+        channel as preferred_channel
     from orders
     where person_id is not null and is_purchase
     group by person_id, channel
@@ -86,7 +86,7 @@ preferred_categories as (
     -- the category with the most spent on kept (not cancelled, not refunded) online order lines
     select
         orders.person_id,
-        products.category as preferred_category,
+        products.category as preferred_category
     from orders
     inner join order_items
         on orders.source_record_id = order_items.order_id
@@ -110,7 +110,7 @@ web_activity as (
     select
         person_id,
         count(*) as web_sessions,
-        max(ended_at) as last_visit_at,
+        max(ended_at) as last_visit_at
     from web_sessions
     where person_id is not null
     group by person_id
@@ -123,7 +123,7 @@ email_activity as (
         person_id,
         count(*) filter (where is_sent) as campaigns_sent,
         count(*) filter (where is_opened) as campaigns_opened,
-        count(*) filter (where is_clicked) as campaigns_clicked,
+        count(*) filter (where is_clicked) as campaigns_clicked
     from email_engagement
     group by person_id
 
@@ -167,7 +167,7 @@ final as (
         customer_rfm.f_score,
         customer_rfm.m_score,
         customer_rfm.rfm_segment,
-        cast('{{ var("as_of") }}' as date) as as_of,
+        cast('{{ var("as_of") }}' as date) as as_of
     from persons
     left join order_totals
         on persons.person_id = order_totals.person_id

@@ -16,7 +16,7 @@ buyers as (
         person_id,
         max(order_date) filter (where is_purchase) as last_order_date,
         count(*) filter (where is_purchase) as frequency,
-        cast(sum(net_amount) as decimal(18, 2)) as monetary,
+        cast(sum(net_amount) as decimal(18, 2)) as monetary
     from orders
     where person_id is not null
     group by person_id
@@ -34,7 +34,7 @@ measured as (
         monetary,
         cast(round(monetary / frequency, 2) as decimal(18, 2)) as avg_order_value,
         last_order_date,
-        count(*) over () as buyers_count,
+        count(*) over () as buyers_count
     from buyers
 
 ),
@@ -49,7 +49,7 @@ ranked as (
         rank() over (order by frequency asc) - 1 as frequency_below,
         count(*) over (partition by frequency) as frequency_ties,
         rank() over (order by monetary asc) - 1 as monetary_below,
-        count(*) over (partition by monetary) as monetary_ties,
+        count(*) over (partition by monetary) as monetary_ties
     from measured
 
 ),
@@ -61,7 +61,7 @@ scored as (
         *,
         least(5, 1 + (5 * (2 * recency_below + recency_ties)) // (2 * buyers_count)) as r_score,
         least(5, 1 + (5 * (2 * frequency_below + frequency_ties)) // (2 * buyers_count)) as f_score,
-        least(5, 1 + (5 * (2 * monetary_below + monetary_ties)) // (2 * buyers_count)) as m_score,
+        least(5, 1 + (5 * (2 * monetary_below + monetary_ties)) // (2 * buyers_count)) as m_score
     from ranked
 
 ),
@@ -71,7 +71,7 @@ combined as (
     -- frequency and monetary together, rounded half up: the column of the segment grid
     select
         *,
-        (f_score + m_score + 1) // 2 as fm_score,
+        (f_score + m_score + 1) // 2 as fm_score
     from scored
 
 ),
@@ -100,7 +100,7 @@ segmented as (
             when r_score = 1 then 'Lost'
             else 'Hibernating'
         end as rfm_segment,
-        last_order_date,
+        last_order_date
     from combined
 
 )

@@ -31,7 +31,7 @@ final as (
         f_score,
         m_score,
         rfm_segment,
-        last_order_date,
+        last_order_date
     from customer_rfm
 
 )

@@ -26,9 +26,9 @@ crm_signals as (
     select
         person_map.person_id,
         crm_contacts.has_email_opt_in as is_granted,
-        'crm_contacts' as source,
+        'crm_contacts' as source,  -- noqa: RF04
         crm_contacts.updated_at,
-        2 as precedence,
+        2 as precedence
     from crm_contacts
     inner join person_map
         on
@@ -42,9 +42,9 @@ unsubscribe_signals as (
     select
         person_map.person_id,
         false as is_granted,
-        'email_events' as source,
+        'email_events' as source,  -- noqa: RF04
         email_events.occurred_at as updated_at,
-        1 as precedence,
+        1 as precedence
     from email_events
     inner join person_map
         on
@@ -82,7 +82,7 @@ final as (
         'email_marketing' as purpose,
         is_granted,
         source,
-        updated_at,
+        updated_at
     from latest
 
 )

@@ -20,7 +20,7 @@ events_personed as (
     select
         email_events.*,
         coalesce(email_events.campaign_id, '(none)') as campaign_key,
-        person_map.person_id,
+        person_map.person_id
     from email_events
     inner join person_map
         on email_events.event_id = person_map.source_record_id
@@ -40,7 +40,7 @@ engagement as (
         bool_or(event_type in ('open', 'opened', 'click', 'clicked')) as is_opened,
         bool_or(event_type in ('click', 'clicked')) as is_clicked,
         bool_or(event_type in ('bounce', 'bounced')) as is_bounced,
-        bool_or(event_type in ('unsubscribe', 'unsubscribed')) as is_unsubscribed,
+        bool_or(event_type in ('unsubscribe', 'unsubscribed')) as is_unsubscribed
     from events_personed
     where person_id is not null
     group by person_id, campaign_key
@@ -61,7 +61,7 @@ final as (
         is_opened,
         is_clicked,
         is_bounced,
-        is_unsubscribed,
+        is_unsubscribed
     from engagement
 
 )

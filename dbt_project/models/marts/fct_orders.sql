@@ -39,7 +39,7 @@ online_orders as (
         net_amount,
         is_cancelled,
         is_refunded,
-        false as is_return,
+        false as is_return
     from shop_orders
 
 ),
@@ -60,7 +60,7 @@ store_orders as (
         net_amount,
         false as is_cancelled,
         false as is_refunded,
-        is_return,
+        is_return
     from pos_transactions
 
 ),
@@ -88,11 +88,11 @@ attributed as (
         unioned.is_refunded,
         unioned.is_return,
         -- a purchase counts towards frequency and recency; cancelled orders and returns do not
-        not (unioned.is_cancelled or unioned.is_return) as is_purchase,
+        not(unioned.is_cancelled or unioned.is_return) as is_purchase,
         unioned.currency,
         unioned.customer_id,
         unioned.source_entity,
-        unioned.source_record_id,
+        unioned.source_record_id
     from unioned
     left join person_map
         on

@@ -21,7 +21,7 @@ events_personed as (
         web_events.*,
         -- an event without a session id is a session of its own
         coalesce(web_events.session_id, 'event:' || web_events.event_id) as session_key,
-        person_map.person_id,
+        person_map.person_id
     from web_events
     left join person_map
         on web_events.event_id = person_map.source_record_id
@@ -33,7 +33,7 @@ session_persons as (
     -- ties between persons within one session go to the smallest person_id, so reruns agree
     select
         session_key,
-        person_id,
+        person_id
     from events_personed
     where person_id is not null
     group by session_key, person_id
@@ -53,7 +53,7 @@ sessions as (
         bool_or(customer_id is not null) as is_logged_in,
         arg_min(anonymous_id, occurred_at) as anonymous_id,
         arg_min(device_type, occurred_at) as device_type,
-        arg_min(channel, occurred_at) as channel,
+        arg_min(channel, occurred_at) as channel
     from events_personed
     group by session_key
 
@@ -74,7 +74,7 @@ final as (
         sessions.product_views,
         sessions.is_logged_in,
         sessions.device_type,
-        sessions.channel,
+        sessions.channel
     from sessions
     left join session_persons
         on sessions.session_key = session_persons.session_key
