@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
-from touchpoint.config import RunContext
+from touchpoint.config import Paths, RunContext
 from touchpoint.ingest.contract import ENTITY_SPECS, LOAD_METADATA, EntitySpec
 from touchpoint.ingest.landing import BatchManifest, read_manifests
 from touchpoint.ingest.quarantine import checked_query
@@ -23,6 +23,7 @@ from touchpoint.ingest.results import BatchLoad, ExtractError, LoadResult
 
 _BATCH = "_batch_rows"
 _CHECKED = "_batch_checked"
+_FILES = "_batch_files"
 
 AUDIT_DDL = (
     "create schema if not exists raw",
@@ -67,15 +68,14 @@ def load_pending(ctx: RunContext, con: duckdb.DuckDBPyConnection, reload: bool =
     ensure_tables(con)
     result = LoadResult()
     done = set() if reload else loaded_batch_ids(con)
+    pending = [manifest for manifest in read_manifests(ctx.paths) if manifest.batch_id not in done]
     # One transaction for the whole load: a failure leaves the warehouse exactly as it was.
     con.execute("begin transaction")
     try:
-        for manifest in read_manifests(ctx.paths):
-            if manifest.batch_id in done:
-                continue
-            batch = load_batch(con, manifest, manifest.landing_path(ctx.paths))
-            result.batches.append(batch)
-            result.counts(batch.entity).add(batch.rows_read, batch.rows_loaded, batch.rows_quarantined)
+        for group in _same_layout_groups(pending, ctx.paths):
+            for batch in load_batches(con, group, ctx.paths, replace=reload):
+                result.batches.append(batch)
+                result.counts(batch.entity).add(batch.rows_read, batch.rows_loaded, batch.rows_quarantined)
         result.errors = record_extract_errors(ctx, con)
         con.execute("commit")
     except BaseException:
@@ -85,85 +85,138 @@ def load_pending(ctx: RunContext, con: duckdb.DuckDBPyConnection, reload: bool =
     return result
 
 
-def load_batch(con: duckdb.DuckDBPyConnection, manifest: BatchManifest, landing: Path) -> BatchLoad:
-    """Load one landed batch, replacing any earlier load of it (the caller holds the transaction)."""
-    spec = ENTITY_SPECS[manifest.entity]
-    if not landing.exists():
-        raise FileNotFoundError(f"landing file of batch {manifest.batch_id} is missing: {landing}")
-    source = f"read_parquet({sql_literal(str(landing))}, hive_partitioning = false)"
-    con.execute(f"create or replace temp view {_BATCH} as select * from {source}")
+def _same_layout_groups(manifests: list[BatchManifest], paths: Paths) -> list[list[BatchManifest]]:
+    """Batches of one entity whose landed files have the same columns, in manifest order.
+
+    They are loaded with one set of statements: the first load of two years of daily files is thousands of
+    batches, and statement overhead per batch, not rows, dominated a batch-at-a-time load.
+    """
+    groups: dict[tuple[str, tuple[str, ...]], list[BatchManifest]] = {}
+    for manifest in manifests:
+        landing = manifest.landing_path(paths)
+        if not landing.exists():
+            raise FileNotFoundError(f"landing file of batch {manifest.batch_id} is missing: {landing}")
+        columns = tuple(pq.read_schema(landing).names)
+        groups.setdefault((manifest.entity, columns), []).append(manifest)
+    return list(groups.values())
+
+
+def load_batches(
+    con: duckdb.DuckDBPyConnection, manifests: list[BatchManifest], paths: Paths, replace: bool = True
+) -> list[BatchLoad]:
+    """Load landed batches of one entity and one file layout (the caller holds the transaction).
+
+    `replace=True` first removes any earlier load of these batches (a reload); a batch never loaded before
+    needs no delete, which would scan the whole raw table.
+    """
+    spec = ENTITY_SPECS[manifests[0].entity]
+    files = [str(manifest.landing_path(paths)) for manifest in manifests]
+    con.execute(
+        f"create or replace temp table {_FILES} "
+        "(_landing_file varchar, _batch_id varchar, _at timestamp, _source varchar)"
+    )
+    con.executemany(
+        f"insert into {_FILES} values (?, ?, ?::timestamp, ?)",
+        [
+            [file, manifest.batch_id, manifest.extracted_at, manifest.source]
+            for file, manifest in zip(files, manifests, strict=True)
+        ],
+    )
+    source = f"read_parquet({sql_literal_list(files)}, hive_partitioning = false, filename = '_landing_file')"
+    con.execute(
+        f"create or replace temp view {_BATCH} as select landed.* exclude (_landing_file), files._batch_id, "
+        f"files._at as _batch_extracted_at from {source} as landed join {_FILES} as files using (_landing_file)"
+    )
     landed = [row[0] for row in con.execute(f"describe {_BATCH}").fetchall()]
     data_columns = [
-        c for c in landed if c not in ("_source_file", "_row_number", "_reject_reason", "_raw_line")
+        c
+        for c in landed
+        if c not in ("_source_file", "_row_number", "_reject_reason", "_raw_line", "_batch_id", "_batch_extracted_at")
     ]
-    con.execute(f"create or replace temp table {_CHECKED} as {checked_query(spec, data_columns, _BATCH)}")
-
-    batch_id = sql_literal(manifest.batch_id)
+    checked = checked_query(spec, data_columns, _BATCH, batch_column="_batch_id")
+    con.execute(
+        f"create or replace temp table {_CHECKED} as select checked.*, files._at as _batch_extracted_at "
+        f"from ({checked}) as checked join {_FILES} as files using (_batch_id)"
+    )
     contract = ", ".join(quote_ident(c) for c in spec.column_names)
     try:
-        con.execute(f"delete from raw.{spec.name} where _batch_id = {batch_id}")
-        con.execute(
-            f"insert into raw.{spec.name} select {contract}, _extra, {batch_id}, _source_file, _row_number, "
-            f"{sql_literal(manifest.extracted_at)}::timestamp from {_CHECKED} where _problem_reason is null "
-            "order by _row_number"
-        )
-        con.execute(f"delete from audit.quarantine where batch_id = {batch_id}")
-        has_bad = con.execute(
-            f"select count(*) from {_CHECKED} where _problem_reason is not null"
+        if replace:
+            con.execute(f"delete from raw.{spec.name} where _batch_id in (select _batch_id from {_FILES})")
+            con.execute(f"delete from audit.quarantine where batch_id in (select _batch_id from {_FILES})")
+            con.execute(f"delete from audit.load_batches where batch_id in (select _batch_id from {_FILES})")
+        loaded_total = con.execute(
+            f"insert into raw.{spec.name} select {contract}, _extra, _batch_id, _source_file, _row_number, "
+            f"_batch_extracted_at from {_CHECKED} where _problem_reason is null order by _batch_id, _row_number"
         ).fetchone()[0]
-        # The raw record is built only for bad rows, from the landed text (joined back by row number).
+        # The raw record is built only for bad rows, from the landed text (joined back by batch and row).
         record = (
-            "json_object("
-            + ", ".join(f"{sql_literal(c)}, landed.{quote_ident(c)}" for c in data_columns)
-            + ")"
+            "json_object(" + ", ".join(f"{sql_literal(c)}, landed.{quote_ident(c)}" for c in data_columns) + ")"
             if data_columns
             else "json_object()"
         )
-        if has_bad:
-            con.execute(
-                f"""insert into audit.quarantine
-            select {batch_id}, {sql_literal(manifest.source)}, {sql_literal(manifest.entity)},
+        quarantined_total = con.execute(
+            f"""insert into audit.quarantine
+            select checked._batch_id, files._source, {sql_literal(spec.name)},
                 checked._source_file, checked._row_number, checked._problem_column, checked._problem_reason,
                 cast(case when landed._reject_reason is not null then json_object('line', landed._raw_line)
                           else {record} end as varchar),
-                {sql_literal(manifest.extracted_at)}::timestamp
-            from {_CHECKED} as checked join {_BATCH} as landed using (_row_number)
+                checked._batch_extracted_at
+            from {_CHECKED} as checked join {_BATCH} as landed using (_batch_id, _row_number)
+            join {_FILES} as files using (_batch_id)
             where checked._problem_reason is not null
-            order by checked._row_number"""
-            )
-        rows_read = con.execute(f"select count(*) from {_BATCH}").fetchone()[0]
-        rows_loaded = con.execute(
-            f"select count(*) from raw.{spec.name} where _batch_id = {batch_id}"
+            order by checked._batch_id, checked._row_number"""
         ).fetchone()[0]
-        rows_quarantined = con.execute(
-            f"select count(*) from audit.quarantine where batch_id = {batch_id}"
-        ).fetchone()[0]
-        if rows_read != rows_loaded + rows_quarantined or rows_read != manifest.rows:
+        counts = {
+            batch: (read, good, bad)
+            for batch, read, good, bad in con.execute(
+                f"select _batch_id, count(*), count(*) filter (where _problem_reason is null), "
+                f"count(*) filter (where _problem_reason is not null) from {_CHECKED} group by 1"
+            ).fetchall()
+        }
+        landed_rows = dict(con.execute(f"select _batch_id, count(*) from {_BATCH} group by 1").fetchall())
+        if loaded_total != sum(c[1] for c in counts.values()) or quarantined_total != sum(
+            c[2] for c in counts.values()
+        ):
             raise RowAccountingError(
-                f"batch {manifest.batch_id} ({manifest.source_file}): manifest says {manifest.rows} rows, "
-                f"read {rows_read}, loaded {rows_loaded}, quarantined {rows_quarantined}"
+                f"{spec.name}: wrote {loaded_total} raw and {quarantined_total} quarantine rows, "
+                f"checked {sum(c[1] for c in counts.values())} good and {sum(c[2] for c in counts.values())} bad"
             )
-        con.execute(f"delete from audit.load_batches where batch_id = {batch_id}")
-        con.execute(
+        loads = []
+        for manifest in manifests:
+            read, loaded, quarantined = counts.get(manifest.batch_id, (0, 0, 0))
+            landed_count = landed_rows.get(manifest.batch_id, 0)
+            if landed_count != read or read != loaded + quarantined or read != manifest.rows:
+                raise RowAccountingError(
+                    f"batch {manifest.batch_id} ({manifest.source_file}): manifest says {manifest.rows} rows, "
+                    f"landed {landed_count}, read {read}, loaded {loaded}, quarantined {quarantined}"
+                )
+            loads.append(BatchLoad(manifest.batch_id, manifest.entity, manifest.source_file, read, loaded, quarantined))
+        con.executemany(
             "insert into audit.load_batches values (?, ?, ?, ?, ?, ?, ?, ?, ?, 'loaded')",
             [
-                manifest.batch_id,
-                manifest.source,
-                manifest.entity,
-                manifest.source_file,
-                manifest.extract_date,
-                manifest.as_of,
-                rows_read,
-                rows_loaded,
-                rows_quarantined,
+                [
+                    m.batch_id,
+                    m.source,
+                    m.entity,
+                    m.source_file,
+                    m.extract_date,
+                    m.as_of,
+                    b.rows_read,
+                    b.rows_loaded,
+                    b.rows_quarantined,
+                ]
+                for m, b in zip(manifests, loads, strict=True)
             ],
         )
     finally:
         con.execute(f"drop view if exists {_BATCH}")
         con.execute(f"drop table if exists {_CHECKED}")
-    return BatchLoad(
-        manifest.batch_id, manifest.entity, manifest.source_file, rows_read, rows_loaded, rows_quarantined
-    )
+        con.execute(f"drop table if exists {_FILES}")
+    return loads
+
+
+def sql_literal_list(values: list[str]) -> str:
+    return "[" + ", ".join(sql_literal(value) for value in values) + "]"
 
 
 def record_extract_errors(ctx: RunContext, con: duckdb.DuckDBPyConnection) -> list[ExtractError]:

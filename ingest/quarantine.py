@@ -41,9 +41,7 @@ def typed_expression(column: Column, text: str) -> str:
     if column.kind is Kind.AMOUNT:
         return f"try_cast({text} as decimal(18,2))"
     if column.kind is Kind.INTEGER:
-        return (
-            f"case when regexp_full_match({text}, '\\s*[+-]?[0-9]+\\s*') then try_cast({text} as integer) end"
-        )
+        return f"case when regexp_full_match({text}, '\\s*[+-]?[0-9]+\\s*') then try_cast({text} as integer) end"
     if column.kind is Kind.BOOLEAN:
         true_words = "|".join(BOOLEAN_TRUE)
         false_words = "|".join(BOOLEAN_FALSE)
@@ -81,13 +79,14 @@ def _text_alias(name: str) -> str:
     return quote_ident(f"_text_{name}")
 
 
-def checked_query(spec: EntitySpec, landed_columns: list[str], landing: str) -> str:
+def checked_query(spec: EntitySpec, landed_columns: list[str], landing: str, batch_column: str | None = None) -> str:
     """SELECT over the landing relation `landing`: typed contract columns (contract order), `_extra`,
-    `_source_file`, `_row_number`, and `_problem_column` / `_problem_reason` (both NULL for a good row)."""
+    `_source_file`, `_row_number`, and `_problem_column` / `_problem_reason` (both NULL for a good row).
+
+    With `batch_column`, `landing` holds several batches: that column is carried through, and a primary key
+    is a duplicate only when it repeats inside one batch (row numbers are per batch)."""
     present = set(landed_columns)
-    source_text = {
-        c.name: quote_ident(c.name) if c.name in present else "null::varchar" for c in spec.columns
-    }
+    source_text = {c.name: quote_ident(c.name) if c.name in present else "null::varchar" for c in spec.columns}
     typed = {c.name: typed_expression(c, source_text[c.name]) for c in spec.columns}
 
     checks = []  # (column, condition on the first CTE's names, condition and reason on the second's)
@@ -109,13 +108,16 @@ def checked_query(spec: EntitySpec, landed_columns: list[str], landing: str) -> 
     any_bad = " or ".join(first for _, first, _, _ in checks) or "false"
     names = ", ".join(f"case when {cond} then {sql_literal(name)} end" for name, _, cond, _ in checks)
     reasons = ", ".join(f"case when {cond} then {reason} end" for _, _, cond, reason in checks)
-    key = ", ".join(quote_ident(k) for k in spec.primary_key)
+    partition = [batch_column] if batch_column else []
+    key = ", ".join(quote_ident(k) for k in [*partition, *spec.primary_key])
     key_text = " || ', ' || ".join(
         f"{sql_literal(k + '=')} || cast(typed.{quote_ident(k)} as varchar)" for k in spec.primary_key
     )
     key_match = " and ".join(
-        f"typed.{quote_ident(k)} = duplicates.{quote_ident(k)}" for k in spec.primary_key
+        f"typed.{quote_ident(k)} = duplicates.{quote_ident(k)}" for k in [*partition, *spec.primary_key]
     )
+    carried = "".join(f"{quote_ident(c)},\n" for c in partition)
+    carried_out = "".join(f"typed.{quote_ident(c)},\n" for c in partition)
     contract = ", ".join(f"typed.{quote_ident(c)}" for c in spec.column_names)
     return f"""
         with typed as (
@@ -123,7 +125,7 @@ def checked_query(spec: EntitySpec, landed_columns: list[str], landing: str) -> 
                 {typed_select},
                 {text_select}
                 {extra_json} as _extra,
-                _source_file,
+                {carried}_source_file,
                 _row_number,
                 _reject_reason,
                 _reject_reason is null and not ({any_bad}) as _is_good
@@ -139,7 +141,7 @@ def checked_query(spec: EntitySpec, landed_columns: list[str], landing: str) -> 
         select
             {contract},
             typed._extra,
-            typed._source_file,
+            {carried_out}typed._source_file,
             typed._row_number,
             case
                 when typed._reject_reason is not null then null
