@@ -1,3 +1,24 @@
+{#- The cleaned columns of a person record (CRM contact or shop customer), before validation: names, email,
+    E.164 phone, address, city, postcode and country, normalised the same way for both sources. -#}
+{% macro cleaned_person_columns() %}
+        {{ clean_name('first_name') }} as first_name,
+        {{ clean_name('last_name') }} as last_name,
+        {{ fold('first_name') }} as first_name_key,
+        {{ fold('last_name') }} as last_name_key,
+        {{ clean_email('email') }} as email_cleaned,
+        {{ phone_e164('phone', "(" ~ clean_country('country') ~ ")") }} as phone_cleaned,
+        nullif(trim(phone), '') as phone_raw,
+        nullif(trim(regexp_replace(address_line1, '\s+', ' ', 'g')), '') as address_line1,
+        nullif(trim(regexp_replace(address_line2, '\s+', ' ', 'g')), '') as address_line2,
+        {{ address_key('address_line1') }} as address_key,
+        {{ clean_name('city') }} as city,
+        {{ fold('city') }} as city_key,
+        {{ clean_postcode('postcode', "(" ~ clean_country('country') ~ ")") }} as postcode_cleaned,
+        nullif(upper(trim(region)), '') as region,
+        {{ clean_country('country') }} as country,
+        birth_date as birth_date_raw,
+{%- endmacro %}
+
 {#- The validated columns of a person record. CRM contacts and shop customers are cleaned alike (see
     `renamed` in their staging models), so one macro nulls invalid values, sets the `is_<field>_valid` flags
     and writes `invalid_reasons` for both. `extra_columns` pass through unchanged. -#}

@@ -25,22 +25,7 @@ renamed as (
 
     select
         trim(customer_id) as customer_id,
-        {{ clean_name('first_name') }} as first_name,
-        {{ clean_name('last_name') }} as last_name,
-        {{ fold('first_name') }} as first_name_key,
-        {{ fold('last_name') }} as last_name_key,
-        {{ clean_email('email') }} as email_cleaned,
-        {{ phone_e164('phone', "(" ~ clean_country('country') ~ ")") }} as phone_cleaned,
-        nullif(trim(phone), '') as phone_raw,
-        nullif(trim(regexp_replace(address_line1, '\s+', ' ', 'g')), '') as address_line1,
-        nullif(trim(regexp_replace(address_line2, '\s+', ' ', 'g')), '') as address_line2,
-        {{ address_key('address_line1') }} as address_key,
-        {{ clean_name('city') }} as city,
-        {{ fold('city') }} as city_key,
-        {{ clean_postcode('postcode', "(" ~ clean_country('country') ~ ")") }} as postcode_cleaned,
-        nullif(upper(trim(region)), '') as region,
-        {{ clean_country('country') }} as country,
-        birth_date as birth_date_raw,
+        {{ cleaned_person_columns() }}
         created_at,
         updated_at,
         first_seen_at,
