@@ -23,6 +23,8 @@ import pendulum
 from airflow.sdk import Asset, Param, chain, dag, get_current_context, task, task_group
 
 PUBLISHED_WAREHOUSE = Asset(name="touchpoint_published_warehouse", uri="file:///touchpoint/warehouse.duckdb")
+# Spelled out rather than imported from touchpoint.ingest, which would load duckdb at parse time;
+# tests/test_dag_hygiene.py checks the two agree.
 SOURCES = ("shop", "crm", "web", "email", "pos")
 WAREHOUSE_POOL = "touchpoint_warehouse"  # one slot: one writer of the working DuckDB file at a time
 

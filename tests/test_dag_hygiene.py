@@ -98,3 +98,11 @@ def test_publish_emits_the_published_warehouse_asset(dagbag) -> None:
     bag, _ = dagbag
     outlets = bag.dags["customer_360"].get_task("publish").outlets
     assert [outlet.name for outlet in outlets] == ["touchpoint_published_warehouse"]
+
+
+def test_one_extract_task_per_ingest_source(dagbag) -> None:
+    from touchpoint.ingest import SOURCES
+
+    bag, _ = dagbag
+    extract_tasks = {t.task_id for t in bag.dags["customer_360"].tasks if t.task_id.startswith("extract.")}
+    assert extract_tasks == {f"extract.{source}" for source in SOURCES}
