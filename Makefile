@@ -9,7 +9,7 @@ CUSTOMERS ?= 10000
 DAYS ?= 730
 PYTEST_ARGS ?=
 
-.PHONY: setup run docs test lint bench clean
+.PHONY: setup run airflow docs test lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,13 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/touchpoint generate --if-absent --customers $(CUSTOMERS) --days $(DAYS)
 	$(BIN)/touchpoint run
+
+# A local Airflow (api-server, scheduler, dag-processor, triggerer) on the embedded default, until Ctrl-C:
+# prints the UI's URL and login. PORT=8081 make airflow to move it; AIRFLOW_ARGS="--unpause" to schedule daily.
+PORT ?= 8080
+AIRFLOW_ARGS ?=
+airflow: $(STAMP)
+	$(BIN)/touchpoint airflow --port $(PORT) $(AIRFLOW_ARGS)
 
 # dbt's docs as one static page for the latest run: <home>/artifacts/<as-of>/docs/index.html
 docs: $(STAMP)

@@ -9,6 +9,9 @@ syncs from the published warehouse.
 Each run reads strictly as of its logical date: the last complete UTC day before `data_interval_end`
 (or the `as_of` param). Rerunning a date replaces its outputs; it never appends twice.
 
+Schedule: `$TOUCHPOINT_SCHEDULE` when the DAG is parsed (a cron expression or preset; default `@daily`;
+`none` for triggered runs only).
+
 Params: `home` (Touchpoint home; default `$TOUCHPOINT_HOME` or `./data`), `extracts` (a folder of
 bring-your-own extracts in the landing contract instead of the demo source systems), `as_of`.
 
@@ -17,15 +20,18 @@ This file only wires stages: the work lives in `touchpoint.pipeline` and the sta
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, Param, chain, dag, get_current_context, task, task_group
+from airflow.sdk import Asset, Param, PokeReturnValue, chain, dag, get_current_context, task, task_group
 
 PUBLISHED_WAREHOUSE = Asset(name="touchpoint_published_warehouse", uri="file:///touchpoint/warehouse.duckdb")
 # Spelled out rather than imported from touchpoint.ingest, which would load duckdb at parse time;
 # tests/test_dag_hygiene.py checks the two agree.
 SOURCES = ("shop", "crm", "web", "email", "pos")
+# e.g. "0 3 * * *" to run after the sources' nightly exports; the run is still as of the day before.
+SCHEDULE = os.environ.get("TOUCHPOINT_SCHEDULE", "@daily")
 WAREHOUSE_POOL = "touchpoint_warehouse"  # one slot: one writer of the working DuckDB file at a time
 
 # Transient failures (a source or destination briefly unavailable) are retried with backoff;
@@ -41,7 +47,7 @@ def _ctx():
 
 @dag(
     dag_id="customer_360",
-    schedule="@daily",
+    schedule=None if SCHEDULE.lower() == "none" else SCHEDULE,
     start_date=pendulum.datetime(2024, 7, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -55,6 +61,33 @@ def _ctx():
     },
 )
 def customer_360():
+    # A run owns the working warehouse from its first extract to its last sync. The claim waits outside the
+    # writer pool (rescheduling, holding no worker slot); the release is a teardown, so it runs after a
+    # failure too and does not decide the run's state.
+    @task.sensor(task_id="claim_warehouse", poke_interval=15, timeout=12 * 3600, mode="reschedule")
+    def claim_warehouse() -> PokeReturnValue:
+        from touchpoint import pipeline
+
+        ti = get_current_context()["ti"]
+
+        def run_is_over(holder) -> bool:
+            dag_id, run_id = pipeline.lease_run_key(holder.run_key)
+            try:
+                return ti.get_dagrun_state(dag_id=dag_id, run_id=run_id) not in ("queued", "running")
+            except Exception:  # a run this Airflow does not know (deleted, or the lease file was copied)
+                return True
+
+        claim = pipeline.claim_warehouse(_ctx(), is_stale=run_is_over)
+        if not claim["claimed"]:
+            print(f"waiting: the working warehouse is leased to {claim['held_by']} (as of {claim['held_as_of']})")
+        return PokeReturnValue(is_done=claim["claimed"], xcom_value=claim)
+
+    @task(task_id="release_warehouse")
+    def release_warehouse() -> dict:
+        from touchpoint import pipeline
+
+        return pipeline.release_warehouse(_ctx())
+
     @task_group(group_id="extract")
     def extract_sources():
         for source in SOURCES:
@@ -67,12 +100,6 @@ def customer_360():
 
             extract_one()
 
-    @task(pool=WAREHOUSE_POOL)
-    def load_raw() -> dict:
-        from touchpoint import pipeline
-
-        return pipeline.load(_ctx())
-
     def gate(layer: str):
         @task(task_id=f"gate_{layer}", pool=WAREHOUSE_POOL)
         def run_gate() -> dict:
@@ -82,20 +109,38 @@ def customer_360():
 
         return run_gate()
 
-    def dbt_layer(layer: str):
-        @task(task_id=f"dbt_{layer}", pool=WAREHOUSE_POOL)
-        def build() -> dict:
+    @task_group(group_id="load")
+    def load():
+        @task(task_id="raw", pool=WAREHOUSE_POOL)
+        def load_raw() -> dict:
             from touchpoint import pipeline
 
-            return pipeline.dbt_layer(_ctx(), layer)
+            return pipeline.load(_ctx())
 
-        return build()
+        load_raw() >> gate("raw")
 
-    @task(pool=WAREHOUSE_POOL)
-    def ml() -> dict:
-        from touchpoint import pipeline
+    @task_group(group_id="dbt")
+    def dbt():
+        def dbt_layer(layer: str):
+            @task(task_id=layer, pool=WAREHOUSE_POOL)
+            def build() -> dict:
+                from touchpoint import pipeline
 
-        return pipeline.ml(_ctx())
+                return pipeline.dbt_layer(_ctx(), layer)
+
+            return build()
+
+        chain(dbt_layer("staging"), dbt_layer("identity"), dbt_layer("marts"), gate("marts"))
+
+    @task_group(group_id="ml")
+    def ml():
+        @task(task_id="score", pool=WAREHOUSE_POOL)
+        def score() -> dict:
+            from touchpoint import pipeline
+
+            return pipeline.ml(_ctx())
+
+        score() >> gate("ml")
 
     @task(pool=WAREHOUSE_POOL, outlets=[PUBLISHED_WAREHOUSE])
     def publish() -> dict:
@@ -121,19 +166,9 @@ def customer_360():
 
         run_sync.expand(name=definitions())
 
-    chain(
-        extract_sources(),
-        load_raw(),
-        gate("raw"),
-        dbt_layer("staging"),
-        dbt_layer("identity"),
-        dbt_layer("marts"),
-        gate("marts"),
-        ml(),
-        gate("ml"),
-        publish(),
-        syncs(),
-    )
+    claim = claim_warehouse()
+    release = release_warehouse().as_teardown(setups=claim)
+    chain(claim, extract_sources(), load(), dbt(), ml(), publish(), syncs(), release)
 
 
 customer_360()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date
@@ -13,6 +11,7 @@ import psycopg2
 import pyarrow as pa
 import pytest
 
+from tests.conftest import PG_SERVER, fresh_postgres_database
 from touchpoint.activation import run_sync, sync_audit_tables
 from touchpoint.activation.connections import get_connection
 from touchpoint.activation.definitions import parse_sync_definition
@@ -22,7 +21,7 @@ from touchpoint.activation.testing import person, write_published_warehouse
 from touchpoint.config import RunContext
 
 pytestmark = pytest.mark.postgres
-SERVER = {"host": os.environ.get("TOUCHPOINT_TEST_PGHOST", "127.0.0.1"), "port": 5432, "user": "postgres"}
+SERVER = PG_SERVER
 CONN_NAME = "touchpoint_test_pg"
 FIELDS = (
     "person_id",
@@ -40,25 +39,11 @@ FIELDS = (
 @pytest.fixture
 def pg_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A fresh database on the local server, dropped afterwards; its URI is the sync's connection."""
-    try:
-        admin = psycopg2.connect(dbname="postgres", connect_timeout=3, **SERVER)
-    except psycopg2.OperationalError as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required in CI but unreachable: {error}")
-        pytest.skip(f"local PostgreSQL unreachable ({error}); start it to run these tests")
-    admin.autocommit = True
-    name = f"touchpoint_test_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cur:
-        cur.execute(f"create database {name}")
-    monkeypatch.setenv(
-        f"TOUCHPOINT_CONN_{CONN_NAME.upper()}", f"postgresql://{SERVER['user']}@{SERVER['host']}:5432/{name}"
-    )
-    try:
+    with fresh_postgres_database() as name:
+        monkeypatch.setenv(
+            f"TOUCHPOINT_CONN_{CONN_NAME.upper()}", f"postgresql://{SERVER['user']}@{SERVER['host']}:5432/{name}"
+        )
         yield name
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"drop database if exists {name} with (force)")
-        admin.close()
 
 
 def query(dbname: str, sql: str) -> list[tuple]:

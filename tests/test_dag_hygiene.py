@@ -64,34 +64,58 @@ def test_only_transient_stages_retry(dagbag) -> None:
         assert (task.retries > 0) == transient, (task.task_id, task.retries)
 
 
+LEASE_TASKS = ("claim_warehouse", "release_warehouse")
+
+
 def test_warehouse_writers_share_a_single_slot_pool(dagbag) -> None:
     bag, _ = dagbag
     dag = bag.dags["customer_360"]
-    writers = [t for t in dag.tasks if not t.task_id.startswith(("extract.", "sync."))]
-    assert writers
+    writers = [t for t in dag.tasks if not t.task_id.startswith(("extract.", "sync.", *LEASE_TASKS))]
+    assert {t.task_id for t in writers} >= {"load.raw", "dbt.identity", "ml.score", "publish"}
     for task in writers:
         assert task.pool == "touchpoint_warehouse", task.task_id
+
+
+def test_a_run_holds_the_warehouse_lease_from_first_extract_to_last_sync(dagbag) -> None:
+    """The claim waits outside the writer pool (a waiting claim inside it would deadlock the holder) and
+    without a worker slot; the release is a teardown: it runs after failures and never decides the run state."""
+    bag, _ = dagbag
+    dag = bag.dags["customer_360"]
+    claim, release = dag.get_task("claim_warehouse"), dag.get_task("release_warehouse")
+    assert claim.is_setup and claim.mode == "reschedule" and claim.pool != "touchpoint_warehouse"
+    assert release.is_teardown and release.pool != "touchpoint_warehouse"
+    assert claim.downstream_task_ids >= {f"extract.{source}" for source in ("shop", "crm", "web", "email", "pos")}
+    assert dag.get_task("sync.run").downstream_task_ids == {"release_warehouse"}
+    assert release.downstream_task_ids == set()
 
 
 def test_stages_run_in_pipeline_order(dagbag) -> None:
     bag, _ = dagbag
     dag = bag.dags["customer_360"]
     order = [
-        "load_raw",
-        "gate_raw",
-        "dbt_staging",
-        "dbt_identity",
-        "dbt_marts",
-        "gate_marts",
-        "ml",
-        "gate_ml",
+        "load.raw",
+        "load.gate_raw",
+        "dbt.staging",
+        "dbt.identity",
+        "dbt.marts",
+        "dbt.gate_marts",
+        "ml.score",
+        "ml.gate_ml",
         "publish",
         "sync.definitions",
+        "sync.run",
+        "release_warehouse",
     ]
     for upstream, downstream in zip(order, order[1:], strict=False):
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
     for source in ("shop", "crm", "web", "email", "pos"):
-        assert "load_raw" in dag.get_task(f"extract.{source}").downstream_task_ids
+        assert "load.raw" in dag.get_task(f"extract.{source}").downstream_task_ids
+
+
+def test_each_stage_is_a_task_group(dagbag) -> None:
+    bag, _ = dagbag
+    groups = {task.task_group.group_id for task in bag.dags["customer_360"].tasks if task.task_group.group_id}
+    assert groups == {"extract", "load", "dbt", "ml", "sync"}
 
 
 def test_publish_emits_the_published_warehouse_asset(dagbag) -> None:

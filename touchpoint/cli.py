@@ -6,6 +6,7 @@ Only this module and the DAG print for people; everything else returns data.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from datetime import date
@@ -52,6 +53,28 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--to", dest="end", type=_parse_date, required=True)
     backfill.add_argument("--extracts", type=Path, help="folder of bring-your-own extracts (landing contract)")
 
+    airflow = commands.add_parser(
+        "airflow", parents=[common], help="serve a local Airflow (UI, scheduler) for this home until Ctrl-C"
+    )
+    airflow.add_argument("--port", type=int, default=8080, help="API server / UI port (default 8080)")
+    airflow.add_argument(
+        "--executor",
+        default=os.environ.get("AIRFLOW__CORE__EXECUTOR", "LocalExecutor"),
+        help="Airflow executor (default LocalExecutor, or $AIRFLOW__CORE__EXECUTOR)",
+    )
+    airflow.add_argument(
+        "--metadata-db",
+        default=os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"),
+        help="SQLAlchemy URL of Airflow's metadata DB, e.g. postgresql+psycopg2://... "
+        "(default SQLite under <home>/airflow, or $AIRFLOW__DATABASE__SQL_ALCHEMY_CONN)",
+    )
+    airflow.add_argument(
+        "--celery-broker",
+        default=os.environ.get("AIRFLOW__CELERY__BROKER_URL"),
+        help="with --executor CeleryExecutor: the broker, e.g. redis://127.0.0.1:6379/0",
+    )
+    airflow.add_argument("--unpause", action="store_true", help="let the scheduler start daily runs right away")
+
     sync = commands.add_parser("sync", parents=[common], help="run the reverse-ETL syncs from the published warehouse")
     sync.add_argument("--dry-run", action="store_true", help="print the planned diff per sync, send nothing")
     sync.add_argument("--only", action="append", metavar="NAME", help="run only this sync (repeatable)")
@@ -68,7 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     paths = Paths(home_from_env(getattr(args, "home", None)))
-    handlers = {"generate": _generate, "run": _run, "backfill": _backfill, "sync": _sync, "docs": _docs, "sql": _sql}
+    handlers = {
+        "generate": _generate,
+        "run": _run,
+        "backfill": _backfill,
+        "airflow": _airflow,
+        "sync": _sync,
+        "docs": _docs,
+        "sql": _sql,
+    }
     try:
         return handlers[args.command](args, paths)
     except KeyboardInterrupt:
@@ -100,7 +131,7 @@ def _generate(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def _run(args: argparse.Namespace, paths: Paths) -> int:
-    from touchpoint.orchestration import print_progress, run_dag
+    from touchpoint.orchestration import HomeServedError, print_progress, run_dag
 
     as_of = args.as_of
     if as_of is None:
@@ -125,7 +156,11 @@ def _run(args: argparse.Namespace, paths: Paths) -> int:
     }
     print(f"touchpoint run: customer_360 as of {as_of} (home {paths.home})")
     started = time.monotonic()
-    outcome = run_dag(paths, as_of, conf, log_file, on_task_done=print_progress)
+    try:
+        outcome = run_dag(paths, as_of, conf, log_file, on_task_done=print_progress)
+    except HomeServedError as served:
+        print(f"touchpoint run: {served}", file=sys.stderr)
+        return 2
     seconds = time.monotonic() - started
     print(f"dag run {outcome.state} in {seconds:.0f}s; Airflow log: {log_file}")
     if not outcome.succeeded:
@@ -140,9 +175,14 @@ def _run(args: argparse.Namespace, paths: Paths) -> int:
 def _backfill(args: argparse.Namespace, paths: Paths) -> int:
     from datetime import timedelta
 
+    from touchpoint.airflow_server import live_services
+
     if args.end < args.start:
         print("--to must not be before --from", file=sys.stderr)
         return 2
+    serving = live_services(paths)
+    if serving:
+        return _backfill_on_scheduler(args, paths, serving["url"])
     day = args.start
     while day <= args.end:
         status = _run(argparse.Namespace(extracts=args.extracts, as_of=day), paths)
@@ -151,6 +191,71 @@ def _backfill(args: argparse.Namespace, paths: Paths) -> int:
             return status
         day += timedelta(days=1)
     return 0
+
+
+def _backfill_on_scheduler(args: argparse.Namespace, paths: Paths, url: str) -> int:
+    """Hand the dates to the Airflow serving the home as one Airflow backfill, one run at a time, in order."""
+    from touchpoint.airflow_server import AirflowClient
+    from touchpoint.orchestration import DAG_ID
+
+    client = AirflowClient.login(url, paths)
+    conf = {"extracts": str(args.extracts.resolve())} if args.extracts else {}
+    backfill = client.create_backfill(DAG_ID, args.start, args.end, conf=conf, max_active_runs=1)
+    print(f"Airflow backfill {backfill['id']} of {DAG_ID}, {args.start} .. {args.end}: {url}")
+    expected = (args.end - args.start).days + 1
+    reported: set[str] = set()
+    while True:
+        runs = [run for run in client.backfill_runs(DAG_ID) if _run_as_of(run) >= args.start]
+        for run in runs:
+            if run["state"] in ("success", "failed") and run["dag_run_id"] not in reported:
+                reported.add(run["dag_run_id"])
+                print(f"  {run['state']:<8} as of {_run_as_of(run)}  ({run['dag_run_id']})", flush=True)
+        finished = [run for run in runs if run["state"] in ("success", "failed") and _run_as_of(run) <= args.end]
+        if len(finished) >= expected:
+            return int(any(run["state"] == "failed" for run in finished))
+        time.sleep(5)
+
+
+def _run_as_of(run: dict) -> date:
+    """A daily run's as-of date: the day before its data interval ends."""
+    from datetime import datetime, timedelta
+
+    return datetime.fromisoformat(run["data_interval_end"]).date() - timedelta(days=1)
+
+
+def _airflow(args: argparse.Namespace, paths: Paths) -> int:
+    from touchpoint.airflow_server import AirflowDeployment, AirflowServices, AirflowUnavailableError, admin_password
+    from touchpoint.orchestration import DAG_ID
+
+    paths.ensure()
+    deployment = AirflowDeployment(
+        paths,
+        port=args.port,
+        executor=args.executor,
+        sql_alchemy_conn=args.metadata_db,
+        celery_broker_url=args.celery_broker,
+    )
+    services = AirflowServices(deployment)
+    print(f"starting Airflow for {paths.home} (executor {args.executor}, logs in {deployment.logs}) ...")
+    try:
+        services.start()
+        client = services.wait_ready()
+        if args.unpause:
+            client.set_paused(DAG_ID, False)
+        print(f"\nAirflow UI: {deployment.url}   login: admin / {admin_password(paths)}")
+        print(f"DAG {DAG_ID}: {'scheduled daily' if args.unpause else 'paused (trigger it, or unpause it in the UI)'}")
+        print("Ctrl-C stops every component.")
+        while True:
+            time.sleep(2)
+            services.check_alive()
+    except (AirflowUnavailableError, ValueError) as down:  # ValueError: settings that cannot work together
+        print(f"touchpoint airflow: {down}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping Airflow ...")
+        return 0
+    finally:
+        services.stop()
 
 
 def _print_failure_excerpt(log_file: Path, lines: int = 25) -> None:

@@ -84,13 +84,15 @@ class RunContext:
     """One pipeline run: its logical date, its home and where its extracts come from.
 
     `extracts_dir` set means bring-your-own extracts (the landing contract); unset means the
-    demo source systems under `<home>/sources/systems`.
+    demo source systems under `<home>/sources/systems`. `lease_key` names the orchestrated run that
+    must hold the working warehouse's lease for its stages to run (unset: stages called directly).
     """
 
     as_of: date
     home: Path
     run_id: str
     extracts_dir: Path | None = None
+    lease_key: str | None = None
     default_country: str = DEFAULT_COUNTRY
     paths: Paths = field(init=False)
 

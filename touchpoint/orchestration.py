@@ -6,11 +6,13 @@ goes to `<home>/artifacts/<run id>/airflow.log`; the terminal gets one line per 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -56,23 +58,30 @@ def airflow_env(paths: Paths) -> dict[str, str]:
     }
 
 
+WAREHOUSE_POOL = ("touchpoint_warehouse", "1", "Single writer of the working DuckDB warehouse")
+
+
 def configure_airflow(paths: Paths) -> None:
-    """Point this process's Airflow at the home (before airflow is imported) and migrate its metadata DB."""
+    """Point this process's Airflow at the home (before airflow is imported) and prepare its metadata DB."""
     env = airflow_env(paths)
     os.environ.update(env)
-    paths.airflow_home.mkdir(parents=True, exist_ok=True)
     marker = paths.airflow_home / ".migrated"
     if not marker.exists():
-        completed = subprocess.run(
-            [str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-        )
-        (paths.airflow_home / "db-migrate.log").write_text(completed.stdout + completed.stderr)
-        if completed.returncode != 0:
-            raise RuntimeError(f"airflow db migrate failed; see {paths.airflow_home / 'db-migrate.log'}")
+        prepare_metadata(paths, {**os.environ, **env})
         marker.write_text("ok\n")
+
+
+def prepare_metadata(paths: Paths, env: dict[str, str]) -> None:
+    """Migrate the metadata database that `env` names and create the writer pool (both idempotent)."""
+    paths.airflow_home.mkdir(parents=True, exist_ok=True)
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    log = paths.airflow_home / "db-migrate.log"
+    for command in (["db", "migrate"], ["pools", "set", *WAREHOUSE_POOL]):
+        completed = subprocess.run([airflow, *command], env=env, capture_output=True, text=True)
+        with open(log, "a") as handle:
+            handle.write(completed.stdout + completed.stderr)
+        if completed.returncode != 0:
+            raise RuntimeError(f"airflow {' '.join(command)} failed; see {log}")
 
 
 def logical_date_for(as_of: date) -> datetime:
@@ -87,12 +96,56 @@ def run_dag(
     log_file: Path,
     on_task_done: Callable[[TaskOutcome], None] | None = None,
 ) -> DagRunOutcome:
-    """Run customer_360 once for `as_of` through `dag.test()`; Airflow's output goes to `log_file`."""
+    """Run customer_360 once for `as_of` through `dag.test()`; Airflow's output goes to `log_file`.
+
+    Refuses while a scheduler serves the home (its runs and this one would share the metadata DB and the
+    warehouse), and runs one embedded run per home at a time.
+    """
+    from touchpoint.airflow_server import live_services
+
+    serving = live_services(paths)
+    if serving:
+        raise HomeServedError(
+            f"an Airflow scheduler serves {paths.home} at {serving['url']}: trigger runs there "
+            "(UI, REST API, or `touchpoint backfill`, which hands the dates to it)"
+        )
+    with _embedded_run_lock(paths):
+        return _run_dag_embedded(paths, as_of, conf, log_file, on_task_done)
+
+
+class HomeServedError(RuntimeError):
+    """A local Airflow deployment serves this home, so an embedded run would race its runs."""
+
+
+@contextmanager
+def _embedded_run_lock(paths: Paths) -> Iterator[None]:
+    """One embedded run per home. Holding it with no scheduler serving the home, any warehouse lease left
+    behind belongs to a run whose process died (Ctrl-C, OOM): it is released, not waited for."""
+    from touchpoint.warehouse import WarehouseLease
+
+    paths.airflow_home.mkdir(parents=True, exist_ok=True)
+    with open(paths.airflow_home / ".embedded-run.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as busy:
+            raise HomeServedError(f"another `touchpoint run` is running on {paths.home}") from busy
+        WarehouseLease(paths).release_abandoned()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _run_dag_embedded(
+    paths: Paths,
+    as_of: date,
+    conf: dict[str, str | None],
+    log_file: Path,
+    on_task_done: Callable[[TaskOutcome], None] | None,
+) -> DagRunOutcome:
     configure_airflow(paths)
     from airflow.dag_processing.dagbag import DagBag
-    from airflow.models.pool import Pool
 
-    Pool.create_or_update_pool("touchpoint_warehouse", 1, "Single writer of the working DuckDB warehouse", False)
     bag = DagBag(str(DAGS_FOLDER))
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")

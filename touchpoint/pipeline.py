@@ -11,9 +11,14 @@ import logging
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from touchpoint.config import RunContext, home_from_env
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from touchpoint.warehouse import LeaseHolder
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +41,52 @@ def context_from_airflow(airflow_context: dict[str, Any]) -> RunContext:
     else:
         as_of = as_of_for_interval_end(airflow_context["data_interval_end"])
     extracts = params.get("extracts")
+    dag_run = airflow_context.get("dag_run")
     return RunContext(
         as_of=as_of,
         home=home_from_env(params.get("home")),
         run_id=as_of.isoformat(),
         extracts_dir=Path(extracts).resolve() if extracts else None,
+        lease_key=f"{dag_run.dag_id}/{dag_run.run_id}" if dag_run is not None else None,
     )
+
+
+def lease_run_key(holder_key: str) -> tuple[str, str]:
+    """(dag_id, run_id) of a lease key written by `context_from_airflow`."""
+    dag_id, _, run_id = holder_key.partition("/")
+    return dag_id, run_id
+
+
+def claim_warehouse(ctx: RunContext, is_stale: Callable[[LeaseHolder], bool]) -> dict[str, Any]:
+    """Claim the working warehouse for this run: `claimed` false while another live run holds it."""
+    from touchpoint.warehouse import WarehouseLease
+
+    ctx.paths.ensure()
+    holder = WarehouseLease(ctx.paths).try_claim(_lease_key(ctx), ctx.as_of.isoformat(), is_stale)
+    if holder is not None:
+        return {"claimed": False, "held_by": holder.run_key, "held_as_of": holder.as_of, "since": holder.claimed_at}
+    return {"claimed": True, "lease": _lease_key(ctx), "as_of": ctx.as_of.isoformat()}
+
+
+def release_warehouse(ctx: RunContext) -> dict[str, Any]:
+    """Give the working warehouse back, whether the run succeeded or not."""
+    from touchpoint.warehouse import WarehouseLease
+
+    return {"lease": _lease_key(ctx), "released": WarehouseLease(ctx.paths).release(_lease_key(ctx))}
+
+
+def _lease_key(ctx: RunContext) -> str:
+    if not ctx.lease_key:
+        raise ValueError("claiming the warehouse needs a run with a lease key (an orchestrated run)")
+    return ctx.lease_key
+
+
+def _hold(ctx: RunContext) -> None:
+    """Stop a stage whose run does not hold the warehouse (orchestrated runs only)."""
+    if ctx.lease_key:
+        from touchpoint.warehouse import WarehouseLease
+
+        WarehouseLease(ctx.paths).check(ctx.lease_key)
 
 
 def _summary(result: Any) -> dict[str, Any]:
@@ -67,6 +112,7 @@ def _jsonable(value: Any) -> Any:
 
 def extract(ctx: RunContext, source: str) -> dict[str, Any]:
     """Pull one source incrementally into landing (no warehouse access: sources run in parallel)."""
+    _hold(ctx)
     from touchpoint.ingest import extract_source
 
     ctx.paths.ensure()
@@ -75,6 +121,7 @@ def extract(ctx: RunContext, source: str) -> dict[str, Any]:
 
 def load(ctx: RunContext) -> dict[str, Any]:
     """Load every landed batch into the raw schema, quarantining bad rows (the single writer)."""
+    _hold(ctx)
     from touchpoint.activation import load_sync_audit
     from touchpoint.ingest import load_pending
     from touchpoint.warehouse import connect_work
@@ -90,6 +137,7 @@ def load(ctx: RunContext) -> dict[str, Any]:
 
 def dbt_layer(ctx: RunContext, layer: str) -> dict[str, Any]:
     """Build and test one dbt layer under the single-writer lock."""
+    _hold(ctx)
     from touchpoint.dbt import run_layer
     from touchpoint.warehouse import writer_lock
 
@@ -105,6 +153,7 @@ def dbt_layer(ctx: RunContext, layer: str) -> dict[str, Any]:
 
 def gate(ctx: RunContext, layer: str) -> dict[str, Any]:
     """Run the Great Expectations suite of a layer; raises GateFailed, which stops the run."""
+    _hold(ctx)
     from touchpoint.expectations import run_gate
     from touchpoint.warehouse import connect_work
 
@@ -114,6 +163,7 @@ def gate(ctx: RunContext, layer: str) -> dict[str, Any]:
 
 def ml(ctx: RunContext) -> dict[str, Any]:
     """Fit and score segments, propensity and CLV; write the ml schema."""
+    _hold(ctx)
     from touchpoint.ml.stage import run_ml
     from touchpoint.warehouse import connect_work
 
@@ -123,6 +173,7 @@ def ml(ctx: RunContext) -> dict[str, Any]:
 
 def publish(ctx: RunContext) -> dict[str, Any]:
     """Replace the published warehouse atomically with the gated working one."""
+    _hold(ctx)
     from touchpoint.publish import publish as publish_warehouse
 
     return _summary(publish_warehouse(ctx))
@@ -137,6 +188,7 @@ def sync_names() -> list[str]:
 
 def sync(ctx: RunContext, name: str) -> dict[str, Any]:
     """Run one reverse-ETL sync from the published warehouse."""
+    _hold(ctx)
     from touchpoint.activation import load_sync_definitions, run_sync
 
     definitions = {definition.name: definition for definition in load_sync_definitions()}

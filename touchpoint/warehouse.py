@@ -1,16 +1,21 @@
-"""Connections to the working and the published warehouse.
+"""Connections to the working and the published warehouse, and who may write the working one.
 
 One writer: `connect_work` takes an exclusive file lock next to the working database, so two
-processes (overlapping DAG runs, a CLI run beside a scheduled one) queue instead of corrupting it.
+processes (a DAG task, a CLI command) queue instead of corrupting it; `WarehouseLease` keeps whole
+runs apart, so overlapping DAG runs (backfills included) never interleave their stages.
 Readers use `connect_published`, which is read-only and never touches the working file.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -62,3 +67,91 @@ def connect_published(path: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(path), read_only=True)
     con.execute("set timezone = 'UTC'")
     return con
+
+
+class LeaseNotHeldError(RuntimeError):
+    """A stage of one run found the working warehouse leased to another run (deterministic: not retried)."""
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    """The pipeline run that owns the working warehouse, and since when."""
+
+    run_key: str
+    as_of: str
+    claimed_at: str
+
+
+class WarehouseLease:
+    """Which pipeline run owns the working warehouse, from its first extract to its last sync.
+
+    The writer lock serialises single stages; a run, though, is a transaction over many stages (extract
+    cursors, raw, dbt layers, gates, publish, sync state), and two runs whose stages interleave would gate
+    and publish a mix of both. Airflow's `max_active_runs` does not cover it: backfill runs are counted apart
+    from other runs and default to ten at once. So a run claims this lease first, every stage checks it,
+    and the run releases it at the end, whatever happened in between (an Airflow teardown task).
+
+    The lease is a small JSON file changed only under its own file lock; a holder whose run is over
+    (`is_stale`) is taken over, so a crashed run cannot block the warehouse for ever.
+    """
+
+    def __init__(self, paths: Paths) -> None:
+        self.path = paths.work / "lease.json"
+        self._lock_path = paths.work / ".lease.lock"
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._lock_path, "a+") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def _read(self) -> LeaseHolder | None:
+        if not self.path.exists():
+            return None
+        return LeaseHolder(**json.loads(self.path.read_text()))
+
+    def holder(self) -> LeaseHolder | None:
+        with self._locked():
+            return self._read()
+
+    def try_claim(self, run_key: str, as_of: str, is_stale: Callable[[LeaseHolder], bool]) -> LeaseHolder | None:
+        """Claim the lease for `run_key`; None when it is now ours, else the run that holds it."""
+        with self._locked():
+            current = self._read()
+            if current is not None and current.run_key != run_key and not is_stale(current):
+                return current
+            claimed = LeaseHolder(run_key, as_of, datetime.now(UTC).isoformat(timespec="seconds"))
+            temporary = self.path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(asdict(claimed)))
+            os.replace(temporary, self.path)
+            return None
+
+    def release(self, run_key: str) -> bool:
+        """Give the lease up if `run_key` holds it; True when it did."""
+        with self._locked():
+            current = self._read()
+            if current is None or current.run_key != run_key:
+                return False
+            self.path.unlink()
+            return True
+
+    def release_abandoned(self) -> LeaseHolder | None:
+        """Drop whatever lease is held, for a caller that knows no run can be live; return what it dropped."""
+        with self._locked():
+            current = self._read()
+            self.path.unlink(missing_ok=True)
+            return current
+
+    def check(self, run_key: str) -> None:
+        """Raise LeaseNotHeldError unless `run_key` holds the lease."""
+        current = self.holder()
+        if current is None or current.run_key != run_key:
+            held_by = f"run {current.run_key} (as of {current.as_of})" if current else "no run"
+            raise LeaseNotHeldError(
+                f"the working warehouse {self.path.parent} is leased to {held_by}, not to {run_key}: "
+                "a stage may only run inside the run that claimed the warehouse"
+            )
