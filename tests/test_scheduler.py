@@ -19,6 +19,7 @@ import duckdb
 import pytest
 
 from tests.conftest import demo_world_ending_yesterday, wait_for_scheduled_run
+from tests.test_end_to_end import touchpoint
 from touchpoint.airflow_server import AirflowClient, AirflowDeployment, AirflowServices, free_port
 from touchpoint.config import Paths
 from touchpoint.warehouse import WarehouseLease
@@ -152,6 +153,19 @@ def test_overlapping_runs_take_the_warehouse_one_at_a_time(airflow: Deployment) 
     finally:
         con.close()
     assert WarehouseLease(airflow.paths).holder() is None
+
+
+def test_touchpoint_backfill_hands_the_dates_to_the_serving_airflow(airflow: Deployment) -> None:
+    day_3 = airflow.yesterday - timedelta(days=3)
+    result = touchpoint("backfill", "--from", str(day_3), "--to", str(day_3), "--home", str(airflow.paths.home))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Airflow backfill" in result.stdout and f"success  as of {day_3}" in result.stdout, result.stdout
+    con = airflow.published()
+    try:
+        dates = [as_of for (as_of,) in con.execute("select distinct as_of from marts.customer_rfm_history").fetchall()]
+        assert day_3 in dates
+    finally:
+        con.close()
 
 
 def test_a_failed_gate_fails_the_run_and_keeps_the_published_warehouse(airflow: Deployment) -> None:

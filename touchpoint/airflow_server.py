@@ -21,8 +21,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,7 @@ class AirflowDeployment:
                 raise ValueError("CeleryExecutor needs a broker URL and a shared (PostgreSQL) metadata database")
             env["AIRFLOW__CELERY__BROKER_URL"] = self.celery_broker_url
             # Task results live next to the metadata (Celery's SQLAlchemy backend takes a `db+` URL).
-            env["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + self.sql_alchemy_conn.replace("+psycopg2", "")
+            env["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + self.sql_alchemy_conn
         return env
 
 
@@ -219,6 +220,11 @@ def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
         os.killpg(process.pid, sig)
 
 
+def run_as_of(run: dict[str, Any]) -> date:
+    """A daily run's as-of date: the day before its data interval ends (see `touchpoint.pipeline`)."""
+    return datetime.fromisoformat(run["data_interval_end"]).date() - timedelta(days=1)
+
+
 def admin_password(paths: Paths) -> str:
     """The admin password the simple auth manager generated for this home (made when the API server starts)."""
     generated = paths.airflow_home / "simple_auth_manager_passwords.json.generated"
@@ -321,6 +327,37 @@ class AirflowClient:
 
     def backfill_runs(self, dag_id: str) -> list[dict[str, Any]]:
         return [run for run in self.dag_runs(dag_id) if run["run_type"] == "backfill"]
+
+    def wait_for_backfill(
+        self,
+        backfill: dict[str, Any],
+        timeout_s: float,
+        on_run_done: Callable[[dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Poll until Airflow marks the backfill complete; return its runs (as of its dates, this backfill's)."""
+        deadline = time.monotonic() + timeout_s
+        start, end = (run_as_of({"data_interval_end": backfill[key]}) for key in ("from_date", "to_date"))
+        created = datetime.fromisoformat(backfill["created_at"])
+        reported: set[str] = set()
+        while True:
+            done = self._call("GET", f"/backfills/{backfill['id']}")["completed_at"] is not None
+            runs = [
+                run
+                for run in self.backfill_runs(backfill["dag_id"])
+                if start <= run_as_of(run) <= end
+                and run["end_date"]
+                and datetime.fromisoformat(run["end_date"]) > created
+            ]
+            for run in runs:
+                if run["state"] in FINISHED_RUN_STATES and run["dag_run_id"] not in reported:
+                    reported.add(run["dag_run_id"])
+                    if on_run_done:
+                        on_run_done(run)
+            if done:
+                return runs
+            if time.monotonic() > deadline:
+                raise DagRunTimeoutError(f"backfill {backfill['id']} not complete after {timeout_s:.0f}s")
+            time.sleep(5.0)
 
     def asset_events(self, asset_name: str) -> list[dict[str, Any]]:
         assets = self._call("GET", "/assets", params={"name_pattern": asset_name})["assets"]

@@ -195,32 +195,21 @@ def _backfill(args: argparse.Namespace, paths: Paths) -> int:
 
 def _backfill_on_scheduler(args: argparse.Namespace, paths: Paths, url: str) -> int:
     """Hand the dates to the Airflow serving the home as one Airflow backfill, one run at a time, in order."""
-    from touchpoint.airflow_server import AirflowClient
+    from touchpoint.airflow_server import AirflowClient, run_as_of
     from touchpoint.orchestration import DAG_ID
 
     client = AirflowClient.login(url, paths)
     conf = {"extracts": str(args.extracts.resolve())} if args.extracts else {}
     backfill = client.create_backfill(DAG_ID, args.start, args.end, conf=conf, max_active_runs=1)
-    print(f"Airflow backfill {backfill['id']} of {DAG_ID}, {args.start} .. {args.end}: {url}")
-    expected = (args.end - args.start).days + 1
-    reported: set[str] = set()
-    while True:
-        runs = [run for run in client.backfill_runs(DAG_ID) if _run_as_of(run) >= args.start]
-        for run in runs:
-            if run["state"] in ("success", "failed") and run["dag_run_id"] not in reported:
-                reported.add(run["dag_run_id"])
-                print(f"  {run['state']:<8} as of {_run_as_of(run)}  ({run['dag_run_id']})", flush=True)
-        finished = [run for run in runs if run["state"] in ("success", "failed") and _run_as_of(run) <= args.end]
-        if len(finished) >= expected:
-            return int(any(run["state"] == "failed" for run in finished))
-        time.sleep(5)
+    print(f"Airflow backfill {backfill['id']} of {DAG_ID}, as of {args.start} .. {args.end}: {url}", flush=True)
 
+    def report(run: dict) -> None:
+        print(f"  {run['state']:<8} as of {run_as_of(run)}  ({run['dag_run_id']})", flush=True)
 
-def _run_as_of(run: dict) -> date:
-    """A daily run's as-of date: the day before its data interval ends."""
-    from datetime import datetime, timedelta
-
-    return datetime.fromisoformat(run["data_interval_end"]).date() - timedelta(days=1)
+    runs = client.wait_for_backfill(backfill, timeout_s=24 * 3600, on_run_done=report)
+    failed = [run for run in runs if run["state"] != "success"]
+    print(f"backfill {backfill['id']}: {len(runs) - len(failed)} runs succeeded, {len(failed)} failed")
+    return int(bool(failed) or not runs)
 
 
 def _airflow(args: argparse.Namespace, paths: Paths) -> int:
