@@ -9,6 +9,10 @@ syncs from the published warehouse.
 Each run reads strictly as of its logical date: the last complete UTC day before `data_interval_end`
 (or the `as_of` param). Rerunning a date replaces its outputs; it never appends twice.
 
+One run at a time owns the working warehouse: `claim_warehouse` waits for its lease (overlapping runs and
+backfill runs queue there, holding no worker slot) and the teardown `release_warehouse` gives it back,
+after a failure too. Tasks that write the warehouse also share the one-slot pool `touchpoint_warehouse`.
+
 Schedule: `$TOUCHPOINT_SCHEDULE` when the DAG is parsed (a cron expression or preset; default `@daily`;
 `none` for triggered runs only).
 
