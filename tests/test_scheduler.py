@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -99,14 +98,11 @@ def test_overlapping_runs_take_the_warehouse_one_at_a_time(airflow: Deployment) 
     every run succeeds, no two runs' stages interleave, and each date is in the history once."""
     day_1, day_2 = airflow.yesterday - timedelta(days=1), airflow.yesterday - timedelta(days=2)
     rerun = airflow.client.trigger(DAG_ID, as_of=airflow.yesterday)
-    airflow.client.create_backfill(DAG_ID, day_2, day_1, max_active_runs=2)
-    deadline = time.monotonic() + 60
-    backfill: list[dict] = []
-    while len(backfill) < 2 and time.monotonic() < deadline:
-        backfill = airflow.client.backfill_runs(DAG_ID)
-        time.sleep(1)
-    assert len(backfill) == 2, backfill
-    runs = [airflow.wait(run_id) for run_id in (rerun, *(run["dag_run_id"] for run in backfill))]
+    backfill = airflow.client.create_backfill(DAG_ID, day_2, day_1, max_active_runs=2)
+    # until Airflow marks the backfill complete (the next one may only start then)
+    backfill_runs = airflow.client.wait_for_backfill(backfill, RUN_TIMEOUT_S)
+    assert len(backfill_runs) == 2, backfill_runs
+    runs = [airflow.wait(rerun), *backfill_runs]
     failed = {run["dag_run_id"]: airflow.states(run["dag_run_id"]) for run in runs if run["state"] != "success"}
     assert not failed, failed
 

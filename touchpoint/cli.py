@@ -195,12 +195,18 @@ def _backfill(args: argparse.Namespace, paths: Paths) -> int:
 
 def _backfill_on_scheduler(args: argparse.Namespace, paths: Paths, url: str) -> int:
     """Hand the dates to the Airflow serving the home as one Airflow backfill, one run at a time, in order."""
+    import httpx
+
     from touchpoint.airflow_server import AirflowClient, run_as_of
     from touchpoint.orchestration import DAG_ID
 
     client = AirflowClient.login(url, paths)
     conf = {"extracts": str(args.extracts.resolve())} if args.extracts else {}
-    backfill = client.create_backfill(DAG_ID, args.start, args.end, conf=conf, max_active_runs=1)
+    try:
+        backfill = client.create_backfill(DAG_ID, args.start, args.end, conf=conf, max_active_runs=1)
+    except httpx.HTTPStatusError as refused:  # e.g. 409: Airflow runs one backfill of a DAG at a time
+        print(f"touchpoint backfill: Airflow at {url} refused it: {refused}", file=sys.stderr)
+        return 1
     print(f"Airflow backfill {backfill['id']} of {DAG_ID}, as of {args.start} .. {args.end}: {url}", flush=True)
 
     def report(run: dict) -> None:
