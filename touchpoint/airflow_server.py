@@ -235,7 +235,7 @@ class AirflowClient:
     """The few calls of Airflow's REST API (v2) that running Touchpoint needs."""
 
     def __init__(self, base_url: str, token: str) -> None:
-        self.http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30.0)
+        self.http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60.0)
 
     @classmethod
     def login(cls, url: str, paths: Paths) -> AirflowClient:
@@ -247,7 +247,17 @@ class AirflowClient:
         return cls(url, response.json()["access_token"])
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.http.request(method, f"/api/v2{path}", **kwargs)
+        # Reads are retried: an API server on a busy machine (SQLite metadata, tasks running beside it) can
+        # miss a deadline now and then. Writes are not: a retried trigger could start a run twice.
+        attempts = 4 if method == "GET" else 1
+        for attempt in range(attempts):
+            try:
+                response = self.http.request(method, f"/api/v2{path}", **kwargs)
+                break
+            except httpx.TransportError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(2.0 * 2**attempt)
         if response.is_error:
             raise httpx.HTTPStatusError(
                 f"{method} {path}: {response.status_code} {response.text[:500]}",
