@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from datetime import date
@@ -218,10 +219,18 @@ def _backfill_on_scheduler(args: argparse.Namespace, paths: Paths, url: str) -> 
     return int(bool(failed) or not runs)
 
 
+def _stop_requested(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _airflow(args: argparse.Namespace, paths: Paths) -> int:
     from touchpoint.airflow_server import AirflowDeployment, AirflowServices, AirflowUnavailableError, admin_password
     from touchpoint.orchestration import DAG_ID
 
+    # Ctrl-C and a process manager's SIGTERM both stop every component. SIGINT is set explicitly: a shell
+    # that starts a command in the background hands it SIGINT ignored.
+    signal.signal(signal.SIGINT, _stop_requested)
+    signal.signal(signal.SIGTERM, _stop_requested)
     paths.ensure()
     deployment = AirflowDeployment(
         paths,
