@@ -15,6 +15,11 @@ it is given. What this data needs
 birth-date and first-name guardrails) would be custom SQL in Splink as well; the model itself (u by random
 sampling, m by EM per blocking session, a global prior) is Splink's, in ~150 lines of numpy that run inside
 this dbt Python model, deterministic for the same input.
+
+Memory: candidate pairs never leave DuckDB. They are held as integer indices of the person records, EM runs
+on the distinct comparison patterns with their pair counts (at most a few thousand, whatever the number of
+pairs), and the scores are joined back by pattern in SQL, so DuckDB's memory_limit bounds the model
+(1M customers: 38.6M candidate pairs).
 """
 
 import numpy as np
@@ -68,8 +73,8 @@ with aligned as (
         l.email as l_email, r.email as r_email,
         l.phone_e164 as l_phone, r.phone_e164 as r_phone
     from {pairs} as pairs
-    join people as l on pairs.left_node = l.node_id
-    join people as r on pairs.right_node = r.node_id
+    join tp_pairs_people as l on pairs.left_index = l.person_index
+    join tp_pairs_people as r on pairs.right_index = r.person_index
 )
 select
     * exclude (l_first, l_last, r_first, r_last, l_first_canonical, r_first_canonical, l_birth, r_birth,
@@ -130,73 +135,76 @@ U_SAMPLE_PAIRS = 300_000
 SEED = 20260331
 
 
-def candidate_pairs(session, rules: list[str]) -> pd.DataFrame:
+def candidate_pairs_sql(rules: list[str]) -> str:
+    """Distinct pairs (left before right) agreeing on any rule, with the first rule that found them."""
     selects = [
-        f"select l.node_id as left_node, r.node_id as right_node, {number} as blocking_rule "
-        f"from people as l join people as r on {rule} and l.node_id < r.node_id"
+        f"select l.person_index as left_index, r.person_index as right_index, {number} as blocking_rule "
+        f"from tp_pairs_people as l join tp_pairs_people as r on {rule} and l.person_index < r.person_index"
         for number, rule in enumerate(rules, start=1)
     ]
-    sql = (
-        "select left_node, right_node, min(blocking_rule) as blocking_rule from ("
+    return (
+        "select left_index, right_index, min(blocking_rule) as blocking_rule from ("
         + " union all ".join(selects)
         + ") group by all"
     )
-    return session.execute(sql).df()
 
 
-def random_pairs(node_ids: np.ndarray) -> pd.DataFrame:
-    """A fixed pseudo-random sample of distinct pairs, to estimate how often non-matches agree."""
-    n = len(node_ids)
+def random_pairs(n: int) -> pd.DataFrame:
+    """A fixed pseudo-random sample of pairs of distinct records, to estimate how often non-matches agree."""
     if n < 2:
-        return pd.DataFrame({"left_node": [], "right_node": []}, dtype=object)
+        return pd.DataFrame({"left_index": [], "right_index": []}, dtype="int64")
     rng = np.random.default_rng(SEED)
     size = min(U_SAMPLE_PAIRS, n * (n - 1) // 2)
     left = rng.integers(0, n, size)
     right = rng.integers(0, n, size)
     keep = left != right
-    return pd.DataFrame({"left_node": node_ids[left[keep]], "right_node": node_ids[right[keep]]})
+    return pd.DataFrame({"left_index": left[keep], "right_index": right[keep]})
 
 
-def compare(session, pairs: pd.DataFrame) -> pd.DataFrame:
-    session.register("tp_pairs", pairs)
-    try:
-        return session.execute(COMPARISON_SQL.format(pairs="tp_pairs")).df()
-    finally:
-        session.unregister("tp_pairs")
+def patterns(session, pairs: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The distinct comparison vectors of `pairs` (a table or subquery) and how many pairs have each."""
+    levels = ", ".join(LEVELS)
+    rows = session.execute(
+        f"select {levels}, count(*) as pairs from ({COMPARISON_SQL.format(pairs=pairs)}) group by all order by all"
+    ).fetchnumpy()
+    return {name: rows[name].astype(np.int64) for name in LEVELS}, rows["pairs"].astype(float)
 
 
-def estimate_u(gammas: pd.DataFrame) -> dict[str, np.ndarray]:
+def estimate_u(matrix: dict[str, np.ndarray], counts: np.ndarray) -> dict[str, np.ndarray]:
     """Level frequencies among random pairs, with add-one smoothing so no level has u = 0."""
     u = {}
     for name, levels in LEVELS.items():
-        observed = gammas[name].to_numpy() if len(gammas) else np.array([], dtype=int)
-        observed = observed[observed >= 0]
-        counts = np.bincount(observed, minlength=levels)[:levels].astype(float) + 1.0
-        u[name] = counts / counts.sum()
+        observed = matrix[name] >= 0
+        frequency = np.bincount(matrix[name][observed], weights=counts[observed], minlength=levels)
+        u[name] = (frequency[:levels] + 1.0) / (frequency[:levels] + 1.0).sum()
     return u
 
 
 def expectation_maximisation(
-    gammas: pd.DataFrame, u: dict[str, np.ndarray], fixed: set[str], max_iterations: int = 100
+    matrix: dict[str, np.ndarray],
+    counts: np.ndarray,
+    u: dict[str, np.ndarray],
+    fixed: set[str],
+    max_iterations: int = 100,
 ):
-    """m-probabilities of the comparisons not in `fixed`, u held fixed; same input, same output.
-    Returns None when there are too few pairs to learn from."""
+    """m-probabilities of the comparisons not in `fixed`, u held fixed, over patterns weighted by their pair
+    counts; same input, same output. Returns None when there are too few pairs to learn from."""
     free = [name for name in LEVELS if name not in fixed]
     m = {name: np.array(PRIOR_M[name], dtype=float) for name in free}
-    if len(gammas) < MIN_PAIRS_FOR_EM:
+    if counts.sum() < MIN_PAIRS_FOR_EM:
         return None, 0
-    matrix = {name: gammas[name].to_numpy() for name in free}
+    free_matrix = {name: matrix[name] for name in free}
     rate = 0.5
     for iteration in range(1, max_iterations + 1):  # noqa: B007 (returned)
-        probability = 1.0 / (1.0 + np.power(2.0, -match_weights(matrix, m, u, rate)))
+        mass_of_pattern = counts / (1.0 + np.power(2.0, -match_weights(free_matrix, m, u, rate)))
         new_m = {}
         for name in free:
             observed = matrix[name] >= 0
-            mass = np.bincount(matrix[name][observed], weights=probability[observed], minlength=LEVELS[name])
+            mass = np.bincount(matrix[name][observed], weights=mass_of_pattern[observed], minlength=LEVELS[name])
             # one pseudo-pair per level: no level is ever impossible for a match
             mass = mass[: LEVELS[name]] + 1.0
             new_m[name] = mass / mass.sum()
-        new_rate = float(np.clip(probability.mean(), 1e-6, 1 - 1e-6))
+        new_rate = float(np.clip(mass_of_pattern.sum() / counts.sum(), 1e-6, 1 - 1e-6))
         change = max(max(np.abs(new_m[k] - m[k]).max() for k in free), abs(new_rate - rate))
         m, rate = new_m, new_rate
         if change < 1e-6:
@@ -204,16 +212,14 @@ def expectation_maximisation(
     return m, iteration
 
 
-def candidate_match_rate(gammas: pd.DataFrame, m, u, max_iterations: int = 200) -> float:
+def candidate_match_rate(matrix: dict[str, np.ndarray], counts: np.ndarray, m, u, max_iterations: int = 200):
     """Share of candidate pairs that match, by EM on the rate alone with m and u fixed."""
-    if len(gammas) == 0:
+    if counts.sum() == 0:
         return 0.0
-    matrix = {name: gammas[name].to_numpy() for name in LEVELS}
     rate = 0.5
     for _ in range(max_iterations):
-        new_rate = float(
-            np.clip((1.0 / (1.0 + np.power(2.0, -match_weights(matrix, m, u, rate)))).mean(), 1e-9, 1 - 1e-9)
-        )
+        probability = 1.0 / (1.0 + np.power(2.0, -match_weights(matrix, m, u, rate)))
+        new_rate = float(np.clip((probability * counts).sum() / counts.sum(), 1e-9, 1 - 1e-9))
         if abs(new_rate - rate) < 1e-9:
             break
         rate = new_rate
@@ -221,7 +227,7 @@ def candidate_match_rate(gammas: pd.DataFrame, m, u, max_iterations: int = 200) 
 
 
 def match_weights(matrix, m, u, rate) -> np.ndarray:
-    """log2 Bayes factor of each pair plus the prior log-odds of a match."""
+    """log2 Bayes factor of each comparison vector plus the prior log-odds of a match."""
     size = len(next(iter(matrix.values())))
     weights = np.full(size, np.log2(rate / (1 - rate)))
     for name in matrix:
@@ -234,56 +240,69 @@ def match_weights(matrix, m, u, rate) -> np.ndarray:
 
 def model(dbt, session):
     dbt.config(materialized="table")
-    people = dbt.ref("int_person_records_unioned").df()
-    session.register("people", people)
+    people = dbt.ref("int_person_records_unioned")
+    # person_index follows node_id order, so `left_index < right_index` is `left_node < right_node`
+    session.execute(
+        "create or replace temp table tp_pairs_people as select "
+        f"(row_number() over (order by node_id) - 1)::integer as person_index, * from ({people.sql_query()})"
+    )
+    n = session.execute("select count(*) from tp_pairs_people").fetchone()[0]
+    levels = ", ".join(f"{name}::tinyint as {name}" for name in LEVELS)
+    session.execute(
+        f"create or replace temp table tp_pairs_compared as select left_index, right_index, blocking_rule, "
+        f"{levels}, is_first_name_conflict "
+        f"from ({COMPARISON_SQL.format(pairs='(' + candidate_pairs_sql(BLOCKING_RULES) + ')')})"
+    )
+    session.register("tp_pairs_random", random_pairs(n))
     try:
-        gammas = compare(session, candidate_pairs(session, BLOCKING_RULES))
-        node_ids = np.sort(people["node_id"].to_numpy(dtype=object))
-        u = estimate_u(compare(session, random_pairs(node_ids)))
-        estimates = {name: [] for name in LEVELS}
-        iterations = 0
-        for rule, fixed in TRAINING_SESSIONS:
-            session_m, session_iterations = expectation_maximisation(
-                compare(session, candidate_pairs(session, [rule])), u, fixed
-            )
-            iterations = max(iterations, session_iterations)
-            for name, values in (session_m or {}).items():
-                estimates[name].append(values)
+        u = estimate_u(*patterns(session, "tp_pairs_random"))
     finally:
-        session.unregister("people")
+        session.unregister("tp_pairs_random")
+    estimates = {name: [] for name in LEVELS}
+    iterations = 0
+    for rule, fixed in TRAINING_SESSIONS:
+        session_m, session_iterations = expectation_maximisation(
+            *patterns(session, f"({candidate_pairs_sql([rule])})"), u, fixed
+        )
+        iterations = max(iterations, session_iterations)
+        for name, values in (session_m or {}).items():
+            estimates[name].append(values)
 
     m = {
         name: np.mean(found, axis=0) if found else np.array(PRIOR_M[name], dtype=float)
         for name, found in estimates.items()
     }
-    rate = candidate_match_rate(gammas, m, u)
+    matrix, counts = patterns(session, "tp_pairs_compared")
+    rate = candidate_match_rate(matrix, counts, m, u)
     # Score with the prior of two random records matching (Splink's probability_two_random_records_match):
     # the matches expected among the candidates spread over all pairs. The in-candidate rate would overstate
     # the prior of every pair that only agrees on its blocked fields.
-    n = len(people)
     all_pairs = max(n * (n - 1) // 2, 1)
-    prior = float(np.clip(rate * len(gammas) / all_pairs, 1e-9, 0.5))
-    matrix = {name: gammas[name].to_numpy() for name in LEVELS}
-    weights = match_weights(matrix, m, u, prior) if len(gammas) else np.array([])
-    scored = gammas.assign(
-        match_weight=weights,
-        match_probability=1.0 / (1.0 + np.power(2.0, -weights)),
-        is_birth_date_conflict=gammas["birth_date"].to_numpy() == 0,
-        em_iterations=iterations,
-        em_match_rate=rate,
-        prior_match_probability=prior,
+    prior = float(np.clip(rate * counts.sum() / all_pairs, 1e-9, 0.5))
+    weights = match_weights(matrix, m, u, prior) if len(counts) else np.array([])
+    session.register(
+        "tp_pairs_pattern_scores",
+        pd.DataFrame({**matrix, "match_weight": weights, "match_probability": 1.0 / (1.0 + np.power(2.0, -weights))}),
     )
-    columns = [
-        "left_node",
-        "right_node",
-        "blocking_rule",
-        *LEVELS,
-        "match_weight",
-        "match_probability",
-        "is_birth_date_conflict",
-        "is_first_name_conflict",
-        "em_iterations",
-        "em_match_rate",
-        "prior_match_probability",
-    ]
-    return scored[columns].sort_values(["left_node", "right_node"]).reset_index(drop=True)
+    session.execute("create or replace temp table tp_pairs_scores as select * from tp_pairs_pattern_scores")
+    session.unregister("tp_pairs_pattern_scores")
+    # The scores are a function of the comparison vector: joined back by it, so the pairs stay in DuckDB.
+    return session.sql(f"""
+        select
+            l.node_id as left_node,
+            r.node_id as right_node,
+            pairs.blocking_rule,
+            {", ".join(f"pairs.{name}::integer as {name}" for name in LEVELS)},
+            scores.match_weight,
+            scores.match_probability,
+            pairs.birth_date = 0 as is_birth_date_conflict,
+            pairs.is_first_name_conflict,
+            {iterations}::bigint as em_iterations,
+            {rate!r}::double as em_match_rate,
+            {prior!r}::double as prior_match_probability
+        from tp_pairs_compared as pairs
+        join tp_pairs_scores as scores using ({", ".join(LEVELS)})
+        join tp_pairs_people as l on pairs.left_index = l.person_index
+        join tp_pairs_people as r on pairs.right_index = r.person_index
+        order by left_node, right_node
+    """)
