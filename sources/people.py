@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import names
+from . import names, writers
 from .noise import fold_ascii
 
 HOUSEHOLD_RATE = 0.06
@@ -56,7 +56,7 @@ def _addresses(rng: np.random.Generator, n: int, city_idx: np.ndarray | None = N
     )
     line2 = np.where(rng.random(n) < 0.07, line2_options[rng.integers(0, 6, n)], None)
     base = np.array([c[3] for c in cities], dtype=object)[city_idx]
-    de_code = np.char.zfill(
+    de_code = writers.zero_padded(
         (np.array([int(b) if b.isdigit() else 0 for b in base]) + rng.integers(0, 90, n)).astype(str), 5
     ).astype(object)
     letters = np.array(list("ABDEFGHJLNPQRSTUWXYZ"), dtype=object)

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from . import writers
+
 MAX_PURCHASES = 400
 ACQUISITION_DAYS = (
     730  # persons are acquired over this window from the start date (fixed: independent of days)
@@ -90,7 +92,7 @@ def draw_persons(rng: np.random.Generator, n: int) -> pd.DataFrame:
     acquired = ACQUISITION_DAYS * rng.random(n) ** 1.6
     return pd.DataFrame(
         {
-            "true_person_id": np.char.add("P", np.char.zfill(np.arange(1, n + 1).astype(str), 7)).astype(
+            "true_person_id": np.char.add("P", writers.zero_padded(np.arange(1, n + 1).astype(str), 7)).astype(
                 object
             ),
             "latent_type": np.array([t.name for t in LATENT_TYPES], dtype=object)[type_idx],

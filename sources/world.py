@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import noise, population, records
+from . import noise, population, records, writers
 from .people import draw_people
 
 CATEGORIES = [
@@ -189,7 +189,7 @@ def build_world(seed: int, customers: int) -> World:
         .reset_index(drop=True)
     )
     contacts_idx["contact_id"] = np.char.add(
-        "C", np.char.zfill(np.arange(1, len(contacts_idx) + 1).astype(str), 7)
+        "C", writers.zero_padded(np.arange(1, len(contacts_idx) + 1).astype(str), 7)
     ).astype(object)
     contacts_idx["opt_in"] = rng.random(len(contacts_idx)) < 0.6
     dup_choice = contacts_idx["is_duplicate"].to_numpy() & (rng.random(len(contacts_idx)) < 0.5)
@@ -308,7 +308,7 @@ def _pos(
     n = len(people)
     member = in_crm & (rng.random(n) < 0.7)
     loyalty = np.char.add(
-        "L", np.char.zfill((rng.choice(90_000_000, n, replace=False) + 10_000_000).astype(str), 8)
+        "L", writers.zero_padded((rng.choice(90_000_000, n, replace=False) + 10_000_000).astype(str), 8)
     ).astype(object)
     ret = rng.random(m) < RETURN_RATE
     ret_rows = np.flatnonzero(ret)
@@ -358,8 +358,8 @@ def _pos(
     phone = noise.format_phones(np.where(has_phone, people["phone_cc"].to_numpy()[p], None), area, sub, style)
     email = np.where(has_email, people["email"].to_numpy()[p], None)
     email = noise.change_case(email, rng.random(k) < 0.1, rng)
-    tx["transaction_id"] = np.char.add("T", np.char.zfill(np.arange(1, k + 1).astype(str), 9)).astype(object)
-    tx["store_id"] = np.char.add("ST", np.char.zfill(people["city_idx"].to_numpy()[p].astype(str), 3)).astype(
+    tx["transaction_id"] = np.char.add("T", writers.zero_padded(np.arange(1, k + 1).astype(str), 9)).astype(object)
+    tx["store_id"] = np.char.add("ST", writers.zero_padded(people["city_idx"].to_numpy()[p].astype(str), 3)).astype(
         object
     )
     tx["loyalty_id"] = np.where(has_loyalty, loyalty[p], None)

@@ -29,11 +29,19 @@ def timestamps(start: date, t_days: np.ndarray) -> np.ndarray:
 def day_tags(start: date, day_index: np.ndarray) -> np.ndarray:
     """Day indices -> 'YYYYMMDD' strings, for ids that stay stable when more days are generated."""
     days = np.datetime64(start, "D") + np.asarray(day_index, dtype=np.int64).astype("timedelta64[D]")
-    return np.char.replace(np.datetime_as_string(days, unit="D"), "-", "")
+    text = np.datetime_as_string(days, unit="D")
+    return np.char.replace(text, "-", "") if text.size else text.astype("<U8")
+
+
+def zero_padded(numbers: np.ndarray, width: int) -> np.ndarray:
+    """Numbers as text, left-padded with zeros; np.char.zfill cannot size an empty array (a small world can
+    have no web events, POS purchases or email campaign yet)."""
+    text = np.asarray(numbers).astype(str)
+    return np.char.zfill(text, width) if text.size else text
 
 
 def prefixed(prefix: str, numbers: np.ndarray, width: int) -> np.ndarray:
-    return np.char.add(prefix, np.char.zfill(np.asarray(numbers).astype(str), width)).astype(object)
+    return np.char.add(prefix, zero_padded(numbers, width)).astype(object)
 
 
 def money(values: np.ndarray) -> np.ndarray:

@@ -165,6 +165,14 @@ def test_advance_needs_a_generated_folder(tmp_path: Path) -> None:
         advance(tmp_path / "nothing", 1)
 
 
+def test_a_world_with_nobody_in_it_yet(tmp_path: Path) -> None:
+    # 50 customers acquired over two years, 5 days generated: nobody has arrived, no campaign has gone out
+    summary = generate(tmp_path / "tiny", customers=50, days=5, seed=7)
+    assert summary.rows == {entity: 240 if entity == "shop_products" else 0 for entity in summary.rows}
+    assert {"web_events", "email_events", "pos_transactions", "crm_contacts"} <= set(summary.rows)
+    assert advance(tmp_path / "tiny", 1).rows["email_events"] == 0
+
+
 def test_layout_and_last_day(small: Path) -> None:
     assert last_day(small) == SMALL["start"] + timedelta(days=SMALL["days"] - 1)
     meta = json.loads((small / "generator.json").read_text())
