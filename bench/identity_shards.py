@@ -36,12 +36,11 @@ at 2 shards), and their format noise leaves no equally safe rewrite. Names, birt
 drawn independently per person from the same distributions, so their collisions across shards are those one
 big world would have.
 
-Memory, measured on the 24 GB, 2-core machine shared with other work (2026-12-01): at 1M customers
-(1,274,681 person records, 67,040,750 records) the identity stage does not fit. With DuckDB memory_limit
-10GB and one dbt thread, int_person_pairs_scored finishes (38.6M candidate pairs, 1,229 s, RSS up to 17 GB),
-then int_identity_graph_resolved, which reads every scored candidate pair into pandas, is OOM-killed at
-20.8 GB RSS after ~165 s; rerun alone with memory_limit 6GB it is killed at 17.0 GB (other work holding
-8.5 GB). Shards and the combined warehouse stay in --home, so a rerun with --reuse goes straight to dbt.
+Memory: the identity stage keeps candidate pairs and the identity graph in DuckDB (only integer arrays
+reach numpy), so DuckDB's memory_limit bounds it; `--memory-limit` sets it for the bench. At 1M customers
+(1,274,681 person records, 67,040,750 records) it ran with --memory-limit 12GB at 12.0 GB peak RSS
+(2026-12-02). Before that change, int_identity_graph_resolved read every scored candidate pair into pandas
+and was OOM-killed at 21 GB, after first + last name blocking had produced 38.6M candidate pairs.
 
 The bench counts the collisions as generated (people whose primary email or phone also belongs to a person
 in another shard) and also scores every result with the predicted persons split by shard ("links across
