@@ -253,14 +253,14 @@ def _crm_table(start: date, crm: pd.DataFrame) -> pa.Table:
 
 def _web_event_ids(start: date, web: pd.DataFrame) -> np.ndarray:
     tags = writers.day_tags(start, web["day"].to_numpy())
-    seq = writers.zero_padded(web["event_seq"].to_numpy().astype(str), 6)
+    seq = writers.zero_padded(web["event_seq"].to_numpy(), 6)
     return np.char.add(np.char.add("E", tags), np.char.add("-", seq)).astype(object)
 
 
 def _web_table(start: date, web: pd.DataFrame, event_id: np.ndarray) -> pa.Table:
     tags = writers.day_tags(start, web["day"].to_numpy())
     session_id = np.char.add(
-        np.char.add("S", tags), np.char.add("-", writers.zero_padded(web["session_seq"].to_numpy().astype(str), 5))
+        np.char.add("S", tags), np.char.add("-", writers.zero_padded(web["session_seq"].to_numpy(), 5))
     ).astype(object)
     etype = web["etype"].to_numpy()
     pid = web["product_id"].to_numpy()
@@ -301,7 +301,7 @@ def _email_table(
     day = np.floor(ev["t"].to_numpy()).astype(np.int64)
     seq = ev.groupby(day).cumcount().to_numpy()
     event_id = np.char.add(
-        np.char.add("M", writers.day_tags(start, day)), np.char.add("-", writers.zero_padded(seq.astype(str), 6))
+        np.char.add("M", writers.day_tags(start, day)), np.char.add("-", writers.zero_padded(seq, 6))
     ).astype(object)
     campaign = np.char.add("CMP", writers.day_tags(start, ev["campaign"].to_numpy())).astype(object)
     table = writers.to_table(

@@ -92,9 +92,7 @@ def draw_persons(rng: np.random.Generator, n: int) -> pd.DataFrame:
     acquired = ACQUISITION_DAYS * rng.random(n) ** 1.6
     return pd.DataFrame(
         {
-            "true_person_id": np.char.add("P", writers.zero_padded(np.arange(1, n + 1).astype(str), 7)).astype(
-                object
-            ),
+            "true_person_id": writers.prefixed("P", np.arange(1, n + 1), 7),
             "latent_type": np.array([t.name for t in LATENT_TYPES], dtype=object)[type_idx],
             "acquired_day": acquired,
             "purchase_rate_per_day": lam,

@@ -188,9 +188,7 @@ def build_world(seed: int, customers: int) -> World:
         .sort_values(["created_day", "person_idx"], kind="stable")
         .reset_index(drop=True)
     )
-    contacts_idx["contact_id"] = np.char.add(
-        "C", writers.zero_padded(np.arange(1, len(contacts_idx) + 1).astype(str), 7)
-    ).astype(object)
+    contacts_idx["contact_id"] = writers.prefixed("C", np.arange(1, len(contacts_idx) + 1), 7)
     contacts_idx["opt_in"] = rng.random(len(contacts_idx)) < 0.6
     dup_choice = contacts_idx["is_duplicate"].to_numpy() & (rng.random(len(contacts_idx)) < 0.5)
     contact_versions = records.written_records(
@@ -307,9 +305,7 @@ def _pos(
     m = len(st)
     n = len(people)
     member = in_crm & (rng.random(n) < 0.7)
-    loyalty = np.char.add(
-        "L", writers.zero_padded((rng.choice(90_000_000, n, replace=False) + 10_000_000).astype(str), 8)
-    ).astype(object)
+    loyalty = writers.prefixed("L", rng.choice(90_000_000, n, replace=False) + 10_000_000, 8)
     ret = rng.random(m) < RETURN_RATE
     ret_rows = np.flatnonzero(ret)
     ret_t = _time_of_day(
@@ -358,10 +354,8 @@ def _pos(
     phone = noise.format_phones(np.where(has_phone, people["phone_cc"].to_numpy()[p], None), area, sub, style)
     email = np.where(has_email, people["email"].to_numpy()[p], None)
     email = noise.change_case(email, rng.random(k) < 0.1, rng)
-    tx["transaction_id"] = np.char.add("T", writers.zero_padded(np.arange(1, k + 1).astype(str), 9)).astype(object)
-    tx["store_id"] = np.char.add("ST", writers.zero_padded(people["city_idx"].to_numpy()[p].astype(str), 3)).astype(
-        object
-    )
+    tx["transaction_id"] = writers.prefixed("T", np.arange(1, k + 1), 9)
+    tx["store_id"] = writers.prefixed("ST", people["city_idx"].to_numpy()[p], 3)
     tx["loyalty_id"] = np.where(has_loyalty, loyalty[p], None)
     tx["phone"] = phone
     tx["email"] = email

@@ -58,6 +58,15 @@ def resolve(
     return components(len(is_person), left[active], right[active]), dropped
 
 
+def temp_table(session, name: str, frame: pd.DataFrame) -> None:
+    """`frame` as a temp table: the returned relation reads it after this model's code has finished."""
+    session.register(f"{name}_frame", frame)
+    try:
+        session.execute(f"create or replace temp table {name} as select * from {name}_frame")
+    finally:
+        session.unregister(f"{name}_frame")
+
+
 def model(dbt, session):
     dbt.config(materialized="table")
     threshold = float(dbt.config.get("match_threshold") or 0.95)
@@ -119,14 +128,14 @@ def model(dbt, session):
         np.asarray(edges["relax_class"], dtype=np.int8),
         max_cluster,
     )
-    session.register(
-        "tp_graph_labels", pd.DataFrame({"node_index": np.arange(len(labels), dtype=np.int64), "component": labels})
+    temp_table(
+        session,
+        "tp_graph_components",
+        pd.DataFrame({"node_index": np.arange(len(labels), dtype=np.int64), "component": labels}),
     )
-    session.execute("create or replace temp table tp_graph_components as select * from tp_graph_labels")
-    session.unregister("tp_graph_labels")
-    session.register("tp_graph_dropped", pd.DataFrame({"edge_index": np.flatnonzero(dropped).astype(np.int64)}))
-    session.execute("create or replace temp table tp_graph_dropped_edges as select * from tp_graph_dropped")
-    session.unregister("tp_graph_dropped")
+    temp_table(
+        session, "tp_graph_dropped_edges", pd.DataFrame({"edge_index": np.flatnonzero(dropped).astype(np.int64)})
+    )
 
     # Stable ids: the earliest-seen node of each component names it (ties by node id).
     session.execute("""
