@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
+import stat
 import time
 from datetime import date
 from pathlib import Path
@@ -134,26 +135,71 @@ def _daily_files(systems: Path, entity: str, as_of: date, result: ExtractResult)
 
 
 def _byo_files(extracts: Path, entity: str, source: str, result: ExtractResult) -> list[Path]:
-    """`<entity>.csv|.jsonl|.parquet` and/or a folder `<entity>/` of such files; absent is fine."""
-    candidates = sorted(p for p in extracts.glob(f"{entity}.*") if p.is_file())
+    """`<entity>.csv|.jsonl|.parquet` and/or a folder `<entity>/` of such files; absent is fine.
+
+    Only regular files are read. A symbolic link (to a file or a folder, pointing inside the extracts folder
+    or not), a FIFO, a socket or a device is never opened: it is an error naming it, and the entity's other
+    files and the other entities go on. Links are refused outright rather than resolved and checked, so a
+    file outside the extracts folder can never be pulled in, whatever the link points at when it is read.
+    """
     folder = extracts / entity
-    if folder.is_dir():
-        candidates += sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    candidates = [p for p in extracts.glob(f"{entity}.*") if not _is_real_folder(p)]
+    if folder.is_symlink():
+        candidates.append(folder)
+    elif folder.is_dir():
+        candidates += [p for p in _folder_entries(folder) if not p.name.startswith(".")]
     files = []
-    for path in candidates:
-        if path.suffix.lower() in SUPPORTED_SUFFIXES:
+    for path in sorted(candidates):
+        rel = path.relative_to(extracts).as_posix()
+        problem = not_a_regular_file(path)
+        if problem is not None:
+            result.errors.append(ExtractError(source, entity, rel, f"{rel}: {problem}"))
+        elif path.suffix.lower() in SUPPORTED_SUFFIXES:
             files.append(path)
         else:
             result.errors.append(
                 ExtractError(
                     source,
                     entity,
-                    path.relative_to(extracts).as_posix(),
+                    rel,
                     f"{path.name}: unknown layout {path.suffix or '(no extension)'}; expected one of "
                     f"{', '.join(SUPPORTED_SUFFIXES)}",
                 )
             )
     return files
+
+
+def _is_real_folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+def _folder_entries(folder: Path) -> list[Path]:
+    """Every file-like entry under `folder`, without following symbolic links (a linked folder is one entry)."""
+    entries: list[Path] = []
+    for entry in folder.iterdir():
+        entries += _folder_entries(entry) if _is_real_folder(entry) else [entry]
+    return entries
+
+
+def not_a_regular_file(path: Path) -> str | None:
+    """Why `path` must not be read as an extract (it is not a regular file), or None when it may be."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError as error:  # gone since the folder was listed
+        return f"cannot be examined ({error.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        kind = "a symbolic link"
+    elif stat.S_ISFIFO(mode):
+        kind = "a FIFO"
+    elif stat.S_ISSOCK(mode):
+        kind = "a socket"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a device"
+    else:
+        kind = "not a regular file"
+    return f"{kind}, not read: extracts must be regular files inside the extracts folder"
 
 
 # --- files ---------------------------------------------------------------------------------------
@@ -193,6 +239,11 @@ def _extract_file(
     mark: EntityWatermark,
     result: ExtractResult,
 ) -> None:
+    # Checked at discovery too; again here, just before opening, so a file swapped for a link meanwhile is not read.
+    problem = not_a_regular_file(path)
+    if problem is not None:
+        result.errors.append(ExtractError(spec.source, spec.name, rel, f"{rel}: {problem}"))
+        return
     sha = file_sha256(path)
     if mark.files.get(rel) == sha:
         return  # this exact file has landed before

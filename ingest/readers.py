@@ -21,7 +21,7 @@ _LINE_DELIMITER = "\x01"
 
 
 class LayoutError(ValueError):
-    """A file as a whole cannot be read as its entity: unknown format or a missing required column."""
+    """A file as a whole cannot be read as its entity: unknown format, empty, or a missing required column."""
 
 
 def sql_literal(value: str) -> str:
@@ -209,9 +209,24 @@ def read_parquet(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> list
     return columns
 
 
+def _is_blank(path: Path, longest: int = 4096) -> bool:
+    """True for a file of no bytes or only whitespace (e.g. one newline), which DuckDB would read as a column."""
+    size = path.stat().st_size
+    if size > longest:
+        return False
+    return size == 0 or not path.read_bytes().strip()
+
+
 def read_source_file(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> list[str]:
-    """Read a CSV, JSONL or Parquet file into `table` (landing shape); return its data column names."""
+    """Read a CSV, JSONL or Parquet file into `table` (landing shape); return its data column names.
+
+    An empty JSON-lines file is an extract of no records (a day without events); an empty CSV has not even
+    its header and an empty Parquet file is no Parquet file, so those are a LayoutError saying so.
+    """
     suffix = path.suffix.lower()
+    if suffix in (".csv", ".parquet") and _is_blank(path):
+        expected = "a header row" if suffix == ".csv" else "Parquet data"
+        raise LayoutError(f"{path.name}: empty file ({path.stat().st_size} bytes), expected {expected}")
     if suffix == ".csv":
         columns = read_csv(con, path, table)
     elif suffix == ".jsonl":

@@ -11,8 +11,20 @@ from pathlib import Path
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONFORMANCE_EXTRACTS = PROJECT_ROOT.parent / "shared" / "conformance" / "extracts"
+# The shared conformance kit lives beside the repo (`../shared/conformance`), not in it.
+CONFORMANCE = PROJECT_ROOT.parent / "shared" / "conformance"
+CONFORMANCE_EXTRACTS = CONFORMANCE / "extracts"
 PG_SERVER = {"host": os.environ.get("TOUCHPOINT_TEST_PGHOST", "127.0.0.1"), "port": 5432, "user": "postgres"}
+
+
+def require_conformance(path: Path = CONFORMANCE_EXTRACTS) -> Path:
+    """`path` inside the shared conformance kit; a skip when the kit is not beside the repo, a failure in CI."""
+    if path.exists():
+        return path
+    reason = f"conformance kit not found at {path} (expected beside the repo, in ../shared/conformance)"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}: CI must provide it")
+    pytest.skip(reason)
 
 
 @contextmanager
@@ -48,11 +60,18 @@ def _isolated_airflow(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 
+@pytest.fixture(autouse=True)
+def _umask_restored() -> Iterator[None]:
+    """Entry points called in-process (`cli.main`, Airflow tasks) set a private umask: keep it to their test."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    yield
+    os.umask(umask)
+
+
 @pytest.fixture
 def conformance_extracts() -> Path:
-    if not CONFORMANCE_EXTRACTS.is_dir():
-        pytest.fail(f"conformance extracts not found at {CONFORMANCE_EXTRACTS}")
-    return CONFORMANCE_EXTRACTS
+    return require_conformance()
 
 
 def demo_world_ending_yesterday(paths, customers: int = 300, days: int = 45):

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import duckdb
 
+from tests.conftest import require_conformance
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_DIR = PROJECT_ROOT / "dbt_project"
 DBT = PROJECT_ROOT / ".venv" / "bin" / "dbt"
-CONFORMANCE = Path("/work/shared/conformance/extracts")
+CONFORMANCE = PROJECT_ROOT.parent / "shared" / "conformance" / "extracts"
 
 # Contract columns in contract order with their raw types (§1 and §4); * marks required columns.
 ENTITIES: dict[str, list[tuple[str, str]]] = {
@@ -211,6 +213,8 @@ def load_extracts(con: duckdb.DuckDBPyConnection, folder: Path, **batch: str) ->
 
 
 def make_raw_db(path: Path, folder: Path | None = CONFORMANCE) -> Path:
+    if folder == CONFORMANCE:
+        require_conformance(folder)
     con = duckdb.connect(str(path))
     try:
         create_raw_schema(con)

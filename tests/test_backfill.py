@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.conftest import CONFORMANCE_EXTRACTS
+from tests.conftest import require_conformance
 from tests.test_end_to_end import touchpoint
 from touchpoint.config import Paths
 from touchpoint.warehouse import WarehouseLease
@@ -47,7 +47,7 @@ def test_backfill_is_strictly_as_of_each_date_and_a_rerun_changes_nothing(
     # staging ignores them, and the raw gate is told how far after an as-of such rows may lie.
     monkeypatch.setenv("TOUCHPOINT_GATE_FUTURE_HORIZON_DAYS", "7")
     home = tmp_path / "home"
-    args = ("backfill", "--from", "2026-03-29", "--to", "2026-03-30", "--extracts", str(CONFORMANCE_EXTRACTS))
+    args = ("backfill", "--from", "2026-03-29", "--to", "2026-03-30", "--extracts", str(require_conformance()))
     first = touchpoint(*args, "--home", str(home))
     assert first.returncode == 0, first.stdout + first.stderr
 
@@ -75,9 +75,9 @@ def test_run_refuses_a_home_a_scheduler_serves(tmp_path: Path) -> None:
     (paths.airflow_home / "services.json").write_text(
         json.dumps({"url": "http://127.0.0.1:8793", "pids": {"scheduler": os.getpid()}})  # a live pid
     )
-    refused = touchpoint(
-        "run", "--extracts", str(CONFORMANCE_EXTRACTS), "--as-of", "2026-03-31", "--home", str(paths.home)
-    )
+    extracts = tmp_path / "extracts"  # never read: the run is refused first
+    extracts.mkdir()
+    refused = touchpoint("run", "--extracts", str(extracts), "--as-of", "2026-03-31", "--home", str(paths.home))
     assert refused.returncode == 2
     assert "scheduler serves" in refused.stderr and "http://127.0.0.1:8793" in refused.stderr
     assert not paths.work_db.exists()

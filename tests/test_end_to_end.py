@@ -9,9 +9,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from tests.conftest import CONFORMANCE, require_conformance
+
 pytestmark = pytest.mark.slow
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONFORMANCE_CHECK = PROJECT_ROOT.parent / "shared" / "conformance" / "check.py"
+CONFORMANCE_CHECK = CONFORMANCE / "check.py"
 
 
 def touchpoint(*args: str) -> subprocess.CompletedProcess[str]:
@@ -24,10 +26,9 @@ def touchpoint(*args: str) -> subprocess.CompletedProcess[str]:
 def conformance_run(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
-    from tests.conftest import CONFORMANCE_EXTRACTS
-
+    extracts = require_conformance()
     home = tmp_path_factory.mktemp("conformance_home")
-    result = touchpoint("run", "--extracts", str(CONFORMANCE_EXTRACTS), "--as-of", "2026-03-31", "--home", str(home))
+    result = touchpoint("run", "--extracts", str(extracts), "--as-of", "2026-03-31", "--home", str(home))
     assert result.returncode == 0, result.stdout + result.stderr
     (home / "run.stdout").write_text(result.stdout)
     return home
@@ -45,7 +46,7 @@ def test_run_prints_a_short_summary_not_log_noise(conformance_run: Path) -> None
 
 def test_conformance_kit_passes_on_the_published_warehouse(conformance_run: Path) -> None:
     checked = subprocess.run(
-        [sys.executable, str(CONFORMANCE_CHECK), str(conformance_run / "warehouse.duckdb")],
+        [sys.executable, str(require_conformance(CONFORMANCE_CHECK)), str(conformance_run / "warehouse.duckdb")],
         capture_output=True,
         text=True,
     )
@@ -66,10 +67,8 @@ def test_rerun_of_the_same_as_of_changes_nothing(conformance_run: Path) -> None:
             con.close()
 
     before = snapshot()
-    from tests.conftest import CONFORMANCE_EXTRACTS
-
     result = touchpoint(
-        "run", "--extracts", str(CONFORMANCE_EXTRACTS), "--as-of", "2026-03-31", "--home", str(conformance_run)
+        "run", "--extracts", str(require_conformance()), "--as-of", "2026-03-31", "--home", str(conformance_run)
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert snapshot() == before
@@ -171,11 +170,9 @@ def test_advancing_a_day_loads_only_the_new_day_and_keeps_person_ids(demo_home: 
 
 def test_a_single_entity_still_runs_end_to_end(tmp_path: Path) -> None:
     """Only shop orders: every other entity is empty downstream, models are skipped with a reason."""
-    from tests.conftest import CONFORMANCE_EXTRACTS
-
     extracts = tmp_path / "extracts"
     extracts.mkdir()
-    (extracts / "shop_orders.csv").write_bytes((CONFORMANCE_EXTRACTS / "shop_orders.csv").read_bytes())
+    (extracts / "shop_orders.csv").write_bytes(require_conformance().joinpath("shop_orders.csv").read_bytes())
     result = touchpoint("run", "--extracts", str(extracts), "--as-of", "2026-03-31", "--home", str(tmp_path / "home"))
     assert result.returncode == 0, result.stdout + result.stderr
     con = duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True)

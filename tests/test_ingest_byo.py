@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
+import uuid
 from datetime import date
 from pathlib import Path
 
@@ -233,3 +236,103 @@ def test_row_accounting_mismatch_raises_and_rolls_back(tmp_path, con):
     with pytest.raises(RowAccountingError, match="shop_orders"):
         load_pending(ctx, con, reload=True)
     assert _snapshot(con)["raw.shop_orders"] == before["raw.shop_orders"]
+
+
+def _mentions(con: duckdb.DuckDBPyConnection, text: str, relation: str) -> int:
+    """Rows of `relation` (a table or a table function) with `text` in any column."""
+    query = f"select count(*) from {relation} as r where contains(cast(r as varchar), ?)"
+    return con.execute(query, [text]).fetchone()[0]
+
+
+def _feed_fifo(fifo: Path, line: str, stop: threading.Event) -> threading.Thread:
+    """Write `line` into `fifo` each time a reader opens it, until `stop`: a regression that reads the FIFO
+    gets the secret (and fails the test) instead of hanging."""
+
+    def feed() -> None:
+        while not stop.is_set():
+            try:
+                with open(fifo, "w") as handle:  # blocks until a reader opens the FIFO
+                    handle.write(line)
+            except BrokenPipeError:  # the reader closed first: nothing was read
+                pass
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    return writer
+
+
+def test_links_and_special_files_are_refused_not_read(tmp_path, con):
+    secret = f"SECRET-{uuid.uuid4().hex}"
+    outside = tmp_path / "outside"
+    (outside / "email").mkdir(parents=True)
+    event = {"event_id": secret, "occurred_at": "2026-03-01T10:00:00Z", "event_type": "page_view", "page_url": secret}
+    (outside / "events.jsonl").write_text(json.dumps(event) + "\n")
+    (outside / "email" / "part-1.csv").write_text(
+        f"event_id,occurred_at,email,event_type\n{secret},2026-03-01,{secret}@x.io,open\n"
+    )
+    extracts = tmp_path / "extracts"
+    shutil.copytree(FIXTURES / "extracts_conformance", extracts)
+    (extracts / "web_events.jsonl").unlink()
+    (extracts / "web_events.jsonl").symlink_to(outside / "events.jsonl")  # a file outside the extracts
+    (extracts / "email_events").symlink_to(outside / "email")  # a folder outside
+    (extracts / "pos_transactions").mkdir()
+    (extracts / "pos_transactions" / "copy.csv").symlink_to(extracts / "pos_transactions.csv")  # even inside
+    (extracts / "crm_contacts").mkdir()
+    os.mkfifo(extracts / "crm_contacts" / "feed.csv")
+    stop = threading.Event()
+    writer = _feed_fifo(extracts / "crm_contacts" / "feed.csv", f"contact_id,email\n{secret},{secret}@x.io\n", stop)
+    try:
+        ctx = _ctx(tmp_path, extracts)
+        extracts_run, loaded = _run(ctx, con)
+    finally:  # release the writer waiting for a reader
+        stop.set()
+        os.close(os.open(extracts / "crm_contacts" / "feed.csv", os.O_RDONLY | os.O_NONBLOCK))
+        writer.join(timeout=5)
+
+    refused = {e.source_file: e.error for result in extracts_run.values() for e in result.errors}
+    assert set(refused) == {"web_events.jsonl", "email_events", "pos_transactions/copy.csv", "crm_contacts/feed.csv"}
+    assert refused["web_events.jsonl"].startswith("web_events.jsonl: a symbolic link, not read")
+    assert refused["email_events"].startswith("email_events: a symbolic link, not read")
+    assert refused["pos_transactions/copy.csv"].startswith("pos_transactions/copy.csv: a symbolic link, not read")
+    assert refused["crm_contacts/feed.csv"].startswith("crm_contacts/feed.csv: a FIFO, not read")
+    recorded = con.execute("select entity, source_file from audit.extract_errors order by 1").fetchall()
+    assert recorded == [
+        ("crm_contacts", "crm_contacts/feed.csv"),
+        ("email_events", "email_events"),
+        ("pos_transactions", "pos_transactions/copy.csv"),
+        ("web_events", "web_events.jsonl"),
+    ]
+    # the entities' regular files and the other entities go on
+    assert {b.source_file for b in loaded.batches} == {
+        "crm_contacts.csv", "email_events.csv", "pos_transactions.csv", "shop_customers.csv", "shop_orders.csv"
+    }
+    assert loaded.counts("pos_transactions").rows_read == 1
+
+    # the secret reached neither landing, nor state, nor any warehouse table
+    for path in ctx.paths.home.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    landed = [str(p) for p in ctx.paths.landing.rglob("*.parquet")]
+    assert _mentions(con, secret, f"read_parquet({landed!r}, union_by_name = true)") == 0
+    for schema, table in con.execute("select schema_name, table_name from duckdb_tables()").fetchall():
+        assert _mentions(con, secret, f'"{schema}"."{table}"') == 0, f"{schema}.{table}"
+
+
+def test_empty_files_are_reported_as_empty(tmp_path, con):
+    extracts = tmp_path / "extracts"
+    extracts.mkdir()
+    (extracts / "crm_contacts.csv").write_bytes(b"")
+    (extracts / "shop_customers.csv").write_bytes(b"\n")
+    (extracts / "shop_orders.parquet").write_bytes(b"")
+    (extracts / "web_events.jsonl").write_bytes(b"")  # JSON lines: no line is no record, not an error
+    shutil.copy(FIXTURES / "extracts_conformance" / "pos_transactions.csv", extracts)
+    extracts_run, loaded = _run(_ctx(tmp_path, extracts), con)
+
+    errors = {e.source_file: e.error for result in extracts_run.values() for e in result.errors}
+    assert errors == {
+        "crm_contacts.csv": "crm_contacts.csv: empty file (0 bytes), expected a header row",
+        "shop_customers.csv": "shop_customers.csv: empty file (1 bytes), expected a header row",
+        "shop_orders.parquet": "shop_orders.parquet: empty file (0 bytes), expected Parquet data",
+    }
+    assert con.execute("select count(*) from audit.extract_errors where error like '%empty file%'").fetchone()[0] == 3
+    assert loaded.counts("web_events").rows_read == 0 and loaded.counts("pos_transactions").rows_loaded == 1

@@ -94,12 +94,12 @@ def touchpoint(*args: str, project: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def new_mart_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(home, project): the conformance extracts run through the DAG with the extra mart in the project."""
-    from tests.conftest import CONFORMANCE_EXTRACTS
+    from tests.conftest import require_conformance
 
     project = project_with_mart(tmp_path_factory.mktemp("project"), FIRST_ORDERS_SQL)
     home = tmp_path_factory.mktemp("new_mart_home")
     result = touchpoint(
-        "run", "--extracts", str(CONFORMANCE_EXTRACTS), "--as-of", AS_OF, "--home", str(home), project=project
+        "run", "--extracts", str(require_conformance()), "--as-of", AS_OF, "--home", str(home), project=project
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return home, project

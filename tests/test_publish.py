@@ -14,10 +14,11 @@ from datetime import date
 import duckdb
 import pytest
 
+from touchpoint import cli
 from touchpoint.config import RunContext
 from touchpoint.expectations import GateFailed, register_suite, run_gate, unregister_suite
 from touchpoint.expectations import checks as gx_checks
-from touchpoint.publish import PublishRefused, open_sql_shell, publish
+from touchpoint.publish import PublishRefused, publish
 from touchpoint.warehouse import connect_work
 
 READER = textwrap.dedent("""
@@ -131,18 +132,17 @@ def test_publish_refuses_without_gate_results(tmp_path):
     assert not ctx.paths.published_db.exists()
 
 
-def test_sql_shell_reads_published_read_only(tmp_path, suites):
+def test_sql_shell_reads_published_read_only(tmp_path, suites, monkeypatch, capsys):
     ctx = RunContext(as_of=date(2026, 3, 31), home=tmp_path, run_id="run-shell")
     run_pipeline(ctx, 1)
-    out = io.StringIO()
     script = ".tables\nselect version,\n  expected_rows from marts.snapshot_info;\ncreate table x (a int);\n"
-    open_sql_shell(ctx.paths.published_db, stdin=io.StringIO(script), stdout=out)
-    text = out.getvalue()
-    assert "marts.snapshot_info" in text
-    assert "| 1       | 100000        |" in text and "1 row" in text
-    assert "Error:" in text and "read-only" in text
-    one_shot = io.StringIO()
-    assert open_sql_shell(ctx.paths.published_db, query="select count(*) as n from marts.snapshot",
-                          stdout=one_shot) == 0
-    assert "| 100000 |" in one_shot.getvalue()
-    assert open_sql_shell(ctx.paths.published_db, query="select nope", stdout=io.StringIO()) == 1
+    monkeypatch.setattr(sys, "stdin", io.StringIO(script))
+    assert cli.main(["sql", "--home", str(tmp_path)]) == 1  # the create was refused
+    out, err = capsys.readouterr()
+    assert "marts.snapshot_info" in out
+    assert "| 1       | 100000        |" in out and "1 row" in out
+    assert err == "touchpoint sql: refused: the analyst shell is read-only: CREATE statements are not allowed\n"
+    assert cli.main(["sql", "--home", str(tmp_path), "select count(*) as n from marts.snapshot"]) == 0
+    assert "| 100000 |" in capsys.readouterr().out
+    assert cli.main(["sql", "--home", str(tmp_path), "select nope"]) == 1
+    assert "Binder Error" in capsys.readouterr().err

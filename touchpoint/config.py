@@ -15,6 +15,20 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"  # the default; runs read dbt_project_dir()
 DEFAULT_HOME = "data"
 DEFAULT_COUNTRY = "DE"  # region used to read phone numbers written without a country code
+# The home holds personal data in clear text (landing, the pii schema, audiences): whatever a Touchpoint
+# process creates there is its owner's only, files 0600 and folders 0700.
+PRIVATE_UMASK = 0o077
+PRIVATE_FOLDER_MODE = 0o700
+
+
+def keep_files_private() -> None:
+    """Make every file this process (and any child it starts: Airflow, dbt) creates owner-only.
+
+    A process-wide umask rather than a mode at each write: DuckDB, pyarrow, dbt and Airflow create files
+    themselves, and all of them honour the umask. Called by the entry points: the CLI's `main` and every
+    Airflow task (`touchpoint.pipeline.context_from_airflow`).
+    """
+    os.umask(PRIVATE_UMASK)
 
 
 def dbt_project_dir() -> Path:
@@ -74,8 +88,17 @@ class Paths:
         return self.home / "airflow"
 
     def ensure(self) -> Paths:
+        """Create the home and its folders owner-only (0700), and close up folders an older version left open.
+
+        Tightening the existing folders also hides files created before the umask was set: nobody else can
+        reach into a 0700 folder, whatever the files' own modes.
+        """
+        self.home.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
         for folder in (self.landing, self.state, self.work, self.artifacts):
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=PRIVATE_FOLDER_MODE, exist_ok=True)
+            status = folder.stat()
+            if status.st_mode & 0o077 and status.st_uid == os.getuid():
+                folder.chmod(PRIVATE_FOLDER_MODE)
         return self
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from touchpoint.config import RunContext, home_from_env
+from touchpoint.config import RunContext, home_from_env, keep_files_private
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -34,7 +34,12 @@ def as_of_for_interval_end(data_interval_end: datetime) -> date:
 
 
 def context_from_airflow(airflow_context: dict[str, Any]) -> RunContext:
-    """Build the RunContext from an Airflow task context (params `home`, `extracts`, `as_of`)."""
+    """Build the RunContext from an Airflow task context (params `home`, `extracts`, `as_of`).
+
+    Every task of the DAG starts here, so this is also where a task process (which a scheduler or a Celery
+    worker may have started with any umask) is made to create only owner-only files under the home.
+    """
+    keep_files_private()
     params = airflow_context.get("params") or {}
     if params.get("as_of"):
         as_of = date.fromisoformat(str(params["as_of"]))

@@ -8,25 +8,23 @@ file: an open connection keeps reading the snapshot it opened (the old inode), a
 snapshot; nobody waits for a lock or sees a half-written file. A run that fails a gate never reaches
 `publish`, so the previous snapshot stays served.
 
-`open_sql_shell(path)` is the read-only SQL prompt behind `touchpoint sql`.
+The analyst shell over the published file (`touchpoint sql`) is `touchpoint.shell`.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 import duckdb
 
 from touchpoint.config import RunContext
-from touchpoint.warehouse import connect_published, writer_lock
+from touchpoint.warehouse import writer_lock
 
 REQUIRED_GATES = ("raw", "marts")
 
@@ -114,70 +112,3 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def format_table(columns: list[str], rows: list[tuple], max_rows: int = 100) -> str:
-    """Rows as an aligned text table, like the DuckDB CLI's."""
-    shown = [["NULL" if v is None else str(v) for v in row] for row in rows[:max_rows]]
-    widths = [max([len(c)] + [len(r[i]) for r in shown]) for i, c in enumerate(columns)]
-    line = "+-" + "-+-".join("-" * w for w in widths) + "-+"
-    out = [line, "| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + " |", line]
-    out += ["| " + " | ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) + " |" for r in shown]
-    out.append(line)
-    more = f", showing {max_rows}" if len(rows) > max_rows else ""
-    out.append(f"{len(rows)} row{'s' if len(rows) != 1 else ''}{more}")
-    return "\n".join(out)
-
-
-def run_sql(con: duckdb.DuckDBPyConnection, sql: str, max_rows: int = 100) -> str:
-    """Run one statement and return its result as text (or the error)."""
-    try:
-        cursor = con.execute(sql)
-        if cursor.description is None:
-            return "ok"
-        columns = [d[0] for d in cursor.description]
-        return format_table(columns, cursor.fetchmany(max_rows + 1), max_rows)
-    except duckdb.Error as exc:
-        return f"Error: {exc}"
-
-
-def open_sql_shell(path: Path, query: str | None = None, stdin: TextIO | None = None,
-                   stdout: TextIO | None = None) -> int:
-    """A read-only SQL prompt on the published warehouse (`touchpoint sql`).
-
-    With `query`, run it, print the result and return 0 (1 on a SQL error). Otherwise read statements
-    ending with `;` from stdin; `.tables` lists tables, `.quit` (or end of input) leaves. The file is opened
-    read-only, so a publish can swap it meanwhile: this session keeps its snapshot.
-    """
-    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
-    con = connect_published(Path(path))
-    try:
-        if query is not None:
-            text = run_sql(con, query)
-            stdout.write(text + "\n")
-            return 1 if text.startswith("Error:") else 0
-        interactive = stdin.isatty()
-        buffer: list[str] = []
-        while True:
-            if interactive:
-                stdout.write("touchpoint> " if not buffer else "       ...> ")
-                stdout.flush()
-            line = stdin.readline()
-            if not line:
-                break
-            stripped = line.strip()
-            if not buffer and stripped in (".quit", ".exit"):
-                break
-            if not buffer and stripped == ".tables":
-                stdout.write(run_sql(con, "select table_schema || '.' || table_name as name from "
-                                          "information_schema.tables order by 1", max_rows=10_000) + "\n")
-                continue
-            buffer.append(line)
-            if stripped.endswith(";"):
-                stdout.write(run_sql(con, "".join(buffer)) + "\n")
-                buffer = []
-        if "".join(buffer).strip():
-            stdout.write(run_sql(con, "".join(buffer)) + "\n")
-        return 0
-    finally:
-        con.close()
