@@ -8,6 +8,8 @@ code, so cost stays proportional to the noise, not to the row count. Rates live 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -125,6 +127,30 @@ def fold_accents(values: np.ndarray, mask: np.ndarray, rng: np.random.Generator)
     """Transliterate (Müller -> Mueller, 75%) or strip (Müller -> Muller, 25%)."""
     style = rng.random(len(values))[np.flatnonzero(mask)] < 0.75
     return _apply(values, mask, lambda v, s: fold_ascii(v) if s else strip_accents(v), style)
+
+
+_GB_SUFFIXES = {"Road": "Rd", "Street": "St", "Avenue": "Ave", "Lane": "Ln", "Crescent": "Cres"}
+_GB_SUFFIX_RE = re.compile(r"\b(" + "|".join(_GB_SUFFIXES) + r")\b")
+_HOUSE_NUMBER_RE = re.compile(r"^\d+[a-z]?\s+|\s+\d+[a-z]?$")
+
+
+def _street_variant(value: str, style: int) -> str:
+    if "traße" in value:  # German: 'Hauptstraße' -> 'Hauptstr.' (style 0) or 'Hauptstrasse' (style 1)
+        return value.replace("straße", "str.").replace("Straße", "Str.") if style == 0 else value.replace("ß", "ss")
+    dot = "." if style == 1 else ""  # British: 'Station Road' -> 'Station Rd' (style 0) or 'Station Rd.'
+    return _GB_SUFFIX_RE.sub(lambda m: _GB_SUFFIXES[m.group(1)] + dot, value, count=1)
+
+
+def street_variants(values: np.ndarray, mask: np.ndarray, style: np.ndarray) -> np.ndarray:
+    """Abbreviated street types; `style` aligned with np.flatnonzero(mask). Style 0: 'straße' -> 'str.',
+    'Road' -> 'Rd', 'Street' -> 'St', 'Avenue' -> 'Ave', 'Lane' -> 'Ln', 'Crescent' -> 'Cres'; style 1:
+    'straße' -> 'strasse', 'Road' -> 'Rd.' (and so on). Streets without such a word stay as they are."""
+    return _apply(values, mask, _street_variant, style)
+
+
+def drop_house_number(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """'Hauptstraße 12a' -> 'Hauptstraße', '12 High Street' -> 'High Street'."""
+    return _apply(values, mask, lambda v: _HOUSE_NUMBER_RE.sub("", v, count=1))
 
 
 def blank(values: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -1,8 +1,15 @@
 """True identities of the population: names, birth dates, addresses (with moves), phones, emails, households.
 
+Given names: every person has a first name and, SECOND_GIVEN_NAME_RATE of them, a second given name from
+the same (gender) pool, never equal to the first; records sometimes use it instead of the first name.
+
 Households: HOUSEHOLD_RATE of persons join another person's household (same address and moves; same last
-name for 80%); 15% of them share the head's email in their own records and 15% share the
-landline: hard negatives for identity resolution (same email/phone, different person).
+name for 80%), so about 15% of persons live with another person of the population. A joiner always has a
+first name and a birth date different from the head's: a partner (PARTNER_SHARE, a few years apart) or a
+parent / adult child (22-35 years apart). SHARED_PHONE_IN_HOUSEHOLD of joiners give the household
+landline (the head's phone, made a landline; it moves with the household), SHARED_EMAIL_IN_HOUSEHOLD use
+the head's email in their own records: hard negatives for identity resolution (same address and
+phone or email, different person).
 """
 
 from __future__ import annotations
@@ -13,9 +20,11 @@ import pandas as pd
 from . import names, writers
 from .noise import fold_ascii
 
-HOUSEHOLD_RATE = 0.06
-SHARED_EMAIL_IN_HOUSEHOLD = 0.15
-SHARED_PHONE_IN_HOUSEHOLD = 0.15
+HOUSEHOLD_RATE = 0.08
+SHARED_EMAIL_IN_HOUSEHOLD = 0.20
+SHARED_PHONE_IN_HOUSEHOLD = 0.70
+PARTNER_SHARE = 0.65
+SECOND_GIVEN_NAME_RATE = 0.60
 MOVE_RATE = 0.12
 SECONDARY_EMAIL_RATE = 0.30
 MOBILE_RATE = 0.70
@@ -105,32 +114,79 @@ def _phones(rng: np.random.Generator, country: np.ndarray, city_idx: np.ndarray,
     }
 
 
+def _given_names(rng: np.random.Generator, female: np.ndarray) -> np.ndarray:
+    return np.where(
+        female,
+        names.sample_zipf(rng, names.FEMALE_NAMES, len(female), 0.9),
+        names.sample_zipf(rng, names.MALE_NAMES, len(female), 0.9),
+    )
+
+
+def _redraw_equal(
+    rng: np.random.Generator, values: np.ndarray, other: np.ndarray, female: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
+    """Redraw values (same gender pool) where mask and values == other, until no such row is left."""
+    out = values.copy()
+    clash = np.flatnonzero(mask & (out == other))
+    while len(clash):
+        out[clash] = _given_names(rng, female[clash])
+        clash = clash[out[clash] == other[clash]]
+    return out
+
+
+def _household_ages(
+    rng: np.random.Generator, age_days: np.ndarray, head: np.ndarray, joiner: np.ndarray
+) -> np.ndarray:
+    """Joiners: a partner a few years apart from the head or a parent / adult child, never the same day."""
+    n = len(age_days)
+    lo, hi = 18 * 365, 82 * 365 - 1
+    partner = rng.random(n) < PARTNER_SHARE
+    gap = np.where(
+        partner, rng.normal(0, 3.5, n), np.where(rng.random(n) < 0.5, -1, 1) * rng.uniform(22, 35, n)
+    )
+    gap_days = np.rint(gap * 365.25).astype(np.int64)
+    gap_days = np.where(gap_days == 0, 1, gap_days)
+    cand = age_days[head] + gap_days
+    cand = np.where((cand < lo) | (cand > hi), age_days[head] - gap_days, cand)  # the other way round
+    cand = np.clip(cand, lo, hi)
+    cand = np.where(cand == age_days[head], np.where(cand > lo, cand - 1, cand + 1), cand)
+    return np.where(joiner, cand, age_days)
+
+
 def draw_people(rng: np.random.Generator, persons: pd.DataFrame) -> pd.DataFrame:
     """True attributes for every person, including a possible move (new address from `moved_day`)."""
     n = len(persons)
     female = rng.random(n) < 0.5
-    first = np.where(
-        female,
-        names.sample_zipf(rng, names.FEMALE_NAMES, n, 0.9),
-        names.sample_zipf(rng, names.MALE_NAMES, n, 0.9),
-    )
+    first = _given_names(rng, female)
+    second = _given_names(rng, female)
+    has_second = rng.random(n) < SECOND_GIVEN_NAME_RATE
     last = names.sample_zipf(rng, names.LAST_NAMES, n, 0.85)
     age_days = rng.integers(18 * 365, 82 * 365, n)
-    birth = (np.datetime64("2024-07-01") - age_days.astype("timedelta64[D]")).astype(object)
     addr = _addresses(rng, n)
     numbers = rng.choice(9_000_000, size=2 * n, replace=False) + 1_000_000  # unique subscriber numbers
     phones = _phones(rng, addr["country"], addr["city_idx"], numbers[:n])
 
-    # Households: a joiner takes the head's address, usually the last name, sometimes email or phone.
+    # Households: a joiner takes the head's address, usually the last name, often the landline, sometimes
+    # the email; never the head's first name or birth date.
     joiner = rng.random(n) < HOUSEHOLD_RATE
     heads = np.flatnonzero(~joiner)
     head = np.arange(n)
     head[joiner] = heads[rng.integers(0, len(heads), int(joiner.sum()))]
     same_last = joiner & (rng.random(n) < 0.8)
     last = np.where(same_last, last[head], last)
+    first = _redraw_equal(rng, first, first[head], female, joiner)
+    second = _redraw_equal(rng, second, first, female, has_second)
+    second = np.where(has_second, second, None)
+    age_days = _household_ages(rng, age_days, head, joiner)
+    birth = (np.datetime64("2024-07-01") - age_days.astype("timedelta64[D]")).astype(object)
     for k in addr:
         addr[k] = np.where(joiner, addr[k][head], addr[k])
     shared_phone = joiner & (rng.random(n) < SHARED_PHONE_IN_HOUSEHOLD)
+    landline_head = np.zeros(n, dtype=bool)
+    landline_head[head[shared_phone]] = True  # the phone the household shares is the head's landline
+    city_area = np.array([c[4] for c in names.CITIES], dtype=object)[addr["city_idx"]]
+    phones["phone_area"] = np.where(landline_head, city_area, phones["phone_area"])
+    phones["is_mobile"] = phones["is_mobile"] & ~landline_head
     for k in phones:
         phones[k] = np.where(shared_phone, phones[k][head], phones[k])
 
@@ -181,10 +237,14 @@ def draw_people(rng: np.random.Generator, persons: pd.DataFrame) -> pd.DataFrame
         np.array([c[4] for c in names.CITIES], dtype=object)[new_addr["city_idx"]],
         phones["phone_area"],
     )
+    # The shared landline moves with the household: one new number for all who share it.
+    new_phone_sub = np.where(shared_phone, new_phone_sub[head], new_phone_sub)
+    new_phone_area = np.where(shared_phone, new_phone_area[head], new_phone_area)
 
     out = pd.DataFrame(
         {
             "first_name": first,
+            "second_given_name": second,
             "last_name": last,
             "is_female": female,
             "birth_date": birth,

@@ -1,16 +1,28 @@
 """Identity records as the systems hold them: shop customer accounts and CRM contacts, with versions.
 
-Noise model (rates per record; CRM / shop):
-- first name: nickname 8% / 4% (Robert -> Bob), accents folded 30% / 15% of names with accents
-  (Müller -> Mueller or Muller), typo (edit distance 1, 20% of those 2) 3% / 1.5%, case 3% / 2%,
-  whitespace 3% / 1%, missing 1% / 0%; same for last name without nicknames; first/last swapped 1.5% / 0.5%.
+Noise model (rates per record, CRM / shop; declared in CRM_RATES / SHOP_RATES, recorded in
+truth/params.json). Each record is noised independently, duplicates of a person included; the versions of
+one record share its name, email, phone and birth date noise (address noise is drawn per version).
+- first name: the person's second given name instead of the first 1.5% / 0.5% (60% of persons have one);
+  nickname for 24% / 12% of the names that have one (Robert -> Bob; ~4% / 2% of records); initial only
+  ('J' or 'J.') 1.5% / 0.5%; then accents folded 30% / 15% of names with accents (Müller -> Mueller or
+  Muller), typo (edit distance 1, 20% of those 2) 3% / 1.5%, case 3% / 2%, whitespace 3% / 1%, missing
+  1% / 0%.
+- last name: as first name without given-name, nickname and initial noise. First/last swapped 1.5% / 0.5%;
+  CRM: the whole name in the first-name field ('Anna Schmidt', last name empty) 0.5%.
 - email: CRM uses the secondary address 15% (when the person has one), the household email for household
   members flagged to share it, changes case 10% / 5%, typo 1% / 0%, missing 8% / 0%.
 - phone: present 80% / 75%, written in one of six formats (+49 30 1234567, +49301234567, 030 1234567,
   0049 30 1234567, 030/1234567, (030) 1234567); CRM: 0.7% a call-centre placeholder shared by many.
-- birth date: present 85% / 50%; day and month swapped 1%.
-- address: missing 10% / 3%; 'straße' written 'str.' 15% or 'strasse' 10%; typo 2%; postcode missing 3%;
-  city case 3%. A person who moves (12%) updates the shop address 70% and the CRM 50% of the time
+  Household members often give the shared landline (people.py).
+- birth date: present 85% / 50%; at most one error: day and month swapped 1% (when the day is <= 12),
+  one digit of YYYYMMDD wrong 2% / 1% (year, month or day digits, not the century; the result is a valid
+  date in 1900-2010, up to four tries, else unchanged), year off by one 1% / 0.5% (29 February unchanged).
+- address: missing 10% / 3%; street type abbreviated 25% ('Straße' -> 'Str.' 15% or 'Strasse' 10%;
+  'Road'/'Street'/'Avenue'/'Lane'/'Crescent' -> 'Rd'/'St'/'Ave'/'Ln'/'Cres' 15% or with a dot 10%); house
+  number dropped 1%; typo 2%; street lines missing while city and postcode are there 2%; postcode missing
+  3%; city case 3%; region missing 30%; CRM writes the country as DE/Germany/Deutschland or
+  GB/United Kingdom/UK. A person who moves (12%) updates the shop address 70% and the CRM 50% of the time
   (a new version 0-30 days after the move); landline movers also get a new phone.
 - duplicates: 6% of CRM persons get a second contact later (independent noise, the secondary email when
   there is one); 2.5% of shop accounts have a second account (secondary email); 1.5% of accounts are
@@ -19,22 +31,30 @@ Noise model (rates per record; CRM / shop):
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pandas as pd
 
 from . import names, noise
+from .people import SECOND_GIVEN_NAME_RATE
 
 PLACEHOLDER_PHONES = np.array(["+49 30 0000000", "0800 1234567", "+44 20 7946 0000"], dtype=object)
 COUNTRY_SPELLINGS = {"DE": ["DE", "Germany", "Deutschland", "DE"], "GB": ["GB", "United Kingdom", "UK", "GB"]}
+BIRTH_YEARS = (1900, 2010)  # a mistyped birth date stays a plausible one
+BIRTH_DIGIT_TRIES = 4
 
 CRM_RATES = dict(
     nickname=0.08,
+    other_given=0.015,
+    initial=0.015,
     accent=0.30,
     typo=0.03,
     case=0.03,
     space=0.03,
     missing_name=0.01,
     swap=0.015,
+    full_name=0.005,
     email_secondary=0.15,
     email_case=0.10,
     email_typo=0.01,
@@ -43,9 +63,13 @@ CRM_RATES = dict(
     placeholder=0.007,
     birth=0.85,
     birth_swap=0.01,
+    birth_digit=0.02,
+    birth_year=0.01,
     addr_missing=0.10,
     street_abbr=0.25,
     addr_typo=0.02,
+    street_missing=0.02,
+    house_number_missing=0.01,
     postcode_missing=0.03,
     city_case=0.03,
     move_update=0.5,
@@ -53,12 +77,15 @@ CRM_RATES = dict(
 )
 SHOP_RATES = dict(
     nickname=0.04,
+    other_given=0.005,
+    initial=0.005,
     accent=0.15,
     typo=0.015,
     case=0.02,
     space=0.01,
     missing_name=0.0,
     swap=0.005,
+    full_name=0.0,
     email_secondary=0.0,
     email_case=0.05,
     email_typo=0.0,
@@ -67,9 +94,13 @@ SHOP_RATES = dict(
     placeholder=0.0,
     birth=0.50,
     birth_swap=0.01,
+    birth_digit=0.01,
+    birth_year=0.005,
     addr_missing=0.03,
     street_abbr=0.25,
     addr_typo=0.02,
+    street_missing=0.02,
+    house_number_missing=0.01,
     postcode_missing=0.03,
     city_case=0.03,
     move_update=0.7,
@@ -77,20 +108,30 @@ SHOP_RATES = dict(
 )
 NOISE_RATES = {"crm": CRM_RATES, "shop": SHOP_RATES}
 
-_ACCENTED = set("äöüßÄÖÜéèëïçşıřáółÇŞğžýàâêíúñØøå")
+_ACCENTED = "äöüßÄÖÜéèëïçşıřáółÇŞğžýàâêíúñØøå"
+_ACCENT_RE = "[" + _ACCENTED + "]"
 
 
 def _has_accent(values: np.ndarray) -> np.ndarray:
-    return np.array([v is not None and any(ch in _ACCENTED for ch in v) for v in values], dtype=bool)
+    return pd.Series(values, dtype=object).str.contains(_ACCENT_RE, regex=True, na=False).to_numpy(dtype=bool)
 
 
-def _name_noise(rng: np.random.Generator, values: np.ndarray, rates: dict, nick: bool) -> np.ndarray:
+def _name_noise(
+    rng: np.random.Generator, values: np.ndarray, rates: dict, given: np.ndarray | None = None
+) -> np.ndarray:
+    """Noise on a written name. First names (`given`: the second given name or None per row) also get
+    the second given name instead of the first, nicknames and initials ('J' or 'J.')."""
     n = len(values)
     out = values.copy()
-    if nick:
-        nn = np.array([names.NICKNAMES.get(v) for v in values], dtype=object)
-        use = (nn != None) & (rng.random(n) < rates["nickname"] * 3)  # noqa: E711 (a third have nicknames)
+    if given is not None:
+        other = (given != None) & (rng.random(n) < rates["other_given"] / SECOND_GIVEN_NAME_RATE)  # noqa: E711
+        out[other] = given[other]
+        nn = pd.Series(out, dtype=object).map(names.NICKNAMES).to_numpy(dtype=object)
+        use = pd.notna(nn) & (rng.random(n) < rates["nickname"] * 3)  # a third have nicknames
         out[use] = nn[use]
+        initial = (rng.random(n) < rates["initial"]) & (out != None)  # noqa: E711
+        dotted = rng.random(n) < 0.5
+        out[initial] = [v[0] + ("." if d else "") for v, d in zip(out[initial], dotted[initial], strict=True)]
     out = noise.fold_accents(out, _has_accent(out) & (rng.random(n) < rates["accent"]), rng)
     out = noise.typos(out, rng.random(n) < rates["typo"], rng)
     out = noise.change_case(out, rng.random(n) < rates["case"], rng)
@@ -102,35 +143,67 @@ def _address_noise(
     rng: np.random.Generator, addr: dict[str, np.ndarray], rates: dict
 ) -> dict[str, np.ndarray]:
     n = len(addr["address_line1"])
-    line1 = addr["address_line1"].copy()
     u = rng.random(n)
-    abbr = u < rates["street_abbr"] * 0.6
-    spelled = (u >= rates["street_abbr"] * 0.6) & (u < rates["street_abbr"])
-    line1 = np.array(
-        [
-            v.replace("straße", "str.").replace("Straße", "Str.") if a else (v.replace("ß", "ss") if s else v)
-            for v, a, s in zip(line1, abbr, spelled, strict=True)
-        ],
-        dtype=object,
-    )
+    variant = u < rates["street_abbr"]
+    style = (u >= rates["street_abbr"] * 0.6).astype(np.int64)  # 0: abbreviated (60%), 1: spelled/dotted
+    line1 = noise.street_variants(addr["address_line1"], variant, style[variant])
+    line1 = noise.drop_house_number(line1, rng.random(n) < rates["house_number_missing"])
     line1 = noise.typos(line1, rng.random(n) < rates["addr_typo"], rng)
+    no_street = rng.random(n) < rates["street_missing"]
     city = noise.change_case(addr["city"].copy(), rng.random(n) < rates["city_case"], rng)
     postcode = noise.blank(addr["postcode"].copy(), rng.random(n) < rates["postcode_missing"])
     missing = rng.random(n) < rates["addr_missing"]
     return {
-        "address_line1": noise.blank(line1, missing),
-        "address_line2": noise.blank(addr["address_line2"].copy(), missing),
+        "address_line1": noise.blank(line1, missing | no_street),
+        "address_line2": noise.blank(addr["address_line2"].copy(), missing | no_street),
         "city": noise.blank(city, missing),
         "postcode": noise.blank(postcode, missing),
         "region": noise.blank(addr["region"].copy(), missing | (rng.random(n) < 0.3)),
     }
 
 
+def _valid_birth(year: int, month: int, day: int) -> str | None:
+    if not BIRTH_YEARS[0] <= year <= BIRTH_YEARS[1]:
+        return None
+    try:
+        return date(year, month, day).isoformat()
+    except ValueError:
+        return None
+
+
+def _digit_changed(d: date, pos: np.ndarray, delta: np.ndarray) -> str | None:
+    """One digit of YYYYMMDD changed (tries in order until the result is a valid, plausible date)."""
+    digits = f"{d.year:04d}{d.month:02d}{d.day:02d}"
+    for i, k in zip(pos, delta, strict=True):
+        t = digits[:i] + str((int(digits[i]) + k) % 10) + digits[i + 1 :]
+        out = _valid_birth(int(t[:4]), int(t[4:6]), int(t[6:]))
+        if out is not None:
+            return out
+    return None
+
+
 def _birth_noise(rng: np.random.Generator, birth: np.ndarray, rates: dict) -> np.ndarray:
+    """ISO birth dates with one error at most: day/month swapped, one digit wrong, or the year off by one."""
     n = len(birth)
-    text = np.array([d.isoformat() for d in birth], dtype=object)
-    swap = (rng.random(n) < rates["birth_swap"]) & np.array([d.day <= 12 and d.day != d.month for d in birth])
-    text[swap] = [f"{d.year:04d}-{d.day:02d}-{d.month:02d}" for d in birth[swap]]
+    text = np.asarray(birth, dtype="datetime64[D]").astype(str).astype(object)
+    u = rng.random(n)
+    c_swap = rates["birth_swap"]
+    c_digit = c_swap + rates["birth_digit"]
+    c_year = c_digit + rates["birth_year"]
+    # Up to four tries of (position 2-7, +1..9 mod 10): the century digits of "19xx" are not mistyped.
+    pos = rng.integers(2, 8, (n, BIRTH_DIGIT_TRIES))
+    delta = rng.integers(1, 10, (n, BIRTH_DIGIT_TRIES))
+    year_step = np.where(rng.random(n) < 0.5, -1, 1)
+    for i in np.flatnonzero(u < c_year):
+        d = birth[i]
+        if u[i] < c_swap:
+            new = f"{d.year:04d}-{d.day:02d}-{d.month:02d}" if d.day <= 12 and d.day != d.month else None
+        elif u[i] < c_digit:
+            new = _digit_changed(d, pos[i], delta[i])
+        else:
+            new = _valid_birth(d.year + int(year_step[i]), d.month, d.day)  # 29 February: left as it is
+        if new is not None:
+            text[i] = new
     return noise.blank(text, rng.random(n) >= rates["birth"])
 
 
@@ -153,10 +226,16 @@ def written_records(
         if col != "birth_date" and (p[col].dtype == object or pd.api.types.is_string_dtype(p[col])):
             p[col] = pd.Series(noise.texts(p[col]), dtype=object)
     n = len(p)
-    first = _name_noise(rng, p["first_name"].to_numpy(dtype=object), rates, nick=True)
-    last = _name_noise(rng, p["last_name"].to_numpy(dtype=object), rates, nick=False)
+    first = _name_noise(
+        rng, p["first_name"].to_numpy(dtype=object), rates, given=p["second_given_name"].to_numpy(dtype=object)
+    )
+    last = _name_noise(rng, p["last_name"].to_numpy(dtype=object), rates)
     swap = rng.random(n) < rates["swap"]
     first, last = np.where(swap, last, first), np.where(swap, first, last)
+    # The whole name typed into the first-name field ('Anna Schmidt', last name empty).
+    full = (rng.random(n) < rates["full_name"]) & ~swap & (first != None) & (last != None)  # noqa: E711
+    first[full] = [f"{a.strip()} {b.strip()}" for a, b in zip(first[full], last[full], strict=True)]
+    last[full] = None
 
     email = p["email_used"].to_numpy(dtype=object).copy()
     sec = p["secondary_email"].to_numpy(dtype=object)
@@ -173,13 +252,13 @@ def written_records(
     placeholder = rng.random(n) < rates["placeholder"]
     placeholder_value = PLACEHOLDER_PHONES[rng.integers(0, len(PLACEHOLDER_PHONES), n)]
     birth = _birth_noise(rng, p["birth_date"].to_numpy(dtype=object), rates)
-    country_text = np.array(
-        [
-            COUNTRY_SPELLINGS[c][k] if system == "crm" else c
-            for c, k in zip(p["country"], rng.integers(0, 4, n), strict=True)
-        ],
-        dtype=object,
-    )
+    spelling = rng.integers(0, 4, n)
+    country = p["country"].to_numpy(dtype=object)
+    country_text = country.copy()
+    if system == "crm":
+        for c, spellings in COUNTRY_SPELLINGS.items():
+            m = country == c
+            country_text[m] = np.array(spellings, dtype=object)[spelling[m]]
 
     moved_day = p["moved_day"].to_numpy()
     updates = (moved_day < np.inf) & (rng.random(n) < rates["move_update"])

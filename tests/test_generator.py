@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from touchpoint.sources import generator, population
+from touchpoint.sources import generator, population, records
 from touchpoint.sources.generator import GeneratorError, advance, generate, last_day
+from touchpoint.sources.world import build_world
 
 SMALL = dict(customers=300, days=60, seed=7, start=date(2024, 7, 1))
 CONTRACT = {
@@ -346,3 +347,163 @@ def test_btyd_parameters_are_recoverable(year: Path) -> None:
     scaled = (gap_days * buys["purchase_rate_per_day"]).dropna()
     assert 0.75 < scaled.mean() < 1.15  # Exp(1) in units of the person's rate (truncated at the horizon)
     assert purchases["is_after_last_day"].any()  # known future behaviour for the as-of date
+
+
+# Identity noise: each kind at about its declared rate, and households as hard negatives.
+
+IDENTITY = dict(customers=3000, days=730, seed=5)
+_ABBREVIATED = r"\b(?:Rd|St|Ave|Ln|Cres)\.?(?:\s|$)"
+_SUFFIX_WORD = r"\b(?:Road|Street|Avenue|Lane|Crescent)\b"
+
+
+@pytest.fixture(scope="module")
+def identity_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("identity")
+    generate(out, **IDENTITY)
+    return out
+
+
+def _with_truth(out: Path) -> dict[str, pd.DataFrame]:
+    """First written version of every CRM contact / shop account beside its true person's attributes."""
+    truth = pd.read_parquet(out / "truth" / "record_persons.parquet")
+    persons = pd.read_parquet(out / "truth" / "persons.parquet")
+    crm = read_daily(out, "crm_contacts").drop_duplicates("contact_id")
+    shop = read_shop(out, "customers").astype({"customer_id": str})
+    return {
+        system: df.merge(truth, left_on=key, right_on="source_record_id").merge(
+            persons, on="true_person_id", suffixes=("", "_true")
+        )
+        for system, df, key in (("crm", crm, "contact_id"), ("shop", shop, "customer_id"))
+    }
+
+
+def _birth_errors(written: pd.Series, true: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(one digit of YYYYMMDD wrong, year off by one) per written birth date."""
+    w = written.str.replace("-", "").to_numpy(dtype=str)
+    t = pd.Series(true).astype(str).str.replace("-", "").to_numpy(dtype=str)
+    hamming = np.array([sum(a != b for a, b in zip(x, y, strict=True)) for x, y in zip(w, t, strict=True)])
+    same_day = np.array([x[4:] == y[4:] for x, y in zip(w, t, strict=True)])
+    year_gap = np.array([abs(int(x[:4]) - int(y[:4])) for x, y in zip(w, t, strict=True)])
+    year = same_day & (year_gap == 1)
+    return (hamming == 1) & ~year, year
+
+
+def _near(measured: float, expected: float, low: float = 0.6, high: float = 1.5) -> bool:
+    return expected * low <= measured <= expected * high
+
+
+def test_noise_rates_per_record() -> None:
+    """Many records of one world through the noise model: every new kind at about its declared rate."""
+    world = build_world(5, 2000)
+    people = world.people
+    idx = np.random.default_rng(0).integers(0, len(people), 30_000)
+    for system, rates in records.NOISE_RATES.items():
+        r = records.written_records(np.random.default_rng(1), people, idx, np.zeros(len(idx)), system)
+        r = r[r["version"] == 0].reset_index(drop=True)
+        p = people.iloc[r["person_idx"]].reset_index(drop=True)
+        born = r["birth_date"].notna().to_numpy()
+        assert _near(born.mean(), rates["birth"], 0.95, 1.05)
+        digit, year = _birth_errors(r["birth_date"][born], p["birth_date"][born])
+        assert _near(digit.mean(), rates["birth_digit"], 0.8, 1.2), (system, digit.mean())
+        assert _near(year.mean(), rates["birth_year"], 0.8, 1.25), (system, year.mean())
+        # A wrong digit still gives a valid date.
+        assert pd.to_datetime(r["birth_date"][born], format="%Y-%m-%d").notna().all()
+
+        first = r["first_name"].fillna("").str.strip()
+        initial = first.str.fullmatch(r"\w\.?") & (first.str[0].str.lower() == p["first_name"].str[0].str.lower())
+        assert _near(initial.mean(), rates["initial"], 0.8, 1.2), (system, initial.mean())
+        assert first.str.fullmatch(r"\w").any() and first.str.fullmatch(r"\w\.").any()  # 'J' and 'J.'
+        other = first.str.lower() == p["second_given_name"].fillna("-").str.lower()
+        assert _near(other.mean(), rates["other_given"], 0.75, 1.2), (system, other.mean())
+        full = (first.str.lower() == (p["first_name"] + " " + p["last_name"]).str.lower()) & r["last_name"].isna()
+        assert _near(full.mean(), rates["full_name"], 0.75, 1.2) if rates["full_name"] else not full.any()
+
+        line1 = r["address_line1"]
+        no_street = line1.isna() & r["city"].notna() & r["postcode"].notna()
+        expected = rates["street_missing"] * (1 - rates["addr_missing"]) * (1 - rates["postcode_missing"])
+        assert _near(no_street.mean(), expected, 0.8, 1.2), (system, no_street.mean())
+        no_number = line1.notna() & ~line1.fillna("").str.contains(r"\d")
+        expected = rates["house_number_missing"] * (1 - rates["addr_missing"] - rates["street_missing"])
+        assert _near(no_number.mean(), expected, 0.8, 1.2), (system, no_number.mean())
+        gb = (p["country"] == "GB") & p["address_line1"].str.contains(_SUFFIX_WORD) & line1.notna()
+        abbreviated = line1[gb].str.contains(_ABBREVIATED)
+        assert _near(abbreviated.mean(), rates["street_abbr"], 0.8, 1.2), (system, abbreviated.mean())
+        assert line1[gb].str.contains(r"\bRd\b").any() and line1[gb].str.contains(r"\bSt\.?$").any()
+
+
+def test_identity_noise_in_written_records(identity_world: Path) -> None:
+    """The written CRM contacts and shop accounts against their true persons."""
+    params = json.loads((identity_world / "truth" / "params.json").read_text())
+    world = build_world(IDENTITY["seed"], IDENTITY["customers"])
+    second = world.people["second_given_name"].set_axis(world.persons["true_person_id"])
+    for system, df in _with_truth(identity_world).items():
+        rates = params["noise"][system]
+        assert rates == records.NOISE_RATES[system]  # recorded in truth/params.json
+        born = df.dropna(subset=["birth_date"])
+        digit, year = _birth_errors(born["birth_date"], born["birth_date_true"])
+        assert _near(digit.mean(), rates["birth_digit"], 0.4), (system, digit.mean())
+        assert _near(year.mean(), rates["birth_year"], 0.4, 2.0), (system, year.mean())
+        first = df["first_name"].fillna("").str.strip()
+        initial = first.str.fullmatch(r"\w\.?") & (
+            first.str[0].str.lower() == df["first_name_true"].str[0].str.lower()
+        )
+        assert _near(initial.mean(), rates["initial"], 0.4, 2.0), (system, initial.mean())
+        other = first.str.lower() == second.reindex(df["true_person_id"]).fillna("-").str.lower().to_numpy()
+        assert _near(other.mean(), rates["other_given"], 0.4, 2.0), (system, other.mean())
+        line1 = df["address_line1"]
+        no_street = line1.isna() & df["city"].notna() & df["postcode"].notna()
+        assert _near(no_street.mean(), rates["street_missing"], 0.5), (system, no_street.mean())
+        no_number = line1.notna() & ~line1.fillna("").str.contains(r"\d")
+        assert _near(no_number.mean(), rates["house_number_missing"], 0.4, 2.0), (system, no_number.mean())
+        gb = (df["country_true"] == "GB") & line1.notna()
+        assert line1[gb].str.contains(_ABBREVIATED).mean() > 0.1
+    crm = _with_truth(identity_world)["crm"]
+    full = crm["first_name"].fillna("").str.strip().str.contains(" ") & crm["last_name"].isna()
+    assert 0 < full.mean() < 0.015
+    swapped = (crm["first_name"].str.strip().str.lower() == crm["last_name_true"].str.lower()) & (
+        crm["last_name"].str.strip().str.lower() == crm["first_name_true"].str.lower()
+    )
+    assert 0 < swapped.mean() < 0.03
+
+
+def test_duplicates_get_independent_noise(identity_world: Path) -> None:
+    crm = _with_truth(identity_world)["crm"]
+    fields = ["first_name", "last_name", "email", "phone", "address_line1", "postcode", "birth_date"]
+    dup = crm[crm["true_person_id"].duplicated(keep=False)].sort_values(["true_person_id", "contact_id"])
+    assert dup["true_person_id"].nunique() >= 50
+    pairs = dup.groupby("true_person_id")[fields].agg(lambda s: s.fillna("").nunique() > 1)
+    assert pairs.any(axis=1).mean() > 0.5  # duplicates of one person are not copies of each other
+    for field in fields:
+        assert pairs[field].any(), field
+
+
+def test_households_share_address_and_phone_but_are_different_persons(identity_world: Path) -> None:
+    persons = pd.read_parquet(identity_world / "truth" / "persons.parquet")
+    joiners = persons[persons["household_head_id"].notna()]
+    heads = persons.set_index("true_person_id").loc[joiners["household_head_id"]].reset_index()
+    living_with_another = (len(joiners) + joiners["household_head_id"].nunique()) / len(persons)
+    assert 0.10 <= living_with_another <= 0.20
+    assert (joiners["address_line1"].to_numpy() == heads["address_line1"].to_numpy()).all()
+    assert (joiners["first_name"].to_numpy() != heads["first_name"].to_numpy()).all()
+    assert (joiners["birth_date"].to_numpy() != heads["birth_date"].to_numpy()).all()
+    same_last = (joiners["last_name"].to_numpy() == heads["last_name"].to_numpy()).mean()
+    assert 0.7 < same_last < 0.9
+    shares_phone = joiners["phone_e164"].to_numpy() == heads["phone_e164"].to_numpy()
+    assert 0.55 < shares_phone.mean() < 0.85
+    shared_phones = persons["phone_e164"].duplicated(keep=False)
+    assert 0.05 < shared_phones.mean() < 0.15  # of all persons: one landline, several persons
+
+    # In the written records: one phone number, several true persons with different birth dates.
+    by_system = _with_truth(identity_world)
+    written = pd.concat([by_system["crm"], by_system["shop"]], ignore_index=True)
+    written = written.assign(digits=written["phone"].str.replace(r"\D", "", regex=True).str[-7:])
+    written = written[written["phone"].notna() & ~written["phone"].isin(records.PLACEHOLDER_PHONES)]
+    groups = written.groupby("digits").agg(
+        people=("true_person_id", "nunique"), births=("birth_date_true", "nunique"), post=("postcode_true", "nunique")
+    )
+    shared = groups[groups["people"] > 1]
+    assert len(shared) >= 20
+    assert (shared["births"] == shared["people"]).all() and (shared["post"] == 1).mean() > 0.9
+    # ... and a shared email address, also of different true persons.
+    with_email = written.dropna(subset=["email"]).assign(e=lambda d: d["email"].str.lower())
+    assert (with_email.groupby("e")["true_person_id"].nunique() > 1).sum() >= 5
