@@ -28,7 +28,7 @@ def random_comparisons(pairs: int, seed: int) -> dict[str, np.ndarray]:
     is_match = rng.random(pairs) < 0.3
     matrix = {}
     for name, levels in scoring.LEVELS.items():
-        agree = np.where(rng.random(pairs) < 0.8, levels - 1, levels - 2)
+        agree = np.where(rng.random(pairs) < 0.8, 1, 2)  # level 1 is exact agreement, 2 the next closest
         disagree = rng.integers(0, levels, pairs)
         values = np.where(is_match, agree, disagree)
         matrix[name] = np.where(rng.random(pairs) < 0.1, -1, values).astype(np.int64)
@@ -77,7 +77,7 @@ def test_em_over_patterns_equals_em_over_every_pair(fixed):
     for name in m:
         np.testing.assert_allclose(m[name], reference[name], rtol=1e-9, atol=1e-12)
     # matches mostly agree, so EM puts the m mass on the top level
-    assert all(m[name].argmax() == scoring.LEVELS[name] - 1 for name in m)
+    assert all(m[name].argmax() == 1 for name in m)
 
 
 def test_u_counts_every_pair_of_a_pattern():
@@ -151,3 +151,58 @@ def test_edges_of_other_rules_and_inactive_edges_are_kept_as_they_are():
     assert not dropped.any()
     assert len(set(labels[:12])) == 1
     assert labels[12] != labels[0]
+
+
+def test_m_and_u_are_learned_from_unlabelled_pairs():
+    """Pairs drawn from known m (matches) and u (non-matches): random pairs give u back, EM over the blocked
+    pairs gives m back, without labels."""
+    rng = np.random.default_rng(11)
+    names = list(scoring.LEVELS)
+    true_u = {name: rng.dirichlet(np.r_[20.0, np.ones(scoring.LEVELS[name] - 1)]) for name in names}
+    true_m = {name: rng.dirichlet(np.r_[1.0, 25.0, np.ones(scoring.LEVELS[name] - 2)]) for name in names}
+
+    def draw(probabilities: dict[str, np.ndarray], pairs: int) -> dict[str, np.ndarray]:
+        return {name: rng.choice(len(p), size=pairs, p=p).astype(np.int64) for name, p in probabilities.items()}
+
+    u = scoring.estimate_u(*as_patterns(draw(true_u, 400_000)))
+    for name in names:
+        np.testing.assert_allclose(u[name], true_u[name], atol=0.005)
+    matches, non_matches = draw(true_m, 20_000), draw(true_u, 60_000)
+    blocked = {name: np.concatenate([matches[name], non_matches[name]]) for name in names}
+    m, _ = scoring.expectation_maximisation(*as_patterns(blocked), u, fixed=set())
+    for name in names:
+        np.testing.assert_allclose(m[name], true_m[name], atol=0.03)
+        # disagreement is a learned level too, not a veto: its weight is finite and negative
+        assert -20 < np.log2(m[name][0] / u[name][0]) < 0
+
+
+def test_a_chain_is_split_at_its_weakest_link():
+    """A-B and B-C link, A and C are judged clearly different: the weaker of the two links goes, nothing else."""
+    left, right = np.array([0, 1, 3]), np.array([1, 2, 4])
+    strength = np.array([9.0, 4.0, 1.0])  # A-B strong, B-C weak, D-E elsewhere weak and untouched
+    active = np.ones(3, dtype=bool)
+    split = graph.split_clusters(5, left, right, active, strength, np.array([0]), np.array([2]))
+    assert split.tolist() == [False, True, False]
+    # no cannot-link pair inside a component: nothing is cut
+    assert not graph.split_clusters(5, left, right, active, strength, np.array([0]), np.array([3])).any()
+
+
+def test_overrides_are_read_as_node_pairs(tmp_path):
+    path = tmp_path / "overrides.csv"
+    path.write_text(
+        "left_record,right_record,decision,reason\n"
+        "crm_contacts:C-1,shop_customers:S-9,never_link,twins\n"
+        "crm_contacts:C-2,crm_contacts:C-3,always_link,\n"
+    )
+    frame = graph.read_overrides(str(path))
+    assert frame.values.tolist() == [
+        ["crm:C-1", "customer:S-9", "never_link", "twins"],
+        ["crm:C-2", "crm:C-3", "always_link", ""],
+    ]
+    assert graph.read_overrides(str(tmp_path / "absent.csv")).empty
+    path.write_text("left_record,right_record,decision\nweb_events:W-1,crm_contacts:C-1,never_link\n")
+    with pytest.raises(ValueError, match="web_events:W-1"):
+        graph.read_overrides(str(path))
+    path.write_text("left_record,right_record,decision\ncrm_contacts:C-1,crm_contacts:C-2,merge\n")
+    with pytest.raises(ValueError, match="always_link or never_link"):
+        graph.read_overrides(str(path))

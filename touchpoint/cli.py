@@ -12,8 +12,12 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from touchpoint.config import Paths, home_from_env
+from touchpoint.config import Paths, home_from_env, keep_files_private
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 def _parse_date(text: str) -> date:
@@ -84,12 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
         "docs", parents=[common], help="build dbt's docs as a static page for the latest run (dbt docs generate)"
     )
 
+    identity = commands.add_parser("identity", parents=[common], help="inspect identity resolution")
+    identity_commands = identity.add_subparsers(dest="identity_command", required=True)
+    explain = identity_commands.add_parser(
+        "explain", parents=[common], help="why records were joined into a person or kept apart, field by field"
+    )
+    explain.add_argument("subject", help="a person_id, or a source record as <source_entity>:<source_record_id>")
+
     sql = commands.add_parser("sql", parents=[common], help="read-only SQL shell on the published warehouse")
     sql.add_argument("query", nargs="?", help="run one query and exit")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_files_private()  # before anything writes under the home; inherited by Airflow, dbt and their children
     args = build_parser().parse_args(argv)
     paths = Paths(home_from_env(getattr(args, "home", None)))
     handlers = {
@@ -100,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "sync": _sync,
         "docs": _docs,
         "sql": _sql,
+        "identity": _identity,
     }
     try:
         return handlers[args.command](args, paths)
@@ -372,10 +385,104 @@ def latest_run_date(paths: Paths) -> date | None:
     return max(dates, default=None)
 
 
-def _sql(args: argparse.Namespace, paths: Paths) -> int:
-    from touchpoint.publish import open_sql_shell
+def _identity(args: argparse.Namespace, paths: Paths) -> int:
+    """`touchpoint identity explain`: the person's records, the links that joined them, those not used."""
+    from touchpoint.identity_explain import NotFound, explain
+    from touchpoint.shell import open_analyst_connection
 
-    return open_sql_shell(paths.published_db, query=args.query)
+    con = open_analyst_connection(paths.published_db)
+    try:
+        explanation = explain(con, args.subject)
+    except NotFound as missing:
+        print(f"touchpoint identity explain: {missing}", file=sys.stderr)
+        return 2
+    finally:
+        con.close()
+    print(f"person {explanation.person_id}: {len(explanation.records)} person record(s)")
+    for record in explanation.records:
+        print(f"  {record['source_entity']}:{record['source_record_id']}  joined by {record['match_rule']}")
+    print(f"linked ({len(explanation.links)}):")
+    for link in explanation.links:
+        _print_link(link)
+    print(f"considered and not used ({len(explanation.kept_apart)}):")
+    for link in explanation.kept_apart:
+        _print_link(link)
+    return 0
+
+
+def _print_link(link) -> None:
+    probability = "" if link.probability is None else f" p={link.probability:.4f}"
+    status = "linked" if link.is_linked else f"not linked: {link.blocked_rule}"
+    print(f"  {link.left_record} -- {link.right_record}  [{link.rule}{probability}] {status}")
+    if link.fields:
+        print(f"      prior {link.prior_weight:+.2f}")
+        for contribution in link.fields:
+            print(f"      {contribution.comparison:<11} {contribution.weight:+6.2f}  {contribution.level}")
+
+
+def _sql(args: argparse.Namespace, paths: Paths) -> int:
+    """`touchpoint sql`: one query, or a prompt reading statements that end with `;` (`.tables`, `.quit`)."""
+    import duckdb
+
+    from touchpoint.shell import open_analyst_connection
+
+    try:
+        con = open_analyst_connection(paths.published_db)
+    except duckdb.Error as unreadable:
+        print(f"touchpoint sql: cannot open {paths.published_db}: {unreadable}", file=sys.stderr)
+        return 1
+    try:
+        if args.query is not None:
+            return _sql_statement(con, args.query)
+        return _sql_prompt(con)
+    finally:
+        con.close()
+
+
+def _sql_prompt(con: duckdb.DuckDBPyConnection) -> int:
+    """Read statements from stdin until `.quit` or end of input; 1 when any of them failed or was refused."""
+    from touchpoint.shell import TABLES_QUERY
+
+    interactive = sys.stdin.isatty()
+    buffer: list[str] = []
+    status = 0
+    while True:
+        if interactive:
+            print("touchpoint> " if not buffer else "       ...> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        stripped = line.strip()
+        if not buffer and stripped in (".quit", ".exit"):
+            break
+        if not buffer and stripped == ".tables":
+            status |= _sql_statement(con, TABLES_QUERY, max_rows=10_000)
+            continue
+        buffer.append(line)
+        if stripped.endswith(";"):
+            status |= _sql_statement(con, "".join(buffer))
+            buffer = []
+    if "".join(buffer).strip():
+        status |= _sql_statement(con, "".join(buffer))
+    return status
+
+
+def _sql_statement(con: duckdb.DuckDBPyConnection, sql: str, max_rows: int = 100) -> int:
+    """Run `sql` in the analyst shell and print its rows; a refusal or an error is printed on stderr."""
+    import duckdb
+
+    from touchpoint.shell import ShellRefused, format_table, run_query
+
+    try:
+        result = run_query(con, sql, max_rows=max_rows)
+    except ShellRefused as refused:
+        print(f"touchpoint sql: refused: {refused}", file=sys.stderr)
+        return 1
+    except duckdb.Error as error:
+        print(f"touchpoint sql: {error}", file=sys.stderr)
+        return 1
+    print(format_table(result) if result.columns else "ok", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,19 +1,3 @@
-{#- Two known birth dates conflict unless equal, one keystroke apart (one digit changed or two adjacent digits
-    swapped) or day and month swapped: those are typing errors, not two people. -#}
-{% macro birth_dates_conflict(left, right) -%}
-    (
-        {{ left }} is not null
-        and {{ right }} is not null
-        and {{ left }} <> {{ right }}
-        and damerau_levenshtein(strftime({{ left }}, '%Y%m%d'), strftime({{ right }}, '%Y%m%d')) > 1
-        and not (
-            year({{ left }}) = year({{ right }})
-            and month({{ left }}) = day({{ right }})
-            and day({{ left }}) = month({{ right }})
-        )
-    )
-{%- endmacro %}
-
 {#- Folded first name with common English and German short forms mapped to their full form (Bob = Robert). -#}
 {% macro canonical_first_name(key) -%}
     {%- set short_forms = {
@@ -45,20 +29,4 @@
         {%- endfor %}
         else {{ key }}
     end
-{%- endmacro %}
-
-{#- Two first names that cannot be one person's: both known and neither similar (nor a short form of the other)
-    nor similar to the other's last name (first/last written the wrong way round). -#}
-{% macro first_names_conflict(left_first, left_canonical, left_last, right_first, right_canonical, right_last) -%}
-    (
-        {{ left_first }} is not null
-        and {{ right_first }} is not null
-        and {{ left_canonical }} <> {{ right_canonical }}
-        and jaro_winkler_similarity({{ left_first }}, {{ right_first }}) < 0.7
-        and jaro_winkler_similarity({{ left_canonical }}, {{ right_canonical }}) < 0.7
-        and jaro_winkler_similarity({{ left_first }}, coalesce({{ right_last }}, '')) < 0.7
-        and jaro_winkler_similarity({{ left_canonical }}, coalesce({{ right_last }}, '')) < 0.7
-        and jaro_winkler_similarity(coalesce({{ left_last }}, ''), {{ right_first }}) < 0.7
-        and jaro_winkler_similarity(coalesce({{ left_last }}, ''), {{ right_canonical }}) < 0.7
-    )
 {%- endmacro %}

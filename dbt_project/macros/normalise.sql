@@ -38,14 +38,15 @@
 {%- endmacro %}
 
 {#- Folded matching key: lower case, German umlauts and ß spelled out, other accents stripped,
-    everything but letters and digits removed. -#}
+    everything but letters and digits removed. Letters of any script are kept (Иван, 李), so names written in
+    other alphabets still have a key. -#}
 {% macro fold(column, keep_spaces=false) -%}
     nullif(
         trim(regexp_replace(
             strip_accents(
                 replace(replace(replace(replace(lower({{ column }}), 'ß', 'ss'), 'ä', 'ae'), 'ö', 'oe'), 'ü', 'ue')
             ),
-            '{{ "[^a-z0-9 ]" if keep_spaces else "[^a-z0-9]" }}',
+            '{{ "[^\\p{L}\\p{N} ]" if keep_spaces else "[^\\p{L}\\p{N}]" }}',
             '',
             'g'
         )),

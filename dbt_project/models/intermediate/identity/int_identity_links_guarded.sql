@@ -1,7 +1,7 @@
 -- Deterministic links between a node and an identifier it carries, with the guardrails applied: an identifier
 -- shared by too many owners (a family mailbox, a call-centre number, a shop's shared tablet) or by person
--- records with conflicting birth dates or first names (a household's email or landline) links nobody, and the
--- reason is kept for identity.match_evidence.
+-- records the probabilistic model judges different people (a household's email or landline) links nobody, and
+-- the reason is kept for identity.match_evidence.
 
 with
 
@@ -20,6 +20,12 @@ web_events as (
 pos_transactions as (
 
     select * from {{ ref('stg_pos__transactions') }}
+
+),
+
+scored_pairs as (
+
+    select * from {{ ref('int_person_pairs_scored') }}
 
 ),
 
@@ -107,17 +113,13 @@ limited as (
 
 ),
 
-owner_conflicts as (
+owner_pairs_differ as (
 
-    -- only identifiers under the cardinality limit: the self-join stays small
-    select
-        left_link.identifier_node,
-        bool_or({{ birth_dates_conflict('left_person.birth_date', 'right_person.birth_date') }})
-            as has_birth_date_conflict,
-        bool_or({{ first_names_conflict(
-            'left_person.first_name_key', 'left_person.first_name_canonical', 'left_person.last_name_key',
-            'right_person.first_name_key', 'right_person.first_name_canonical', 'right_person.last_name_key'
-        ) }}) as has_first_name_conflict
+    -- Person records that share an identifier are one person only if the model, weighing every field (the
+    -- shared identifier included), judges each pair of them a match: a household's landline or mailbox is
+    -- shared by people whose names and birth dates say they differ. Every such pair is a candidate (the email
+    -- and phone blocking rules reach past the owner limit).
+    select left_link.identifier_node
     from limited as left_link
     inner join limited as right_link
         on
@@ -127,8 +129,13 @@ owner_conflicts as (
         on left_link.owner_node = left_person.node_id
     inner join person_records as right_person
         on right_link.owner_node = right_person.node_id
+    left join scored_pairs
+        on
+            left_link.owner_node = scored_pairs.left_node
+            and right_link.owner_node = scored_pairs.right_node
     where left_link.owner_count <= left_link.owner_limit
     group by left_link.identifier_node
+    having bool_or(coalesce(scored_pairs.match_probability, 0) < {{ var('identity_match_threshold') }})
 
 ),
 
@@ -146,14 +153,12 @@ guarded as (
                 then
                     'identifier_cardinality: '
                     || limited.owner_count || ' owners share it (limit ' || limited.owner_limit || ')'
-            when owner_conflicts.has_birth_date_conflict
-                then 'birth_date_conflict: owners with different birth dates share it'
-            when owner_conflicts.has_first_name_conflict
-                then 'name_conflict: owners with different first names share it'
+            when owner_pairs_differ.identifier_node is not null
+                then 'owners_differ: person records sharing it are judged different people'
         end as blocked_rule
     from limited
-    left join owner_conflicts
-        on limited.identifier_node = owner_conflicts.identifier_node
+    left join owner_pairs_differ
+        on limited.identifier_node = owner_pairs_differ.identifier_node
 
 )
 

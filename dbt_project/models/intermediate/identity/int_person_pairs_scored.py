@@ -1,156 +1,242 @@
 """Fellegi-Sunter scores for candidate pairs of person records (CRM contacts and shop customers).
 
-Unsupervised: u-probabilities come from a fixed pseudo-random sample of record pairs (almost all non-matches),
-m-probabilities and the match rate from expectation-maximisation over the blocked candidate pairs, as Splink
-does. Blocking rules are equality joins, so the number of compared pairs grows with the block sizes, not
-with n^2. Works with names, address and birth date alone: missing values (and email/phone) score zero.
-The threshold that turns a score into a link is applied in int_identity_graph_resolved.
+Unsupervised, as Splink does it: u-probabilities from a fixed pseudo-random sample of record pairs (almost all
+non-matches), m-probabilities by expectation-maximisation over blocked pairs in three training sessions, each
+estimating only the comparisons its blocking keys do not fix, and a prior from the matches EM expects among
+the candidates spread over all n(n-1)/2 pairs. Nothing is hand-weighted and nothing is a veto: a disagreeing
+birth date or first name is a level with its own learned m and u, so strong agreement elsewhere can outweigh
+one mistyped field, and a household (same address and phone, other first name and birth date) is kept apart
+by the same evidence. Exact name agreement is adjusted by term frequency: sharing a rare surname is stronger
+evidence than sharing a common one. Missing values contribute nothing.
 
-Why not Splink 5 itself (evaluated first; bench/identity.py runs it on the same records side by side):
-with its library comparisons and its documented training steps it was clearly less accurate on the demo
-data (default scale: precision 0.83 / recall 0.96 against 0.99+ / 0.99 here), its EM raised
-"m_probability 0.0 is below the minimum" on the small demo, and it creates its own tables in the connection
-it is given. What this data needs
-(aligned first/last swaps, short forms of first names, street/postcode/city as one correlated comparison,
-birth-date and first-name guardrails) would be custom SQL in Splink as well; the model itself (u by random
-sampling, m by EM per blocking session, a global prior) is Splink's, in ~150 lines of numpy that run inside
-this dbt Python model, deterministic for the same input.
+The comparisons (COMPARISONS) and blocking rules (BLOCKING_RULES) are declared once here and read by blocking,
+EM, scoring and `touchpoint identity explain` (through the per-field weight columns). The threshold that turns
+a score into a link, and the cluster checks, are in int_identity_graph_resolved.
+
+Blocking: each rule is a key of one or more columns and a largest block. A pair is a candidate when it shares
+any rule's key; a block with more records than the rule's cap is skipped (counted in the build log) because a
+key that common says little, and its pairs would grow quadratically. Keys combine a phonetic name code
+(NYSIIS, from jellyfish), initials, birth date, postcode, street, email and phone, so a pair with typos in two
+fields still shares some key; every rule's candidates stay linear in the number of records (at most cap/2 per
+record).
+
+Why not Splink 5 itself: see docs/identity_engine.md (measured side by side on FEBRL 1-4 and the demo; Splink
+took 331 s for the 1M person records alone, where this whole stage has to fit in about 400 s).
 
 Memory: candidate pairs never leave DuckDB. They are held as integer indices of the person records, EM runs
-on the distinct comparison patterns with their pair counts (at most a few thousand, whatever the number of
-pairs), and the scores are joined back by pattern in SQL, so DuckDB's memory_limit bounds the model
-(1M customers: 5.1M candidate pairs).
+on the distinct comparison patterns with their pair counts (a few thousand, whatever the number of pairs),
+and the scores are joined back by pattern in SQL, so DuckDB's memory_limit bounds the model.
 """
 
+import jellyfish
 import numpy as np
 import pandas as pd
 
-# Candidate pairs: a pair is compared when it agrees on any of these (typos rarely hit two fields at once).
-# Every key must get more distinct as the population grows, or its blocks (and the pairs, quadratically in
-# block size) grow with it: first + last name alone gave 88% of the candidates at 100k customers and 38.6M
-# pairs at 1M, so it is combined with city, email or phone (at 100k: 2 of its 3,141 otherwise unfound
-# accepted links lost, candidates 443k -> 102k).
+# (rule name, key columns of tp_pairs_people, largest block in records). `names` is the two phonetic name codes
+# in either order, so a record with first and last name written the wrong way round shares it.
 BLOCKING_RULES = [
-    "l.birth_date = r.birth_date and l.postcode = r.postcode",
-    "l.birth_date = r.birth_date and l.last_name_key = r.last_name_key",
-    "l.birth_date = r.birth_date and l.first_name_key = r.first_name_key",
-    "l.first_name_key = r.first_name_key and l.last_name_key = r.last_name_key and l.city_key = r.city_key",
-    "l.first_name_key = r.first_name_key and l.last_name_key = r.last_name_key and l.email = r.email",
-    "l.first_name_key = r.first_name_key and l.last_name_key = r.last_name_key and l.phone_e164 = r.phone_e164",
-    "l.postcode = r.postcode and l.address_key = r.address_key",
-    "l.last_name_key = r.last_name_key and l.postcode = r.postcode",
-    "l.first_name_key = r.last_name_key and l.last_name_key = r.first_name_key",
-    "l.address_key = r.address_key and l.city_key = r.city_key",
+    ("names", ("names",), 100),
+    ("names_birth_year", ("names", "birth_year"), 100),
+    ("names_city", ("names", "city_key"), 100),
+    ("last_name_postcode", ("last_phonetic", "postcode"), 100),
+    ("first_name_postcode", ("first_phonetic", "postcode"), 100),
+    ("last_name_city", ("last_phonetic", "city_key"), 100),
+    ("first_name_city", ("first_phonetic", "city_key"), 100),
+    ("initials_postcode", ("first_initial", "last_initial", "postcode"), 50),
+    ("birth_date_first_initial", ("birth_date", "first_initial"), 50),
+    ("birth_date_last_initial", ("birth_date", "last_initial"), 50),
+    ("birth_date_postcode", ("birth_date", "postcode"), 50),
+    ("birth_date_city", ("birth_date", "city_key"), 50),
+    ("street_postcode", ("address_key", "postcode"), 50),
+    ("street_city", ("address_key", "city_key"), 50),
+    ("email", ("email",), 20),
+    ("phone", ("phone_e164",), 20),
 ]
 
-# Comparison -> number of levels (level -1 = a value is missing, contributes nothing).
-LEVELS = {
-    # 0 different, 1 jaro-winkler >= 0.88, 2 >= 0.92 or same full form (Bob = Robert), 3 equal
-    "first_name": 4,
-    "last_name": 4,
-    "birth_date": 3,  # 0 conflict, 1 one keystroke or day/month swapped, 2 equal
-    # street, postcode and city are one comparison: they are strongly correlated (a household shares all
-    # three), and scoring them as independent would count one shared address three times.
-    "location": 5,  # 0 different, 1 same city, 2 same postcode, 3 similar street (jw >= 0.88), 4 same street
-    "email": 2,
-    "phone": 2,
-}
+# EM sessions: (blocking rule name, comparisons it fixes and so cannot estimate). Every comparison is estimated
+# in at least one session. None blocks on the address, email or phone: their blocks are mostly households,
+# non-matches that agree on far more than random pairs do, and EM would take them for matches.
+TRAINING_SESSIONS = [
+    ("birth_date_first_initial", {"birth_date", "first_name"}),
+    ("birth_date_last_initial", {"birth_date", "last_name"}),
+    ("names", {"first_name", "last_name"}),
+]
 
-COMPARISON_SQL = """
-with aligned as (
-    select
-        pairs.*,
-        l.first_name_key as l_first, l.last_name_key as l_last,
-        l.first_name_canonical as l_first_canonical,
-        case when l.first_name_key = r.last_name_key and l.last_name_key = r.first_name_key
-                  and l.first_name_key <> l.last_name_key
-             then r.last_name_key else r.first_name_canonical end as r_first_canonical,
-        -- first and last name written the wrong way round count as agreeing names
-        case when l.first_name_key = r.last_name_key and l.last_name_key = r.first_name_key
-                  and l.first_name_key <> l.last_name_key
-             then r.last_name_key else r.first_name_key end as r_first,
-        case when l.first_name_key = r.last_name_key and l.last_name_key = r.first_name_key
-                  and l.first_name_key <> l.last_name_key
-             then r.first_name_key else r.last_name_key end as r_last,
-        l.birth_date as l_birth, r.birth_date as r_birth,
-        l.address_key as l_address, r.address_key as r_address,
-        l.postcode as l_postcode, r.postcode as r_postcode,
-        l.city_key as l_city, r.city_key as r_city,
-        l.email as l_email, r.email as r_email,
-        l.phone_e164 as l_phone, r.phone_e164 as r_phone
+SAME_STREET = "l_address = r_address and (l_postcode = r_postcode or l_postcode is null or r_postcode is null)"
+SAME_HOME = f"{SAME_STREET} and (l_phone = r_phone or l_email = r_email)"
+LAST_AGREES = "(damerau_levenshtein(l_last, r_last) <= 1 or jaro_winkler_similarity(l_last, r_last) >= 0.9)"
+LAST_NAME_AGREES = "last name agrees"
+# Comparison -> levels in the order they are tested (the first that holds wins; none holding = 'different',
+# level 0; a missing value on either side = level -1, no evidence). Level k is the k-th entry here.
+# SQL sees l_<field> and r_<field>; first and last names are aligned first when they are swapped.
+COMPARISONS = {
+    "first_name": [
+        ("exact", "l_first = r_first and length(l_first) > 1"),
+        ("initial agrees", "least(length(l_first), length(r_first)) = 1 and left(l_first, 1) = left(r_first, 1)"),
+        ("initial differs", "least(length(l_first), length(r_first)) = 1"),
+        (
+            "same full form or one edit",
+            "l_first_canonical = r_first_canonical or damerau_levenshtein(l_first, r_first) <= 1",
+        ),
+        ("jaro-winkler >= 0.9", "jaro_winkler_similarity(l_first, r_first) >= 0.9"),
+        ("jaro-winkler >= 0.8", "jaro_winkler_similarity(l_first, r_first) >= 0.8"),
+    ],
+    "last_name": [
+        ("exact", "l_last = r_last"),
+        ("one edit", "damerau_levenshtein(l_last, r_last) <= 1"),
+        ("jaro-winkler >= 0.9", "jaro_winkler_similarity(l_last, r_last) >= 0.9"),
+        ("jaro-winkler >= 0.8", "jaro_winkler_similarity(l_last, r_last) >= 0.8"),
+    ],
+    "birth_date": [
+        ("exact", "l_birth = r_birth"),
+        (
+            "one keystroke or day/month swapped",
+            "damerau_levenshtein(strftime(l_birth, '%Y%m%d'), strftime(r_birth, '%Y%m%d')) <= 1"
+            " or (year(l_birth) = year(r_birth) and month(l_birth) = day(r_birth) and day(l_birth) = month(r_birth))",
+        ),
+        ("within a year", "abs(date_diff('day', l_birth, r_birth)) <= 366"),
+        ("within ten years", "abs(date_diff('day', l_birth, r_birth)) <= 3653"),
+    ],
+    # Street, postcode, city, phone and email are one comparison, and at a shared home the last name joins it:
+    # they are strongly correlated (a household shares its street, landline, often a family mailbox and its
+    # surname), and scoring them as independent would count one shared home three or four times, outweighing
+    # two different first names. Their joint u comes from the random pairs like any other level's.
+    "contact": [
+        (f"same street and phone or email, {LAST_NAME_AGREES}", f"{SAME_HOME} and {LAST_AGREES}"),
+        ("same street and phone or email, other last name", SAME_HOME),
+        (f"same email, {LAST_NAME_AGREES}", f"l_email = r_email and {LAST_AGREES}"),
+        ("same email, other last name", "l_email = r_email"),
+        (f"same phone, {LAST_NAME_AGREES}", f"l_phone = r_phone and {LAST_AGREES}"),
+        ("same phone, other last name", "l_phone = r_phone"),
+        (f"same street, {LAST_NAME_AGREES}", f"{SAME_STREET} and {LAST_AGREES}"),
+        ("same street, other last name", SAME_STREET),
+        (
+            "similar street",
+            "jaro_winkler_similarity(l_address, r_address) >= 0.88"
+            " and (l_postcode = r_postcode or l_postcode is null or r_postcode is null)",
+        ),
+        # a typo, not another number: addresses are built from names, and anna.schmidt2 is another Anna Schmidt
+        (
+            "email one edit",
+            "damerau_levenshtein(l_email, r_email) <= 1"
+            " and regexp_replace(l_email, '[^0-9]', '', 'g') = regexp_replace(r_email, '[^0-9]', '', 'g')",
+        ),
+        ("same postcode", "l_postcode = r_postcode"),
+        ("same city", "l_city = r_city or jaro_winkler_similarity(l_city, r_city) >= 0.9"),
+    ],
+}
+# Counted inside another comparison for the pair (level -1 here): the last name at a shared home.
+COUNTED_ELSEWHERE = {"last_name": f"{SAME_STREET} or l_phone = r_phone or l_email = r_email"}
+# the columns that make a comparison missing when null on either side
+PRESENCE = {
+    "first_name": ("first",),
+    "last_name": ("last",),
+    "birth_date": ("birth",),
+    "contact": ("address", "postcode", "city", "phone", "email"),  # missing only when all are
+}
+# Exact agreement on these is adjusted by the value's frequency (Splink's term-frequency adjustment).
+TERM_FREQUENCY = {"first_name": "first_name_key", "last_name": "last_name_key"}
+
+# Starting m-probabilities for EM (and the values kept when there are too few pairs): level 0 (different)
+# first, then the levels above in order. Mass on agreement; EM moves it.
+PRIOR_M = {
+    "first_name": [0.04, 0.75, 0.03, 0.01, 0.10, 0.04, 0.03],
+    "last_name": [0.04, 0.82, 0.08, 0.04, 0.02],
+    "birth_date": [0.02, 0.85, 0.08, 0.03, 0.02],
+    "contact": [0.05, 0.35, 0.02, 0.20, 0.01, 0.05, 0.01, 0.15, 0.01, 0.05, 0.02, 0.04, 0.04],
+}
+LEVELS = {name: len(levels) + 1 for name, levels in COMPARISONS.items()}
+MIN_PAIRS_FOR_EM = 50
+U_SAMPLE_PAIRS = 1_000_000
+U_PSEUDO_PAIRS = 1000
+SEED = 20260331
+
+PEOPLE_SQL = """
+select
+    (row_number() over (order by p.node_id) - 1)::integer as person_index,
+    p.node_id, p.first_name_key, p.first_name_canonical, p.last_name_key, p.birth_date,
+    year(p.birth_date) as birth_year, p.address_key, p.postcode, p.city_key, p.email, p.phone_e164,
+    left(p.first_name_key, 1) as first_initial, left(p.last_name_key, 1) as last_initial,
+    first_code.phonetic as first_phonetic, last_code.phonetic as last_phonetic,
+    case when first_code.phonetic is not null and last_code.phonetic is not null
+         then least(first_code.phonetic, last_code.phonetic) || '|' || greatest(first_code.phonetic, last_code.phonetic)
+    end as names
+from ({people}) as p
+left join tp_name_codes as first_code on p.first_name_key = first_code.name_key
+left join tp_name_codes as last_code on p.last_name_key = last_code.name_key
+"""
+
+ALIGNED_SQL = """
+select
+    pairs.*,
+    l.first_name_key as l_first, l.first_name_canonical as l_first_canonical, l.last_name_key as l_last,
+    -- first and last name written the wrong way round are compared aligned
+    case when swapped then r.last_name_key else r.first_name_key end as r_first,
+    case when swapped then r.last_name_key else r.first_name_canonical end as r_first_canonical,
+    case when swapped then r.first_name_key else r.last_name_key end as r_last,
+    l.birth_date as l_birth, r.birth_date as r_birth,
+    l.address_key as l_address, r.address_key as r_address,
+    l.postcode as l_postcode, r.postcode as r_postcode,
+    l.city_key as l_city, r.city_key as r_city,
+    l.email as l_email, r.email as r_email,
+    l.phone_e164 as l_phone, r.phone_e164 as r_phone
+from (
+    select pairs.*,
+        -- swapped when the names agree clearly better crosswise than straight (typos in them allowed)
+        coalesce(jaro_winkler_similarity(l.first_name_key, r.last_name_key), 0)
+            + coalesce(jaro_winkler_similarity(l.last_name_key, r.first_name_key), 0)
+            > coalesce(jaro_winkler_similarity(l.first_name_key, r.first_name_key), 0)
+            + coalesce(jaro_winkler_similarity(l.last_name_key, r.last_name_key), 0) + 0.2 as swapped
     from {pairs} as pairs
     join tp_pairs_people as l on pairs.left_index = l.person_index
     join tp_pairs_people as r on pairs.right_index = r.person_index
-)
-select
-    * exclude (l_first, l_last, r_first, r_last, l_first_canonical, r_first_canonical, l_birth, r_birth,
-               l_address, r_address, l_postcode, r_postcode,
-               l_city, r_city, l_email, r_email, l_phone, r_phone),
-    case when l_first is null or r_first is null then -1 when l_first = r_first then 3
-         when jaro_winkler_similarity(l_first, r_first) >= 0.92
-              or l_first_canonical = r_first_canonical then 2
-         when jaro_winkler_similarity(l_first, r_first) >= 0.88 then 1 else 0 end as first_name,
-    case when l_last is null or r_last is null then -1 when l_last = r_last then 3
-         when jaro_winkler_similarity(l_last, r_last) >= 0.92 then 2
-         when jaro_winkler_similarity(l_last, r_last) >= 0.88 then 1 else 0 end as last_name,
-    case when l_birth is null or r_birth is null then -1 when l_birth = r_birth then 2
-         when damerau_levenshtein(strftime(l_birth, '%Y%m%d'), strftime(r_birth, '%Y%m%d')) <= 1
-              or (year(l_birth) = year(r_birth) and month(l_birth) = day(r_birth)
-                  and day(l_birth) = month(r_birth)) then 1
-         else 0 end as birth_date,
-    case when coalesce(l_address, l_postcode, l_city) is null
-              or coalesce(r_address, r_postcode, r_city) is null
-              then -1
-         when l_address = r_address and (l_postcode = r_postcode or l_postcode is null or r_postcode is null)
-              then 4
-         when jaro_winkler_similarity(l_address, r_address) >= 0.88
-              and (l_postcode = r_postcode or l_postcode is null or r_postcode is null) then 3
-         when l_postcode = r_postcode then 2
-         when l_city = r_city or jaro_winkler_similarity(l_city, r_city) >= 0.9 then 1
-         else 0 end as location,
-    case when l_email is null or r_email is null then -1 when l_email = r_email then 1 else 0 end as email,
-    case when l_phone is null or r_phone is null then -1 when l_phone = r_phone then 1 else 0 end as phone,
-    -- guardrail, not evidence: first names that cannot be one person's (short forms and swaps allowed)
-    coalesce(l_first is not null and r_first is not null and l_first_canonical <> r_first_canonical
-        and jaro_winkler_similarity(l_first, r_first) < 0.7
-        and jaro_winkler_similarity(l_first_canonical, r_first_canonical) < 0.7, false)
-        as is_first_name_conflict
-from aligned
+) as pairs
+join tp_pairs_people as l on pairs.left_index = l.person_index
+join tp_pairs_people as r on pairs.right_index = r.person_index
 """
 
-# Starting m-probabilities (and the values used when there are too few pairs for EM): mass on agreement.
-PRIOR_M = {
-    "first_name": [0.03, 0.04, 0.08, 0.85],
-    "last_name": [0.03, 0.04, 0.08, 0.85],
-    "birth_date": [0.02, 0.08, 0.90],
-    "location": [0.05, 0.05, 0.10, 0.10, 0.70],
-    "email": [0.30, 0.70],
-    "phone": [0.30, 0.70],
-}
-# EM sessions as in Splink: each blocks on some fields and estimates m only for the others, since pairs that
-# agree on the blocked fields by construction say nothing about how often matches agree on them. Every
-# comparison is estimated in at least one session, and every session's blocks stay small as the population
-# grows (birth date alone, or first + last name alone, would give tens of millions of pairs at 1M customers).
-TRAINING_SESSIONS = [
-    ("l.birth_date = r.birth_date and l.first_name_key = r.first_name_key", {"birth_date", "first_name"}),
-    ("l.birth_date = r.birth_date and l.last_name_key = r.last_name_key", {"birth_date", "last_name"}),
-    (
-        "l.first_name_key = r.first_name_key and l.last_name_key = r.last_name_key and l.city_key = r.city_key",
-        {"first_name", "last_name", "location"},
-    ),
-]
-MIN_PAIRS_FOR_EM = 50
-U_SAMPLE_PAIRS = 300_000
-SEED = 20260331
+
+def level_sql(name: str) -> str:
+    """The CASE giving comparison `name`'s level for an aligned pair."""
+    sides = PRESENCE[name]
+    left = ", ".join("l_" + side for side in sides)
+    right = ", ".join("r_" + side for side in sides)
+    missing = f"coalesce({left}) is null or coalesce({right}) is null"
+    if name in COUNTED_ELSEWHERE:
+        missing += f" or coalesce({COUNTED_ELSEWHERE[name]}, false)"
+    whens = "".join(f" when {condition} then {level}" for level, (_, condition) in enumerate(COMPARISONS[name], 1))
+    return f"(case when {missing} then -1{whens} else 0 end)::tinyint as {name}"
 
 
-def candidate_pairs_sql(rules: list[str]) -> str:
-    """Distinct pairs (left before right) agreeing on any rule, with the first rule that found them."""
-    selects = [
-        f"select l.person_index as left_index, r.person_index as right_index, {number} as blocking_rule "
-        f"from tp_pairs_people as l join tp_pairs_people as r on {rule} and l.person_index < r.person_index"
-        for number, rule in enumerate(rules, start=1)
-    ]
+def comparison_sql(pairs: str) -> str:
+    """Every pair of `pairs` (left_index, right_index, ...) with its level per comparison."""
+    levels = ",\n    ".join(level_sql(name) for name in COMPARISONS)
+    return (
+        f"select left_index, right_index, * exclude (left_index, right_index, swapped), {levels}\n"
+        f"from ({ALIGNED_SQL.format(pairs=pairs)})"
+    )
+
+
+def blocked_pairs_sql(rule_number: int, keys: tuple[str, ...], cap: int) -> str:
+    """Pairs (left before right) sharing rule `rule_number`'s key, in blocks of at most `cap` records."""
+    present = " and ".join(f"{key} is not null" for key in keys)
+    key = " || '|' || ".join(f"cast({key} as varchar)" for key in keys)
+    return f"""
+        select l.person_index as left_index, r.person_index as right_index, {rule_number} as blocking_rule
+        from (
+            select person_index, block_key from (
+                select person_index, {key} as block_key, count(*) over (partition by {key}) as block_size
+                from tp_pairs_people where {present}
+            ) where block_size between 2 and {cap}
+        ) as l
+        join (
+            select person_index, {key} as block_key from tp_pairs_people where {present}
+        ) as r on l.block_key = r.block_key and l.person_index < r.person_index"""
+
+
+def candidate_pairs_sql(rule_numbers: list[int]) -> str:
+    """Distinct pairs agreeing on any of the rules (1-based numbers into BLOCKING_RULES), with the first rule."""
+    selects = [blocked_pairs_sql(number, *BLOCKING_RULES[number - 1][1:]) for number in rule_numbers]
     return (
         "select left_index, right_index, min(blocking_rule) as blocking_rule from ("
         + " union all ".join(selects)
@@ -167,29 +253,39 @@ def random_pairs(n: int) -> pd.DataFrame:
     left = rng.integers(0, n, size)
     right = rng.integers(0, n, size)
     keep = left != right
-    return pd.DataFrame({"left_index": left[keep], "right_index": right[keep]})
+    low, high = np.minimum(left[keep], right[keep]), np.maximum(left[keep], right[keep])
+    return pd.DataFrame({"left_index": low, "right_index": high})
 
 
 def counted_patterns(session, compared: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The distinct comparison vectors in `compared` (a table or query with the LEVELS columns) and how many
-    pairs have each."""
-    levels = ", ".join(LEVELS)
+    """The distinct comparison vectors in `compared` (a table or query with the COMPARISONS columns) and how
+    many pairs have each."""
+    levels = ", ".join(COMPARISONS)
     rows = session.execute(f"select {levels}, count(*) as pairs from {compared} group by all order by all").fetchnumpy()
-    return {name: rows[name].astype(np.int64) for name in LEVELS}, rows["pairs"].astype(float)
+    return {name: rows[name].astype(np.int64) for name in COMPARISONS}, rows["pairs"].astype(float)
 
 
 def patterns(session, pairs: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """counted_patterns of `pairs` (a table or subquery of left_index, right_index) once compared."""
-    return counted_patterns(session, f"({COMPARISON_SQL.format(pairs=pairs)})")
+    return counted_patterns(session, f"({comparison_sql(pairs)})")
+
+
+def prior_u(levels: int) -> np.ndarray:
+    """What two random records look like before any are counted: they differ; any agreement level is rare."""
+    chance = np.full(levels, 0.01 / (levels - 1))
+    chance[0] = 0.99
+    return chance
 
 
 def estimate_u(matrix: dict[str, np.ndarray], counts: np.ndarray) -> dict[str, np.ndarray]:
-    """Level frequencies among random pairs, with add-one smoothing so no level has u = 0."""
+    """Level frequencies among random pairs, smoothed towards prior_u by U_PSEUDO_PAIRS: negligible with a full
+    sample, but a handful of records (a new warehouse, a test) still gets sensible weights, and no level u = 0."""
     u = {}
     for name, levels in LEVELS.items():
         observed = matrix[name] >= 0
-        frequency = np.bincount(matrix[name][observed], weights=counts[observed], minlength=levels)
-        u[name] = (frequency[:levels] + 1.0) / (frequency[:levels] + 1.0).sum()
+        frequency = np.bincount(matrix[name][observed], weights=counts[observed], minlength=levels)[:levels]
+        smoothed = frequency + U_PSEUDO_PAIRS * prior_u(levels)
+        u[name] = smoothed / smoothed.sum()
     return u
 
 
@@ -201,7 +297,7 @@ def expectation_maximisation(
     max_iterations: int = 100,
 ):
     """m-probabilities of the comparisons not in `fixed`, u held fixed, over patterns weighted by their pair
-    counts; same input, same output. Returns None when there are too few pairs to learn from."""
+    counts; same input, same output. Returns (None, 0) when there are too few pairs to learn from."""
     free = [name for name in LEVELS if name not in fixed]
     m = {name: np.array(PRIOR_M[name], dtype=float) for name in free}
     if counts.sum() < MIN_PAIRS_FOR_EM:
@@ -239,83 +335,132 @@ def candidate_match_rate(matrix: dict[str, np.ndarray], counts: np.ndarray, m, u
     return rate
 
 
-def match_weights(matrix, m, u, rate) -> np.ndarray:
-    """log2 Bayes factor of each comparison vector plus the prior log-odds of a match."""
-    size = len(next(iter(matrix.values())))
-    weights = np.full(size, np.log2(rate / (1 - rate)))
+def field_weights(matrix, m, u) -> dict[str, np.ndarray]:
+    """log2 Bayes factor of each comparison's level, per comparison vector (0 where the value is missing)."""
+    weights = {}
     for name in matrix:
         levels = matrix[name]
         factor = np.log2(m[name] / u[name])
-        observed = levels >= 0
-        weights[observed] += factor[levels[observed]]
+        weights[name] = np.where(levels >= 0, factor[np.maximum(levels, 0)], 0.0)
     return weights
 
 
-def model(dbt, session):
-    dbt.config(materialized="table")
-    people = dbt.ref("int_person_records_unioned")
-    # person_index follows node_id order, so `left_index < right_index` is `left_node < right_node`
-    session.execute(
-        "create or replace temp table tp_pairs_people as select "
-        f"(row_number() over (order by node_id) - 1)::integer as person_index, * from ({people.sql_query()})"
-    )
-    n = session.execute("select count(*) from tp_pairs_people").fetchone()[0]
-    levels = ", ".join(f"{name}::tinyint as {name}" for name in LEVELS)
-    session.execute(
-        f"create or replace temp table tp_pairs_compared as select left_index, right_index, blocking_rule, "
-        f"{levels}, is_first_name_conflict "
-        f"from ({COMPARISON_SQL.format(pairs='(' + candidate_pairs_sql(BLOCKING_RULES) + ')')})"
-    )
-    session.register("tp_pairs_random", random_pairs(n))
+def match_weights(matrix, m, u, rate) -> np.ndarray:
+    """log2 Bayes factor of each comparison vector plus the prior log-odds of a match."""
+    size = len(next(iter(matrix.values())))
+    return np.log2(rate / (1 - rate)) + sum(field_weights(matrix, m, u).values(), np.zeros(size))
+
+
+def name_codes(session, people: str) -> pd.DataFrame:
+    """NYSIIS code of every distinct first and last name key (a few thousand values, not one per record)."""
+    keys = session.execute(
+        f"select distinct name_key from (select first_name_key as name_key from ({people}) "
+        f"union select last_name_key from ({people})) where name_key is not null order by 1"
+    ).fetchnumpy()["name_key"]
+    codes = [jellyfish.nysiis(key) or None for key in keys]
+    # a code of one or two letters (short or non-Latin names) is too coarse: the key itself stands in
+    codes = [code if code and len(code) > 2 else key for key, code in zip(keys, codes, strict=True)]
+    return pd.DataFrame({"name_key": pd.Series(keys, dtype=object), "phonetic": pd.Series(codes, dtype=object)})
+
+
+def temp_table(session, name: str, frame: pd.DataFrame) -> None:
+    session.register(f"{name}_frame", frame)
     try:
-        u = estimate_u(*patterns(session, "tp_pairs_random"))
+        session.execute(f"create or replace temp table {name} as select * from {name}_frame")
     finally:
-        session.unregister("tp_pairs_random")
-    estimates = {name: [] for name in LEVELS}
+        session.unregister(f"{name}_frame")
+
+
+def train(session, n: int) -> tuple[dict, dict, int]:
+    """u from random pairs, m by EM over the training sessions (averaged where several estimate a comparison)."""
+    temp_table(session, "tp_pairs_random", random_pairs(n))
+    u = estimate_u(*patterns(session, "tp_pairs_random"))
+    estimates = {name: [] for name in COMPARISONS}
     iterations = 0
+    rule_number = {rule[0]: number for number, rule in enumerate(BLOCKING_RULES, start=1)}
     for rule, fixed in TRAINING_SESSIONS:
         session_m, session_iterations = expectation_maximisation(
-            *patterns(session, f"({candidate_pairs_sql([rule])})"), u, fixed
+            *patterns(session, f"({candidate_pairs_sql([rule_number[rule]])})"), u, fixed
         )
         iterations = max(iterations, session_iterations)
         for name, values in (session_m or {}).items():
             estimates[name].append(values)
-
     m = {
         name: np.mean(found, axis=0) if found else np.array(PRIOR_M[name], dtype=float)
         for name, found in estimates.items()
     }
+    return m, u, iterations
+
+
+def term_frequency_sql(name: str, column: str, u_exact: float) -> str:
+    """Per-value weight adjustment for exact agreement: log2(u of the exact level / the value's frequency)."""
+    return (
+        f"select {column} as value, log2({u_exact!r} / (count(*) / sum(count(*)) over ())) as adjustment "
+        f"from tp_pairs_people where {column} is not null group by 1"
+    )
+
+
+def model(dbt, session):
+    dbt.config(materialized="table")
+    people = dbt.ref("int_person_records_unioned").sql_query()
+    temp_table(session, "tp_name_codes", name_codes(session, people))
+    # person_index follows node_id order, so `left_index < right_index` is `left_node < right_node`
+    session.execute(f"create or replace temp table tp_pairs_people as {PEOPLE_SQL.format(people=people)}")
+    n = session.execute("select count(*) from tp_pairs_people").fetchone()[0]
+    session.execute(
+        "create or replace temp table tp_pairs_compared as "
+        + comparison_sql(f"({candidate_pairs_sql(list(range(1, len(BLOCKING_RULES) + 1)))})")
+    )
+    m, u, iterations = train(session, n)
     matrix, counts = counted_patterns(session, "tp_pairs_compared")
     rate = candidate_match_rate(matrix, counts, m, u)
     # Score with the prior of two random records matching (Splink's probability_two_random_records_match):
-    # the matches expected among the candidates spread over all pairs. The in-candidate rate would overstate
-    # the prior of every pair that only agrees on its blocked fields.
+    # the matches expected among the candidates spread over all pairs.
     all_pairs = max(n * (n - 1) // 2, 1)
     prior = float(np.clip(rate * counts.sum() / all_pairs, 1e-9, 0.5))
-    weights = match_weights(matrix, m, u, prior) if len(counts) else np.array([])
-    session.register(
-        "tp_pairs_pattern_scores",
-        pd.DataFrame({**matrix, "match_weight": weights, "match_probability": 1.0 / (1.0 + np.power(2.0, -weights))}),
+    weights = field_weights(matrix, m, u)
+    temp_table(
+        session,
+        "tp_pairs_pattern_weights",
+        pd.DataFrame({**matrix, **{f"{name}_weight": weights[name] for name in COMPARISONS}}),
     )
-    session.execute("create or replace temp table tp_pairs_scores as select * from tp_pairs_pattern_scores")
-    session.unregister("tp_pairs_pattern_scores")
-    # The scores are a function of the comparison vector: joined back by it, so the pairs stay in DuckDB.
+    for name, column in TERM_FREQUENCY.items():
+        temp_table(session, f"tp_tf_{name}", session.execute(term_frequency_sql(name, column, float(u[name][1]))).df())
+    return score_pairs(session, iterations, rate, prior)
+
+
+def score_pairs(session, iterations: int, rate: float, prior: float):
+    """Every candidate pair with its levels, per-field weights (term frequency included) and probability."""
+    tf_joins = "".join(
+        f" left join tp_tf_{name} as tf_{name} on pairs.{name} = 1 and l.{column} = tf_{name}.value"
+        for name, column in TERM_FREQUENCY.items()
+    )
+    field_weight = {name: f"weights.{name}_weight" for name in COMPARISONS}
+    for name in TERM_FREQUENCY:
+        field_weight[name] = f"(weights.{name}_weight + coalesce(tf_{name}.adjustment, 0))"
+    total = " + ".join(field_weight.values())
+    prior_weight = float(np.log2(prior / (1 - prior)))
     return session.sql(f"""
+        with scored as (
+            select
+                l.node_id as left_node,
+                r.node_id as right_node,
+                pairs.blocking_rule,
+                {", ".join(f"pairs.{name}::integer as {name}" for name in COMPARISONS)},
+                {", ".join(f"{expression} as {name}_weight" for name, expression in field_weight.items())},
+                {prior_weight!r}::double + {total} as match_weight
+            from tp_pairs_compared as pairs
+            join tp_pairs_pattern_weights as weights using ({", ".join(COMPARISONS)})
+            join tp_pairs_people as l on pairs.left_index = l.person_index
+            join tp_pairs_people as r on pairs.right_index = r.person_index
+            {tf_joins}
+        )
         select
-            l.node_id as left_node,
-            r.node_id as right_node,
-            pairs.blocking_rule,
-            {", ".join(f"pairs.{name}::integer as {name}" for name in LEVELS)},
-            scores.match_weight,
-            scores.match_probability,
-            pairs.birth_date = 0 as is_birth_date_conflict,
-            pairs.is_first_name_conflict,
+            *,
+            1.0 / (1.0 + pow(2.0, -match_weight)) as match_probability,
             {iterations}::bigint as em_iterations,
             {rate!r}::double as em_match_rate,
             {prior!r}::double as prior_match_probability
-        from tp_pairs_compared as pairs
-        join tp_pairs_scores as scores using ({", ".join(LEVELS)})
-        join tp_pairs_people as l on pairs.left_index = l.person_index
-        join tp_pairs_people as r on pairs.right_index = r.person_index
+        from scored
         order by left_node, right_node
     """)
