@@ -84,10 +84,11 @@ def test_u_counts_every_pair_of_a_pattern():
     patterns = {name: np.array([0, levels - 1]) for name, levels in scoring.LEVELS.items()}
     u = scoring.estimate_u(patterns, np.array([99.0, 1.0]))
     for name, levels in scoring.LEVELS.items():
-        expected = np.ones(levels)
+        expected = scoring.U_PSEUDO_PAIRS * scoring.prior_u(levels)
         expected[0] += 99
         expected[-1] += 1
         np.testing.assert_allclose(u[name], expected / expected.sum())
+        assert (u[name] > 0).all()
 
 
 def test_too_few_pairs_leave_the_priors():

@@ -32,9 +32,21 @@ record_counts as (
 
 edge_ends as (
 
-    select left_person_id as person_id, * exclude (left_person_id) from graph where match_rule <> 'self'
+    select
+        left_person_id as person_id,
+        is_linked,
+        match_rule,
+        match_probability
+    from graph
+    where match_rule <> 'self'
+
     union all
-    select right_person_id as person_id, * exclude (right_person_id)
+
+    select
+        right_person_id as person_id,
+        is_linked,
+        match_rule,
+        match_probability
     from graph
     where match_rule <> 'self' and right_person_id <> left_person_id
 
@@ -60,7 +72,7 @@ report as (
     select
         record_counts.person_id,
         row_number() over (
-            order by record_counts.person_records desc, record_counts.records desc, record_counts.person_id
+            order by record_counts.person_records desc, record_counts.records desc, record_counts.person_id asc
         ) as size_rank,
         record_counts.person_records,
         record_counts.crm_contacts,

@@ -40,8 +40,8 @@ BLOCKING_RULES = [
     ("names_city", ("names", "city_key"), 100),
     ("last_name_postcode", ("last_phonetic", "postcode"), 100),
     ("first_name_postcode", ("first_phonetic", "postcode"), 100),
-    ("last_name_city", ("last_phonetic", "city_key"), 100),
-    ("first_name_city", ("first_phonetic", "city_key"), 100),
+    ("last_name_city", ("last_phonetic", "city_key"), 25),
+    ("first_name_city", ("first_phonetic", "city_key"), 25),
     ("initials_postcode", ("first_initial", "last_initial", "postcode"), 50),
     ("birth_date_first_initial", ("birth_date", "first_initial"), 50),
     ("birth_date_last_initial", ("birth_date", "last_initial"), 50),
@@ -115,12 +115,6 @@ COMPARISONS = {
             "jaro_winkler_similarity(l_address, r_address) >= 0.88"
             " and (l_postcode = r_postcode or l_postcode is null or r_postcode is null)",
         ),
-        # a typo, not another number: addresses are built from names, and anna.schmidt2 is another Anna Schmidt
-        (
-            "email one edit",
-            "damerau_levenshtein(l_email, r_email) <= 1"
-            " and regexp_replace(l_email, '[^0-9]', '', 'g') = regexp_replace(r_email, '[^0-9]', '', 'g')",
-        ),
         ("same postcode", "l_postcode = r_postcode"),
         ("same city", "l_city = r_city or jaro_winkler_similarity(l_city, r_city) >= 0.9"),
     ],
@@ -134,7 +128,9 @@ PRESENCE = {
     "birth_date": ("birth",),
     "contact": ("address", "postcode", "city", "phone", "email"),  # missing only when all are
 }
-# Exact agreement on these is adjusted by the value's frequency (Splink's term-frequency adjustment).
+# Exact agreement on these is adjusted by the value's frequency (Splink's term-frequency adjustment). A name's
+# frequency is counted over both name fields: after a first/last swap is aligned, the agreeing value may be a
+# surname standing in the first-name field, and its frequency there alone would make it look rare.
 TERM_FREQUENCY = {"first_name": "first_name_key", "last_name": "last_name_key"}
 
 # Starting m-probabilities for EM (and the values kept when there are too few pairs): level 0 (different)
@@ -143,7 +139,7 @@ PRIOR_M = {
     "first_name": [0.04, 0.75, 0.03, 0.01, 0.10, 0.04, 0.03],
     "last_name": [0.04, 0.82, 0.08, 0.04, 0.02],
     "birth_date": [0.02, 0.85, 0.08, 0.03, 0.02],
-    "contact": [0.05, 0.35, 0.02, 0.20, 0.01, 0.05, 0.01, 0.15, 0.01, 0.05, 0.02, 0.04, 0.04],
+    "contact": [0.05, 0.35, 0.02, 0.20, 0.01, 0.05, 0.01, 0.15, 0.01, 0.05, 0.04, 0.06],
 }
 LEVELS = {name: len(levels) + 1 for name, levels in COMPARISONS.items()}
 MIN_PAIRS_FOR_EM = 50
@@ -392,11 +388,13 @@ def train(session, n: int) -> tuple[dict, dict, int]:
     return m, u, iterations
 
 
-def term_frequency_sql(name: str, column: str, u_exact: float) -> str:
-    """Per-value weight adjustment for exact agreement: log2(u of the exact level / the value's frequency)."""
+def term_frequency_sql(u_exact: float, records: int) -> str:
+    """Per-value weight adjustment for exact agreement: log2(u of the exact level / the share of records that
+    carry the value in either name field)."""
+    names = " union all ".join(f"select {column} as value from tp_pairs_people" for column in TERM_FREQUENCY.values())
     return (
-        f"select {column} as value, log2({u_exact!r} / (count(*) / sum(count(*)) over ())) as adjustment "
-        f"from tp_pairs_people where {column} is not null group by 1"
+        f"select value, log2({u_exact!r} / (count(*) / {records}::double)) as adjustment "
+        f"from ({names}) where value is not null group by 1"
     )
 
 
@@ -424,8 +422,8 @@ def model(dbt, session):
         "tp_pairs_pattern_weights",
         pd.DataFrame({**matrix, **{f"{name}_weight": weights[name] for name in COMPARISONS}}),
     )
-    for name, column in TERM_FREQUENCY.items():
-        temp_table(session, f"tp_tf_{name}", session.execute(term_frequency_sql(name, column, float(u[name][1]))).df())
+    for name in TERM_FREQUENCY:
+        temp_table(session, f"tp_tf_{name}", session.execute(term_frequency_sql(float(u[name][1]), n)).df())
     return score_pairs(session, iterations, rate, prior)
 
 
