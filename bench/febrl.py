@@ -30,12 +30,13 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections import Counter
-from math import comb
 from pathlib import Path
 
 import duckdb
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from identity import dbt, pair_scores  # noqa: E402 (bench scripts import each other from this folder)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -113,18 +114,6 @@ def write_extracts(dataset: str, out: Path) -> pd.DataFrame:
     return pd.concat(truth, ignore_index=True)
 
 
-def pair_scores(predicted: pd.Series, true: pd.Series) -> dict[str, float]:
-    """Pairwise precision, recall and F1 of two clusterings of the same records."""
-    both = Counter(zip(predicted, true, strict=True))
-    tp = sum(comb(n, 2) for n in both.values())
-    pp = sum(comb(n, 2) for n in Counter(predicted).values())
-    tt = sum(comb(n, 2) for n in Counter(true).values())
-    precision = tp / pp if pp else 1.0
-    recall = tp / tt if tt else 1.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"records": len(predicted), "true_pairs": tt, "precision": precision, "recall": recall, "f1": f1}
-
-
 def true_pairs(truth: pd.DataFrame) -> set[tuple[str, str]]:
     nodes = truth.assign(node=truth["source_entity"].map({"crm_contacts": "crm:", "shop_customers": "customer:"})
                          + truth["source_record_id"])
@@ -168,10 +157,7 @@ def run_pipeline(extracts: Path, home: Path, identity_only: bool) -> float:
 
 def load_and_build_identity(extracts: Path, home: Path) -> None:
     """Extract, load and dbt staging + identity only: the fast loop for tuning the identity stage."""
-    sys.path.insert(0, str(ROOT / "bench"))
     from datetime import date
-
-    from identity import dbt
 
     from touchpoint.config import RunContext
     from touchpoint.ingest import SOURCES, extract_source, load_pending

@@ -167,3 +167,29 @@ def test_overrides_split_and_join_as_asked(cases, tmp_path, monkeypatch):
         )
     )
     assert evidence == {"always_link": None, "never_link": "never_link: customer service: two people"}
+
+
+def test_explain_shows_each_fields_contribution(cases):
+    from touchpoint.identity_explain import NotFound, explain
+
+    db, _ = cases
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        brenner = explain(con, "crm_contacts:X-brenner")
+        assert {(r["source_entity"], r["source_record_id"]) for r in brenner.records} >= {
+            ("crm_contacts", "X-brenner"),
+            ("shop_customers", "X-brenner"),
+        }
+        link = next(link for link in brenner.links if link.rule == "probabilistic")
+        fields = {field.comparison: field for field in link.fields}
+        assert fields["birth_date"].level == "one keystroke or day/month swapped" and fields["birth_date"].weight > 0
+        assert fields["first_name"].level == "exact"
+        total = link.prior_weight + sum(field.weight for field in link.fields)
+        assert link.probability == pytest.approx(1 / (1 + 2**-total))
+        # Peter's records: the shared landline was considered and not used, with the reason
+        peter = explain(con, "crm_contacts:X-peter")
+        assert any(not link.is_linked and link.blocked_rule.startswith("owners_differ") for link in peter.kept_apart)
+        with pytest.raises(NotFound):
+            explain(con, "crm_contacts:nobody")
+    finally:
+        con.close()
