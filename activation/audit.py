@@ -50,7 +50,8 @@ SYNC_REJECTIONS_SCHEMA = pa.schema(
         ("run_id", pa.string()),
         ("attempt_id", pa.string()),
         ("record_key", pa.string()),
-        ("reason", pa.string()),  # missing_consent | invalid_email | missing_key | destination_refused
+        # missing_consent | invalid_email | missing_key | destination_refused | text_cleaned (sent, cleaned)
+        ("reason", pa.string()),
         ("detail", pa.string()),
         ("rejected_at", pa.timestamp("us")),
     ]

@@ -19,7 +19,9 @@ destination:
 batch_size: 5000                      # optional
 ```
 
-Sources may only read the published `marts` and `ml` schemas; the query runs on a read-only connection.
+Definitions are untrusted input (ARCHITECTURE.md rule 9): sources may only read the published `marts`, `ml`
+and `identity` schemas (checked with a SQL parser here, and the query runs on the sandboxed analyst connection),
+a filter must be one boolean expression (see `sql_guard`), and HTTP paths must stay under the connection's base.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import yaml
 
+from touchpoint.activation.sql_guard import READABLE_SCHEMAS, SqlRefused, check_filter, check_source_sql
+
 DEFAULT_SYNCS_DIR = Path(__file__).resolve().parent / "syncs"
 DESTINATION_TYPES = ("file", "postgres", "http")
-READABLE_SCHEMAS = ("marts", "ml")
 DESTINATION_OPTIONS = {
     "file": ("formats",),
     "postgres": ("schema", "table"),
@@ -116,11 +120,28 @@ def _source_sql(raw: Any, where: str) -> str:
             )
         return f"select * from {match.group(1)}.{match.group(2)}"
     sql = value.strip().rstrip(";").strip()
-    if ";" in sql:
-        raise _fail(where, "source.sql must be a single query (no ';')")
-    if not re.match(r"^(select|with)\b", sql, re.IGNORECASE):
-        raise _fail(where, "source.sql must be a select (or with ... select) query")
-    return sql
+    try:
+        return check_source_sql(sql)
+    except SqlRefused as error:
+        raise _fail(where, str(error)) from error
+
+
+def relative_api_path(value: Any) -> str:
+    """An HTTP path relative to the connection's base URL, or ValueError.
+
+    Why: the bearer token goes with every request, so a path must never name another host (`https://...`,
+    `//host/...`) nor climb out of the base path (`..`, also percent-encoded).
+    """
+    if not isinstance(value, str) or not value.strip("/"):
+        raise ValueError(f"must be a non-empty relative path, got {value!r}")
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or value.startswith("//") or ":" in value.split("/")[0]:
+        raise ValueError(f"must be relative to the connection's base URL, got {value!r}")
+    if any(ch in value for ch in "\\#") or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ValueError(f"must not contain backslashes, fragments or control characters, got {value!r}")
+    if any(segment in (".", "..") for segment in unquote(parts.path).split("/")):
+        raise ValueError(f"must not contain '.' or '..' segments, got {value!r}")
+    return value.strip("/")
 
 
 def _destination(raw: Any, where: str) -> DestinationSpec:
@@ -147,6 +168,13 @@ def _destination(raw: Any, where: str) -> DestinationSpec:
             f"unknown {kind} destination options {sorted(unknown)} "
             f"(allowed: {list(DESTINATION_OPTIONS[kind])})",
         )
+    if kind == "http":
+        for option in ("upsert_path", "delete_path"):
+            if option in options:
+                try:
+                    options[option] = relative_api_path(options[option])
+                except ValueError as error:
+                    raise _fail(where, f"destination.{option} {error}") from error
     if kind == "postgres":
         _identifier(options.get("table"), where, "destination.table")
         _identifier(options.get("schema", "public"), where, "destination.schema")
@@ -192,10 +220,13 @@ def parse_sync_definition(raw: Any, where: str = "<sync>", path: Path | None = N
     if email_field is not None and email_field not in fields:
         raise _fail(where, f"email_field {email_field!r} must be one of the fields")
     row_filter = raw.get("filter")
-    if row_filter is not None and (
-        not isinstance(row_filter, str) or ";" in row_filter or not row_filter.strip()
-    ):
-        raise _fail(where, "filter must be a SQL predicate without ';'")
+    if row_filter is not None:
+        if not isinstance(row_filter, str) or not row_filter.strip():
+            raise _fail(where, "filter must be a non-empty SQL boolean expression")
+        try:
+            row_filter = check_filter(row_filter)
+        except SqlRefused as error:
+            raise _fail(where, str(error)) from error
     destination = _destination(raw["destination"], where)
     batch_size = raw.get("batch_size", DEFAULT_BATCH_SIZE[destination.type])
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -209,7 +240,7 @@ def parse_sync_definition(raw: Any, where: str = "<sync>", path: Path | None = N
         source_sql=_source_sql(raw["source"], where),
         primary_key=primary_key,
         fields=fields,
-        filter=row_filter.strip() if row_filter else None,
+        filter=row_filter,
         consent_purpose=consent,
         email_field=email_field,
         destination=destination,

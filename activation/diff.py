@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import duckdb
 
 from touchpoint.activation.definitions import SyncDefinition
+from touchpoint.activation.sql_guard import SqlRefused, check_filter, check_source_sql, filter_columns
+from touchpoint.shell import sandbox_refusal
 
 # Deliberately simple: one @, no spaces, a dot in the domain. Staging already validates emails; this is
 # the last line of defence before an address reaches a marketing tool.
@@ -52,7 +54,8 @@ def _quote(identifier: str) -> str:
 def source_query(sync: SyncDefinition) -> str:
     """The SQL run on the published warehouse: the sync's rows with key, hash and reject reason."""
     columns = ", ".join(_quote(f) for f in sync.fields)
-    where = f"where ({sync.filter})" if sync.filter else ""
+    # re-checked here too: a definition may be built without `parse_sync_definition` (tests, `replace`)
+    where = f"where ({check_filter(sync.filter)})" if sync.filter else ""
     hash_struct = ", ".join(f"'{f}': audience.{_quote(f)}" for f in sync.fields)
     key = f"audience.{_quote(sync.primary_key)}"
     reasons = [f"when {key} is null then 'missing_key'"]
@@ -96,13 +99,15 @@ from audience
 def load_candidates(
     con: duckdb.DuckDBPyConnection, published: duckdb.DuckDBPyConnection, sync: SyncDefinition
 ) -> None:
-    """Stream the sync's source rows from the published warehouse into temp table `candidates` of `con`."""
+    """Stream the sync's source rows from the published warehouse into temp table `candidates` of `con`.
+
+    `published` should be the sandboxed analyst connection (`touchpoint.shell.open_analyst_connection`).
+    """
+    check_sync_sql(published, sync)
     try:
         reader = published.sql(source_query(sync)).to_arrow_reader(100_000)
     except duckdb.Error as error:
-        raise SyncSourceError(
-            f"sync {sync.name!r}: its source query failed on the published warehouse: {error}"
-        ) from error
+        raise _source_failed(sync, error) from error
     con.register("source_stream", reader)
     try:
         con.execute("create or replace temp table candidates as select * from source_stream")
@@ -117,6 +122,38 @@ def load_candidates(
             f"sync {sync.name!r}: primary key {sync.primary_key!r} is not unique in the source, "
             f"e.g. {duplicates}"
         )
+
+
+def _source_failed(sync: SyncDefinition, error: duckdb.Error) -> SyncSourceError:
+    refusal = sandbox_refusal(error)
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if refusal is not None:  # one line naming the sync and the reason, not DuckDB's whole message
+        return SyncSourceError(f"sync {sync.name!r}: source query refused: {refusal} ({first_line})")
+    return SyncSourceError(f"sync {sync.name!r}: its source query failed on the published warehouse: {first_line}")
+
+
+def check_sync_sql(published: duckdb.DuckDBPyConnection, sync: SyncDefinition) -> None:
+    """SyncSourceError unless the source is one SELECT over published schemas and the filter only names its
+    columns. DuckDB's own parser is asked too: it is the one that runs the query, so the two cannot disagree
+    on how many statements there are."""
+    try:
+        check_source_sql(sync.source_sql)
+        if sync.filter:
+            check_filter(sync.filter)
+        statements = published.extract_statements(sync.source_sql)
+        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+            raise SqlRefused("source.sql must be exactly one SELECT query")
+    except (SqlRefused, duckdb.ParserException) as error:
+        raise SyncSourceError(f"sync {sync.name!r}: {str(error).splitlines()[0]}") from error
+    if not sync.filter:
+        return
+    try:
+        source = published.sql(f"select * from ({sync.source_sql}) as source_query limit 0").columns
+    except duckdb.Error as error:
+        raise _source_failed(sync, error) from error
+    unknown = sorted(filter_columns(check_filter(sync.filter)) - set(source))
+    if unknown:
+        raise SyncSourceError(f"sync {sync.name!r}: filter references columns not in its source: {unknown}")
 
 
 def build_plan(con: duckdb.DuckDBPyConnection, sync: SyncDefinition, sample_size: int = 5) -> SyncPlan:

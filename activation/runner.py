@@ -28,7 +28,11 @@ import pyarrow as pa
 from touchpoint.activation import audit
 from touchpoint.activation.connections import ConnectionNotConfiguredError, get_connection
 from touchpoint.activation.definitions import SyncDefinition
-from touchpoint.activation.destinations import BatchDestination, SnapshotDestination
+from touchpoint.activation.destinations import (
+    BatchDestination,
+    SnapshotDestination,
+    strip_control_characters,
+)
 from touchpoint.activation.destinations.files import FileDestination
 from touchpoint.activation.diff import SyncPlan, build_plan, load_candidates
 from touchpoint.activation.state import (
@@ -40,7 +44,7 @@ from touchpoint.activation.state import (
     sync_lock,
 )
 from touchpoint.config import RunContext
-from touchpoint.warehouse import connect_published
+from touchpoint.shell import open_analyst_connection
 
 Progress = Callable[[str], None]
 
@@ -121,7 +125,8 @@ def build_destination(
 def _load(
     con: duckdb.DuckDBPyConnection, ctx: RunContext, sync: SyncDefinition, sample_size: int = 5
 ) -> SyncPlan:
-    published = connect_published(ctx.paths.published_db)
+    # sync SQL is untrusted (rule 9): read-only, no file or network access, settings locked
+    published = open_analyst_connection(ctx.paths.published_db)
     try:
         load_candidates(con, published, sync)
     finally:
@@ -199,6 +204,7 @@ class _Tally:
     upserts: int = 0
     deletes: int = 0
     refused: dict[str, str] = field(default_factory=dict)
+    cleaned: dict[str, str] = field(default_factory=dict)  # sent with control characters removed
 
 
 def _send_batches(
@@ -228,7 +234,12 @@ def _send_batches(
             progress(f"{sync.name}: deleted {start + len(keys)}/{len(delete_keys)}")
     for start in range(0, upserts.num_rows, size):
         batch = upserts.slice(start, size)
-        result = destination.upsert(batch.select(list(sync.fields)))
+        # one bad value must not fail the batch (or the sync): clean it, and audit that we did
+        rows, cleaned = strip_control_characters(batch.select(list(sync.fields)), sync.primary_key)
+        result = destination.upsert(rows)
+        tally.cleaned.update(
+            {k: "removed control characters from " + ", ".join(cols) for k, cols in cleaned.items()}
+        )
         keys = batch.column("_key").to_pylist()
         status = ["refused" if k in result.refused else "synced" for k in keys]
         record_acknowledged(
@@ -310,6 +321,13 @@ def run_sync(
                     keys,
                     ["destination_refused"] * len(keys),
                     [tally.refused[k] for k in keys],
+                )
+            )
+        if tally.cleaned:
+            keys = sorted(tally.cleaned)
+            rejections.append(
+                _rejections(
+                    sync, ctx, attempt_id, keys, ["text_cleaned"] * len(keys), [tally.cleaned[k] for k in keys]
                 )
             )
         if rejections:

@@ -46,8 +46,8 @@ def test_defaults_and_source_forms() -> None:
     [
         ({"name": "Bad Name"}, "name must match"),
         ({"source": {"table": "raw.crm_contacts"}}, "published schema"),
-        ({"source": {"sql": "delete from marts.customer_360"}}, "must be a select"),
-        ({"source": {"sql": "select 1; drop table x"}}, "single query"),
+        ({"source": {"sql": "delete from marts.customer_360"}}, "exactly one SELECT"),
+        ({"source": {"sql": "select 1; drop table x"}}, "exactly one SELECT"),
         ({"fields": ["email"]}, "primary_key 'person_id' must be one of the fields"),
         ({"fields": ["person_id", "email", "email"]}, "duplicates"),
         ({"email_field": "mail"}, "email_field 'mail'"),

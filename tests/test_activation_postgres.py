@@ -261,3 +261,24 @@ def test_hard_killed_process_resumes_with_exactly_once_effect(tmp_path: Path, pg
     rows = query(pg_database, "select person_id, _sync_run_id from crm.audience order by 1")
     assert [r[0] for r in rows] == [f"P{i:02d}" for i in range(8)]
     assert [r[1] for r in rows] == ["r1"] * 3 + ["r1-retry"] * 5
+
+
+def test_control_characters_are_removed_and_audited_without_failing_the_sync(
+    tmp_path: Path, pg_database: str
+) -> None:
+    # PostgreSQL text cannot hold NUL: sent as is, it failed the whole sync
+    write_published_warehouse(
+        tmp_path / "warehouse.duckdb",
+        [person("P0"), person("P1", first_name="A\x00nn\x07"), person("P2", first_name="Tab\tkept")],
+    )
+    result = run_sync(ctx(tmp_path, "r1"), pg_sync())
+    assert (result.status, result.sent_upserts, result.failed) == ("success", 3, 0)
+    assert query(pg_database, "select person_id, first_name from crm.audience order by 1") == [
+        ("P0", "Ann"),
+        ("P1", "Ann"),
+        ("P2", "Tab\tkept"),
+    ]
+    rejections = sync_audit_tables(tmp_path)["sync_rejections"].to_pylist()
+    assert [(r["record_key"], r["reason"], r["detail"]) for r in rejections] == [
+        ("P1", "text_cleaned", "removed control characters from first_name")
+    ]

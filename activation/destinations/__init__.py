@@ -13,6 +13,11 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
+import pyarrow.compute as pc
+
+# C0 controls but tab and newline, plus DEL: PostgreSQL `text` refuses NUL outright (and a refused value would
+# fail the whole batch), and receiving tools mangle or choke on the others. RE2 syntax (Arrow's regex engine).
+CONTROL_CHARACTERS = r"[\x00-\x08\x0b-\x1f\x7f]"
 
 
 @dataclass
@@ -44,3 +49,20 @@ class SnapshotDestination(Protocol):
 
 class DestinationError(RuntimeError):
     """A destination failed in a way retrying the batch now will not fix (the run stops; state is kept)."""
+
+
+def strip_control_characters(rows: pa.Table, key: str) -> tuple[pa.Table, dict[str, list[str]]]:
+    """`rows` with control characters removed from text columns, and key -> the columns that were cleaned."""
+    cleaned: dict[str, list[str]] = {}
+    keys = rows.column(key).cast(pa.string()).to_pylist()
+    columns = []
+    for name, column in zip(rows.column_names, rows.columns, strict=True):
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            dirty = pc.fill_null(pc.match_substring_regex(column, CONTROL_CHARACTERS), False).to_pylist()
+            if any(dirty):
+                for record_key, flag in zip(keys, dirty, strict=True):
+                    if flag:
+                        cleaned.setdefault(str(record_key), []).append(name)
+                column = pc.replace_substring_regex(column, CONTROL_CHARACTERS, "")
+        columns.append(column)
+    return pa.table(columns, names=rows.column_names), cleaned

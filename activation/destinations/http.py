@@ -32,6 +32,7 @@ import httpx
 import pyarrow as pa
 
 from touchpoint.activation.connections import ConnectionInfo
+from touchpoint.activation.definitions import relative_api_path
 from touchpoint.activation.destinations import BatchResult, DestinationError
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
@@ -84,6 +85,13 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot send {type(value).__name__} as JSON")
 
 
+def _checked_path(path: str, option: str) -> str:
+    try:
+        return relative_api_path(path)
+    except ValueError as error:
+        raise DestinationError(f"HTTP destination {option} {error}") from error
+
+
 class HttpDestination:
     def __init__(
         self,
@@ -106,8 +114,8 @@ class HttpDestination:
         self.sync_name = sync_name
         self.primary_key = primary_key
         self.run_id = run_id
-        self.upsert_path = upsert_path.strip("/")
-        self.delete_path = delete_path.strip("/")
+        self.upsert_path = _checked_path(upsert_path, "upsert_path")
+        self.delete_path = _checked_path(delete_path, "delete_path")
         self.timeout_s = float(timeout_s)
         self.max_attempts = int(max_attempts)
         self.backoff_s = float(backoff_s)
@@ -122,7 +130,10 @@ class HttpDestination:
         headers = {"Content-Type": "application/json", "User-Agent": "touchpoint-activation"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        self._client = httpx.Client(base_url=self.base, headers=headers, timeout=self.timeout_s)
+        # no redirects: the bearer token is only for the configured host (rule 6)
+        self._client = httpx.Client(
+            base_url=self.base, headers=headers, timeout=self.timeout_s, follow_redirects=False
+        )
 
     def close(self) -> None:
         if self._client is not None:
@@ -148,8 +159,10 @@ class HttpDestination:
         for attempt in range(self.max_attempts):
             self.attempts += 1
             retry_after: float | None = None
+            request = self._client.build_request("POST", path, content=body, headers=headers)
+            self._check_target(request.url)
             try:
-                response = self._client.post(path, content=body, headers=headers)
+                response = self._client.send(request)
             except (httpx.TimeoutException, httpx.TransportError) as error:
                 last_problem = f"{type(error).__name__}: {error}"
             else:
@@ -170,6 +183,13 @@ class HttpDestination:
         raise HttpRetriesExhaustedError(
             f"{self.base}/{path}: gave up after {self.max_attempts} attempts (last: {last_problem})"
         )
+
+    def _check_target(self, url: httpx.URL) -> None:
+        """Refuse to send (and so to send the token) anywhere but under the configured base URL."""
+        base = httpx.URL(self.base + "/")
+        same_origin = (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port)
+        if not same_origin or not url.path.startswith(base.path):
+            raise DestinationError(f"refusing to send to {url.scheme}://{url.host}{url.path}: not under {self.base}")
 
     def _refused(self, answer: Any, keys: list[str]) -> dict[str, str]:
         refused: dict[str, str] = {}
