@@ -52,7 +52,10 @@ def _ctx():
 @dag(
     dag_id="customer_360",
     schedule=None if SCHEDULE.lower() == "none" else SCHEDULE,
-    start_date=pendulum.datetime(2024, 7, 1, tz="UTC"),
+    # As early as any as-of a run may have (1970): a run before start_date runs no task at all, so a
+    # history from the 1990s or a backfill of old dates would do nothing. catchup=False keeps the scheduler
+    # from filling the years in between.
+    start_date=pendulum.datetime(1970, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
     tags=["touchpoint", "customer-360"],

@@ -177,6 +177,10 @@ def _run(args: argparse.Namespace, paths: Paths) -> int:
         return 2
     seconds = time.monotonic() - started
     print(f"dag run {outcome.state} in {seconds:.0f}s; Airflow log: {log_file}")
+    if outcome.state == "success" and not outcome.did_work:
+        print(f"touchpoint run: the DAG run for {as_of} ran no task, so nothing was built or published; "
+              f"see {log_file}", file=sys.stderr)
+        return 1
     if not outcome.succeeded:
         failed = [t.task_id for t in outcome.tasks if t.state == "failed"]
         print(f"failed tasks: {', '.join(failed) or 'unknown'}", file=sys.stderr)

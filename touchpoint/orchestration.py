@@ -39,8 +39,13 @@ class DagRunOutcome:
     log_file: Path | None = None
 
     @property
+    def did_work(self) -> bool:
+        """Whether any task ran: Airflow marks a run without a single task instance 'success'."""
+        return any(task.state == "success" for task in self.tasks)
+
+    @property
     def succeeded(self) -> bool:
-        return self.state == "success"
+        return self.state == "success" and self.did_work
 
 
 def airflow_env(paths: Paths) -> dict[str, str]:
