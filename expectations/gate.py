@@ -99,14 +99,32 @@ class GateResult:
 class GateFailed(RuntimeError):
     """A critical expectation failed: nothing may be published or synced from this run."""
 
-    def __init__(self, result: GateResult) -> None:
-        super().__init__(result.summary())
+    def __init__(self, result: GateResult, note: str = "") -> None:
+        super().__init__(result.summary() + (f"\n{note}" if note else ""))
         self.result = result
+        self.note = note
 
 
 def run_gate(ctx: RunContext, layer: str, con: duckdb.DuckDBPyConnection, *,
              raise_on_failure: bool = True) -> GateResult:
-    """Run the suite of `layer` ("raw", "marts", "ml", ...) against the open warehouse `con`."""
+    """Run the suite of `layer` ("raw", "marts", "ml", ...) against the open warehouse `con`: judge it, write
+    its reports, record it in audit.gate_results, and raise GateFailed on a critical failure."""
+    result, gx_suite, gx_validation = _judge(ctx, layer, con)
+    reports = _write_reports(ctx.run_artifacts / "gates", result, gx_suite, gx_validation)
+    result = GateResult(**{**result.__dict__, "reports": reports})
+    _record(con, result)
+    if not result.success and raise_on_failure:
+        raise GateFailed(result)
+    return result
+
+
+def evaluate_gate(ctx: RunContext, layer: str, con: duckdb.DuckDBPyConnection) -> GateResult:
+    """Judge the suite of `layer` without writing reports or audit rows (a what-if, e.g. without a batch)."""
+    return _judge(ctx, layer, con)[0]
+
+
+def _judge(ctx: RunContext, layer: str,
+           con: duckdb.DuckDBPyConnection) -> tuple[GateResult, dict[str, Any], dict[str, Any]]:
     started = time.perf_counter()
     checks = suite_for(layer)(ctx, con)
     ids = [c.check_id for c in checks]
@@ -128,12 +146,7 @@ def run_gate(ctx: RunContext, layer: str, con: duckdb.DuckDBPyConnection, *,
     success = all(r.success for r in results if r.severity == CRITICAL)
     result = GateResult(ctx.run_id, layer, suite_name, ctx.as_of.isoformat(), success, results,
                         round(time.perf_counter() - started, 3))
-    reports = _write_reports(ctx.run_artifacts / "gates", result, gx_suite, gx_validation)
-    result = GateResult(**{**result.__dict__, "reports": reports})
-    _record(con, result)
-    if not success and raise_on_failure:
-        raise GateFailed(result)
-    return result
+    return result, gx_suite, gx_validation
 
 
 def _quiet_gx() -> None:

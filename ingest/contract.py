@@ -142,6 +142,24 @@ def entities_of(source: str) -> tuple[str, ...]:
     return tuple(name for name, spec in ENTITY_SPECS.items() if spec.source == source)
 
 
+# A file column whose name starts with "_" is landed as "_extra." + its name (contracts §3). Names starting with
+# "_" belong to the pipeline (the readers' `_row_number`, the loader's `_batch_id`, raw's `_extra`, ...), and a
+# file must neither break a load nor overwrite them. The rule is injective (`_extra.x` lands as
+# `_extra._extra.x`), so the original name is always recovered, and it never yields a contract name.
+RESERVED_PREFIX = "_"
+EXTRA_PREFIX = "_extra."
+
+
+def landed_name(file_column: str) -> str:
+    """The name a file column lands under."""
+    return EXTRA_PREFIX + file_column if file_column.startswith(RESERVED_PREFIX) else file_column
+
+
+def original_name(landed: str) -> str:
+    """The file's own name of a landed column (inverse of `landed_name`)."""
+    return landed.removeprefix(EXTRA_PREFIX)
+
+
 # Load metadata appended to every raw table (contracts §4), in order.
 LOAD_METADATA: tuple[tuple[str, str], ...] = (
     ("_extra", "JSON"),

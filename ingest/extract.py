@@ -20,7 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from touchpoint.config import RunContext
-from touchpoint.ingest.contract import ENTITY_SPECS, EntitySpec, entities_of
+from touchpoint.ingest.contract import ENTITY_SPECS, EntitySpec, entities_of, landed_name
 from touchpoint.ingest.landing import (
     BatchManifest,
     file_sha256,
@@ -28,10 +28,11 @@ from touchpoint.ingest.landing import (
     logical_extraction_time,
     make_batch_id,
     record_manifest,
+    wall_clock_time,
     write_json_atomic,
     write_landing,
 )
-from touchpoint.ingest.readers import SUPPORTED_SUFFIXES, LayoutError, read_source_file
+from touchpoint.ingest.readers import SUPPORTED_SUFFIXES, LayoutError, clipped, read_source_file
 from touchpoint.ingest.results import ExtractError, ExtractResult
 from touchpoint.ingest.state import EntityWatermark, SourceWatermarks, load_watermarks, save_watermarks
 
@@ -219,7 +220,8 @@ def conform_columns(
         key = column.strip().lower()
         landed = contract.get(key, column)
         if landed in seen:
-            raise LayoutError(f"{file_name}: columns {seen[landed]!r} and {column!r} both mean {landed!r}")
+            first, second = clipped(repr(seen[landed])), clipped(repr(column))
+            raise LayoutError(f"{file_name}: columns {first} and {second} both mean {landed!r}")
         seen[landed] = column
         pairs.append((column, landed))
     missing = [name for name in spec.required if name not in seen]
@@ -247,6 +249,7 @@ def _extract_file(
     sha = file_sha256(path)
     if mark.files.get(rel) == sha:
         return  # this exact file has landed before
+    pulled_at = wall_clock_time()
     try:
         columns = read_source_file(con, path, _LANDED)
         parsed = con.execute(f"select count(*) from {_LANDED} where _reject_reason is null").fetchone()[0]
@@ -257,7 +260,7 @@ def _extract_file(
         message = str(exc).replace(path.name, rel, 1) if not str(exc).startswith(rel) else str(exc)
         result.errors.append(ExtractError(spec.source, spec.name, rel, message))
         return
-    _land(con, ctx, spec, pairs, rel, extract_date, content_key=f"{rel}\n{sha}", result=result)
+    _land(con, ctx, spec, pairs, rel, extract_date, f"{rel}\n{sha}", pulled_at, result)
     mark.files[rel] = sha
 
 
@@ -269,6 +272,7 @@ def _land(
     source_file: str,
     extract_date: date,
     content_key: str,
+    pulled_at: str,
     result: ExtractResult,
 ) -> BatchManifest:
     rows, rejected = con.execute(f"select count(*), count(_reject_reason) from {_LANDED}").fetchone()
@@ -286,6 +290,7 @@ def _land(
         landing_file=target.relative_to(ctx.paths.home).as_posix(),
         rows=int(rows),
         rows_rejected_by_reader=int(rejected),
+        pulled_at=pulled_at,
     )
     record_manifest(ctx.paths, manifest)
     result.batches.append(manifest)
@@ -359,7 +364,8 @@ def _extract_table(
     result: ExtractResult,
 ) -> None:
     columns = [row[1] for row in shop.execute(f'pragma table_info("{table}")')]
-    pairs = conform_columns(spec, columns, source_file, check_required=True)
+    # Landed names in the fetched table (a "_" column lands as "_extra._..."), as for files.
+    pairs = conform_columns(spec, [landed_name(c) for c in columns], source_file, check_required=True)
     key_order = ", ".join(f'"{c}"' for c, landed in pairs if landed in spec.primary_key) or "rowid"
     selected = ", ".join(f'cast("{c}" as text)' for c in columns)
     new_cursor = None
@@ -380,7 +386,8 @@ def _extract_table(
     else:
         query, params = f'select {selected} from "{table}" order by {key_order}', []
 
-    arrow, digest = _fetch_text_table(shop, query, params, columns)
+    pulled_at = wall_clock_time()
+    arrow, digest = _fetch_text_table(shop, query, params, [c for c, _ in pairs])
     if arrow.num_rows == 0:
         return
     is_snapshot = "updated_at" not in columns and table != "order_items"
@@ -394,9 +401,7 @@ def _extract_table(
         )
     finally:
         con.unregister("_shop_rows")
-    _land(
-        con, ctx, spec, pairs, source_file, ctx.as_of, content_key=f"{source_file}\n{digest}", result=result
-    )
+    _land(con, ctx, spec, pairs, source_file, ctx.as_of, f"{source_file}\n{digest}", pulled_at, result)
     if new_cursor is not None:
         mark.cursor = max(new_cursor, mark.cursor or "")
     elif is_snapshot:

@@ -1,7 +1,8 @@
 """Immutable landing files and the batch manifests that tell the loader what is pending.
 
 `<home>/landing/<source>/<entity>/extract_date=YYYY-MM-DD/<batch_id>.parquet` (docs/contracts.md §3):
-every column as text exactly as pulled, plus `_source_file`, `_row_number`, `_reject_reason`, `_raw_line`.
+every column as text exactly as pulled (a column whose name starts with "_" under `_extra.<name>`, see
+`contract.landed_name`), plus `_source_file`, `_row_number`, `_reject_reason`, `_raw_line`.
 A batch id is derived from content (`<entity>-<extract_date>-<sha256[:12]>`), so the same input always
 lands as the same batch and an existing landing file is never rewritten.
 
@@ -16,7 +17,7 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
@@ -41,6 +42,9 @@ class BatchManifest:
     landing_file: str  # relative to the home
     rows: int
     rows_rejected_by_reader: int
+    # ISO timestamp, UTC: the wall clock when the file was read. Later than this (plus slack) no value in it can
+    # be (a broken clock, see plausibility.py). None in manifests written before it was recorded.
+    pulled_at: str | None = None
 
     def landing_path(self, paths: Paths) -> Path:
         return paths.home / self.landing_file
@@ -122,3 +126,8 @@ def read_manifests(paths: Paths) -> list[BatchManifest]:
 
 def logical_extraction_time(as_of_end: datetime) -> str:
     return as_of_end.isoformat(sep=" ")
+
+
+def wall_clock_time() -> str:
+    """Now, UTC, naive like every timestamp in raw (to the second)."""
+    return datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")

@@ -16,8 +16,9 @@ import pyarrow.parquet as pq
 
 from touchpoint.config import Paths, RunContext
 from touchpoint.ingest.contract import ENTITY_SPECS, LOAD_METADATA, EntitySpec
-from touchpoint.ingest.landing import BatchManifest, read_manifests
-from touchpoint.ingest.quarantine import checked_query
+from touchpoint.ingest.landing import LANDING_METADATA, BatchManifest, read_manifests
+from touchpoint.ingest.plausibility import Plausibility, latest_plausible, plausibility_from_env
+from touchpoint.ingest.quarantine import LATEST_PLAUSIBLE, checked_query, raw_record
 from touchpoint.ingest.readers import quote_ident, sql_literal
 from touchpoint.ingest.results import BatchLoad, ExtractError, LoadResult
 
@@ -33,7 +34,8 @@ AUDIT_DDL = (
         column_name varchar, reason varchar, raw_record varchar, quarantined_at timestamp)""",
     """create table if not exists audit.load_batches (
         batch_id varchar primary key, source varchar, entity varchar, source_file varchar, extract_date date,
-        as_of date, rows_read bigint, rows_loaded bigint, rows_quarantined bigint, status varchar)""",
+        as_of date, rows_read bigint, rows_loaded bigint, rows_quarantined bigint, status varchar,
+        held_reason varchar, held_at timestamp, held_report varchar)""",
     """create table if not exists audit.extract_errors (
         run_id varchar, source varchar, entity varchar, source_file varchar, error varchar)""",
 )
@@ -61,13 +63,19 @@ def loaded_batch_ids(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {row[0] for row in con.execute("select batch_id from audit.load_batches").fetchall()}
 
 
+def kept_out_batch_ids(con: duckdb.DuckDBPyConnection) -> set[str]:
+    rows = con.execute("select batch_id from audit.load_batches where status in ('held', 'dropped')").fetchall()
+    return {row[0] for row in rows}
+
+
 def load_pending(ctx: RunContext, con: duckdb.DuckDBPyConnection, reload: bool = False) -> LoadResult:
     """Load every landed-but-unloaded batch (all of them with `reload=True`) and this run's extract errors."""
     started = time.perf_counter()
     con.execute("set timezone = 'UTC'")
     ensure_tables(con)
     result = LoadResult()
-    done = set() if reload else loaded_batch_ids(con)
+    # A reload rebuilds raw from landing, except batches an operator must decide on (held) or has dropped.
+    done = kept_out_batch_ids(con) if reload else loaded_batch_ids(con)
     pending = [manifest for manifest in read_manifests(ctx.paths) if manifest.batch_id not in done]
     # One transaction for the whole load: a failure leaves the warehouse exactly as it was.
     con.execute("begin transaction")
@@ -102,38 +110,48 @@ def _same_layout_groups(manifests: list[BatchManifest], paths: Paths) -> list[li
 
 
 def load_batches(
-    con: duckdb.DuckDBPyConnection, manifests: list[BatchManifest], paths: Paths, replace: bool = True
+    con: duckdb.DuckDBPyConnection,
+    manifests: list[BatchManifest],
+    paths: Paths,
+    replace: bool = True,
+    limits: Plausibility | None = None,
 ) -> list[BatchLoad]:
     """Load landed batches of one entity and one file layout (the caller holds the transaction).
 
     `replace=True` first removes any earlier load of these batches (a reload); a batch never loaded before
-    needs no delete, which would scan the whole raw table.
+    needs no delete, which would scan the whole raw table. `limits` default to `plausibility_from_env()`.
     """
+    limits = limits or plausibility_from_env()
     spec = ENTITY_SPECS[manifests[0].entity]
     files = [str(manifest.landing_path(paths)) for manifest in manifests]
     con.execute(
         f"create or replace temp table {_FILES} "
-        "(_landing_file varchar, _batch_id varchar, _at timestamp, _source varchar)"
+        f"(_landing_file varchar, _batch_id varchar, _at timestamp, _source varchar, {LATEST_PLAUSIBLE} timestamp)"
     )
+    # The broken-clock bound is per batch: when its file was read (quarantine.checked_query reads it per row).
     con.executemany(
-        f"insert into {_FILES} values (?, ?, ?::timestamp, ?)",
+        f"insert into {_FILES} values (?, ?, ?::timestamp, ?, ?)",
         [
-            [file, manifest.batch_id, manifest.extracted_at, manifest.source]
+            [
+                file,
+                manifest.batch_id,
+                manifest.extracted_at,
+                manifest.source,
+                latest_plausible(manifest.pulled_at, manifest.extracted_at, limits),
+            ]
             for file, manifest in zip(files, manifests, strict=True)
         ],
     )
     source = f"read_parquet({sql_literal_list(files)}, hive_partitioning = false, filename = '_landing_file')"
     con.execute(
         f"create or replace temp view {_BATCH} as select landed.* exclude (_landing_file), files._batch_id, "
-        f"files._at as _batch_extracted_at from {source} as landed join {_FILES} as files using (_landing_file)"
+        f"files._at as _batch_extracted_at, files.{LATEST_PLAUSIBLE} "
+        f"from {source} as landed join {_FILES} as files using (_landing_file)"
     )
     landed = [row[0] for row in con.execute(f"describe {_BATCH}").fetchall()]
-    data_columns = [
-        c
-        for c in landed
-        if c not in ("_source_file", "_row_number", "_reject_reason", "_raw_line", "_batch_id", "_batch_extracted_at")
-    ]
-    checked = checked_query(spec, data_columns, _BATCH, batch_column="_batch_id")
+    metadata = (*LANDING_METADATA, "_batch_id", "_batch_extracted_at", LATEST_PLAUSIBLE)
+    data_columns = [c for c in landed if c not in metadata]
+    checked = checked_query(spec, data_columns, _BATCH, batch_column="_batch_id", limits=limits)
     con.execute(
         f"create or replace temp table {_CHECKED} as select checked.*, files._at as _batch_extracted_at "
         f"from ({checked}) as checked join {_FILES} as files using (_batch_id)"
@@ -149,17 +167,11 @@ def load_batches(
             f"_batch_extracted_at from {_CHECKED} where _problem_reason is null order by _batch_id, _row_number"
         ).fetchone()[0]
         # The raw record is built only for bad rows, from the landed text (joined back by batch and row).
-        record = (
-            "json_object(" + ", ".join(f"{sql_literal(c)}, landed.{quote_ident(c)}" for c in data_columns) + ")"
-            if data_columns
-            else "json_object()"
-        )
         quarantined_total = con.execute(
             f"""insert into audit.quarantine
             select checked._batch_id, files._source, {sql_literal(spec.name)},
                 checked._source_file, checked._row_number, checked._problem_column, checked._problem_reason,
-                cast(case when landed._reject_reason is not null then json_object('line', landed._raw_line)
-                          else {record} end as varchar),
+                {raw_record(data_columns, "landed")},
                 checked._batch_extracted_at
             from {_CHECKED} as checked join {_BATCH} as landed using (_batch_id, _row_number)
             join {_FILES} as files using (_batch_id)
@@ -192,7 +204,8 @@ def load_batches(
                 )
             loads.append(BatchLoad(manifest.batch_id, manifest.entity, manifest.source_file, read, loaded, quarantined))
         con.executemany(
-            "insert into audit.load_batches values (?, ?, ?, ?, ?, ?, ?, ?, ?, 'loaded')",
+            "insert into audit.load_batches (batch_id, source, entity, source_file, extract_date, as_of, rows_read, "
+            "rows_loaded, rows_quarantined, status) values (?, ?, ?, ?, ?, ?, ?, ?, ?, 'loaded')",
             [
                 [
                     m.batch_id,

@@ -1,19 +1,38 @@
 """Row validation in SQL: which landed rows are bad, why, and in which column.
 
-Everything is one vectorised DuckDB query per batch (TRY_CAST and friends), never a Python loop
-over rows. A row is bad when the reader could not parse its line, a required value is empty, a value
-does not parse as its contract type, or it repeats the primary key of an earlier good row of the same
-extract (the first occurrence is kept; later ones are quarantined naming the first row).
-Reasons are only built for bad rows, so a clean batch costs little more than its casts.
+Everything is one vectorised DuckDB query per group of batches (TRY_CAST and friends), never a Python loop
+over rows. A row is bad when the reader could not parse its line, a value is longer than the text bound, a
+required value is empty, a value does not parse as its contract type, a parsed value is implausible (a
+timestamp before 1900 or after its file was read, a birth date before 1800 or in the future, an amount
+beyond a billion: bounds in `plausibility.py`), or it repeats the primary key of an earlier good row of the
+same extract (the first occurrence is kept; later ones are quarantined naming the first row).
+Reasons are only built for bad rows, so a clean batch costs little more than its casts. A reason quotes at
+most SHOWN_CHARS of a value and never an oversize one; a quarantined record keeps RAW_VALUE_CHARS per value.
 """
 
 from __future__ import annotations
 
-from touchpoint.ingest.contract import Column, EntitySpec, Kind
-from touchpoint.ingest.readers import quote_ident, sql_literal
+from datetime import datetime, time
+
+from touchpoint.ingest.contract import Column, EntitySpec, Kind, original_name
+from touchpoint.ingest.plausibility import Plausibility
+from touchpoint.ingest.readers import clipped, quote_ident, sql_literal
 
 BOOLEAN_TRUE = ("true", "1", "yes")
 BOOLEAN_FALSE = ("false", "0", "no")
+# The landing relation's column with the latest believable time of each row's batch (load.py sets it).
+LATEST_PLAUSIBLE = "_latest_plausible"
+# How much of a value a reason quotes: enough to recognise it, never a record's worth of personal data.
+SHOWN_CHARS = 100
+# How much of each value audit.quarantine.raw_record keeps: enough to fix the row at its source, while a
+# 10 MB field or a whole file swallowed by an open quote stays out of the audit tables.
+RAW_VALUE_CHARS = 1_000
+# A reader's reason quotes no value (readers.py keeps 200 characters of each DuckDB message); this bound is for
+# the few messages of one line together, and for landing files written before messages were cut.
+REJECT_REASON_CHARS = 500
+
+# (condition, reason) SQL pairs for one value, in the order a reason names them
+_Checks = list[tuple[str, str]]
 
 _KIND_WORD = {
     Kind.TIMESTAMP: "timestamp",
@@ -52,66 +71,166 @@ def typed_expression(column: Column, text: str) -> str:
     raise ValueError(f"no typing rule for {column.kind}")
 
 
-def _empty(text: str) -> str:
-    return f"({text} is null or not regexp_matches({text}, '\\S'))"
+def _longer_than(text: str, limit: int) -> str:
+    # strlen (bytes) is stored with the string, length (characters) scans it; characters <= bytes, so only
+    # values over the limit in bytes are counted in characters.
+    return f"(strlen({text}) > {limit} and length({text}) > {limit})"
 
 
-def _bad_condition(column: Column, text: str, typed: str) -> str | None:
-    """SQL true when the value is bad (None when no value can be bad)."""
-    unparseable = f"({typed} is null and {text} is not null and regexp_matches({text}, '\\S'))"
-    if column.kind is Kind.TEXT:
-        return _empty(text) if column.required else None
-    return f"({_empty(text)} or {unparseable})" if column.required else unparseable
+def truncated(text: str, limit: int = RAW_VALUE_CHARS) -> str:
+    """SQL: the text value `text`, cut to `limit` characters with a marker saying how long it was."""
+    return (
+        f"case when {_longer_than(text, limit)} then left({text}, {limit}) || '… [truncated: ' "
+        f"|| length({text}) || ' characters]' else {text} end"
+    )
 
 
-def _reason(column: Column, text: str) -> str:
-    """SQL for the problem text of a bad value (only evaluated for bad values)."""
-    empty = sql_literal(f"{column.name}: empty required value")
-    if column.kind is Kind.TEXT:
-        return empty
-    unparseable = f"'{column.name}: cannot read ' || to_json({text}) || ' as {_KIND_WORD[column.kind]}'"
+def _shown(text: str) -> str:
+    """SQL: a value as a reason quotes it (JSON string, at most SHOWN_CHARS characters)."""
+    return f"to_json({truncated(text, SHOWN_CHARS)})"
+
+
+def _moment(value: datetime) -> str:
+    return value.date().isoformat() if value.time() == time.min else value.isoformat(sep=" ")
+
+
+def _implausible(column: Column, value: str, latest: str, limits: Plausibility) -> _Checks:
+    """(condition, reason) pairs for a parsed value outside the plausibility bounds."""
+    said = f"{sql_literal(column.name + ': ')} || cast({value} as varchar) || "
+    after = f"' is after ' || cast({latest} as varchar) || " + sql_literal(
+        f", the extraction time plus {limits.describe_slack()} (implausible)"
+    )
+    if column.kind is Kind.TIMESTAMP:
+        earliest = _moment(limits.earliest_timestamp)
+        return [
+            (
+                f"{value} < timestamp '{limits.earliest_timestamp.isoformat(sep=' ')}'",
+                said + sql_literal(f" is before {earliest} (implausible)"),
+            ),
+            (f"{value} > {latest}", said + after),
+        ]
+    if column.kind is Kind.DATE:
+        # The one DATE column is birth_date: births have their own lower bound (see plausibility.py).
+        earliest = limits.earliest_birth_date.isoformat()
+        return [
+            (f"{value} < date '{earliest}'", said + sql_literal(f" is before {earliest} (implausible)")),
+            (
+                f"{value} > cast({latest} as date)",
+                f"{said}' is after ' || cast(cast({latest} as date) as varchar) || ' (implausible)'",
+            ),
+        ]
+    if column.kind is Kind.AMOUNT:
+        bound = f"{limits.max_abs_amount:f}"
+        return [(f"abs({value}) > {bound}", said + sql_literal(f" is beyond ±{bound} (implausible)"))]
+    return []
+
+
+def _checks(column: Column, text: str, value: str, latest: str, limits: Plausibility) -> _Checks:
+    """(condition, reason) pairs for what can be wrong with one value, in the order a reason names them.
+
+    Each reason is read only when no earlier condition holds: a value too long to show is reported by its
+    length alone, never parsed or quoted.
+    """
+    limit = limits.max_text_chars
+    checks = [
+        (
+            _longer_than(text, limit),
+            f"{sql_literal(column.name + ': text of ')} || length({text}) || "
+            f"{sql_literal(f' characters, more than the {limit} allowed (implausible; not shown)')}",
+        )
+    ]
     if column.required:
-        return f"case when {_empty(text)} then {empty} else {unparseable} end"
-    return unparseable
+        checks.append(
+            (
+                f"({text} is null or not regexp_matches({text}, '\\S'))",
+                sql_literal(f"{column.name}: empty required value"),
+            )
+        )
+    if column.kind is not Kind.TEXT:
+        checks.append(
+            (
+                f"({value} is null and regexp_matches({text}, '\\S'))",
+                f"{sql_literal(column.name + ': cannot read ')} || {_shown(text)} || "
+                f"{sql_literal(' as ' + _KIND_WORD[column.kind])}",
+            )
+        )
+        checks += _implausible(column, value, latest, limits)
+    return checks
+
+
+def _any(checks: _Checks) -> str:
+    # coalesce: a comparison with a NULL value is NULL, and NULL must mean "not bad"
+    return "coalesce(" + " or ".join(condition for condition, _ in checks) + ", false)"
+
+
+def _first_reason(checks: _Checks) -> str:
+    return "case " + " ".join(f"when {condition} then {reason}" for condition, reason in checks) + " end"
 
 
 def _text_alias(name: str) -> str:
     return quote_ident(f"_text_{name}")
 
 
-def checked_query(spec: EntitySpec, landed_columns: list[str], landing: str, batch_column: str | None = None) -> str:
+def _value_checks(
+    spec: EntitySpec, landed_columns: list[str], extras: list[str], limits: Plausibility
+) -> list[tuple[str, str, _Checks, _Checks]]:
+    """Per checked column: (name a reason uses, landed name, checks on the landing relation's columns, the
+    same checks on the `typed` CTE's columns)."""
+    present = set(landed_columns)
+    latest, typed_latest = quote_ident(LATEST_PLAUSIBLE), f"typed.{quote_ident(LATEST_PLAUSIBLE)}"
+    checked = []
+    for column in spec.columns:
+        if column.name not in present and not column.required:
+            continue  # an absent optional column has no value that could be bad
+        text = quote_ident(column.name) if column.name in present else "null::varchar"
+        first = _checks(column, text, typed_expression(column, text), latest, limits)
+        text, value = f"typed.{_text_alias(column.name)}", f"typed.{quote_ident(column.name)}"
+        checked.append((column.name, column.name, first, _checks(column, text, value, typed_latest, limits)))
+    for landed in extras:
+        extra = Column(clipped(original_name(landed), SHOWN_CHARS))  # a file's name for a column can be long too
+        first = _checks(extra, quote_ident(landed), "null", latest, limits)
+        second = _checks(extra, f"typed.{_text_alias(landed)}", "null", typed_latest, limits)
+        checked.append((extra.name, landed, first, second))
+    return checked
+
+
+def checked_query(
+    spec: EntitySpec,
+    landed_columns: list[str],
+    landing: str,
+    batch_column: str | None = None,
+    limits: Plausibility | None = None,
+) -> str:
     """SELECT over the landing relation `landing`: typed contract columns (contract order), `_extra`,
     `_source_file`, `_row_number`, and `_problem_column` / `_problem_reason` (both NULL for a good row).
 
-    With `batch_column`, `landing` holds several batches: that column is carried through, and a primary key
-    is a duplicate only when it repeats inside one batch (row numbers are per batch)."""
+    `landing` also has LATEST_PLAUSIBLE, the latest believable time of the row's batch. With `batch_column`,
+    `landing` holds several batches: that column is carried through, and a primary key is a duplicate only
+    when it repeats inside one batch (row numbers are per batch). Columns of `landed_columns` that are not in
+    the contract go to `_extra`, keyed by their file's own name (`contract.original_name`)."""
+    limits = limits or Plausibility()
     present = set(landed_columns)
     source_text = {c.name: quote_ident(c.name) if c.name in present else "null::varchar" for c in spec.columns}
     typed = {c.name: typed_expression(c, source_text[c.name]) for c in spec.columns}
-
-    checks = []  # (column, condition on the first CTE's names, condition and reason on the second's)
-    for column in spec.columns:
-        first = _bad_condition(column, source_text[column.name], typed[column.name])
-        if first is None:
-            continue
-        text, value = f"typed.{_text_alias(column.name)}", f"typed.{quote_ident(column.name)}"
-        checks.append((column.name, first, _bad_condition(column, text, value), _reason(column, text)))
-
     extras = [c for c in landed_columns if c not in set(spec.column_names)]
+    checked = _value_checks(spec, landed_columns, extras, limits)
     extra_json = (
-        "json_object(" + ", ".join(f"{sql_literal(c)}, {quote_ident(c)}" for c in extras) + ")"
+        "json_object(" + ", ".join(f"{sql_literal(original_name(c))}, {quote_ident(c)}" for c in extras) + ")"
         if extras
         else "null::json"
     )
     typed_select = ",\n".join(f"{typed[c.name]} as {quote_ident(c.name)}" for c in spec.columns)
-    text_select = "".join(f"{source_text[name]} as {_text_alias(name)},\n" for name, *_ in checks)
-    any_bad = " or ".join(first for _, first, _, _ in checks) or "false"
-    names = ", ".join(f"case when {cond} then {sql_literal(name)} end" for name, _, cond, _ in checks)
-    reasons = ", ".join(f"case when {cond} then {reason} end" for _, _, cond, reason in checks)
+    text_select = "".join(
+        f"{source_text.get(landed, quote_ident(landed))} as {_text_alias(landed)},\n" for _, landed, _, _ in checked
+    )
+    any_bad = " or ".join(_any(first) for _, _, first, _ in checked) or "false"
+    names = ", ".join(f"case when {_any(second)} then {sql_literal(name)} end" for name, _, _, second in checked)
+    reasons = ", ".join(_first_reason(second) for _, _, _, second in checked)
     partition = [batch_column] if batch_column else []
     key = ", ".join(quote_ident(k) for k in [*partition, *spec.primary_key])
     key_text = " || ', ' || ".join(
-        f"{sql_literal(k + '=')} || cast(typed.{quote_ident(k)} as varchar)" for k in spec.primary_key
+        f"{sql_literal(k + '=')} || {truncated(f'cast(typed.{quote_ident(k)} as varchar)', SHOWN_CHARS)}"
+        for k in spec.primary_key
     )
     key_match = " and ".join(
         f"typed.{quote_ident(k)} = duplicates.{quote_ident(k)}" for k in [*partition, *spec.primary_key]
@@ -128,6 +247,7 @@ def checked_query(spec: EntitySpec, landed_columns: list[str], landing: str, bat
                 {carried}_source_file,
                 _row_number,
                 _reject_reason,
+                {quote_ident(LATEST_PLAUSIBLE)},
                 _reject_reason is null and not ({any_bad}) as _is_good
             from {landing}
         ),
@@ -149,7 +269,7 @@ def checked_query(spec: EntitySpec, landed_columns: list[str], landing: str, bat
                 when typed._row_number > duplicates._first_row then {sql_literal(spec.primary_key[0])}
             end as _problem_column,
             case
-                when typed._reject_reason is not null then typed._reject_reason
+                when typed._reject_reason is not null then {truncated("typed._reject_reason", REJECT_REASON_CHARS)}
                 when not typed._is_good then
                     array_to_string(list_filter([{reasons or "null"}], lambda x: x is not null), '; ')
                 when typed._row_number > duplicates._first_row then
@@ -159,3 +279,19 @@ def checked_query(spec: EntitySpec, landed_columns: list[str], landing: str, bat
         from typed
         left join duplicates on {key_match} and typed._is_good
     """
+
+
+def raw_record(landed_columns: list[str], landed: str) -> str:
+    """SQL: a quarantined row as JSON text, from the landing relation aliased `landed`.
+
+    The row's values keyed by their file's own names, or `{"line": ...}` for a line the reader could not
+    parse; every value truncated to RAW_VALUE_CHARS.
+    """
+    values = ", ".join(
+        f"{sql_literal(original_name(c))}, {truncated(f'{landed}.{quote_ident(c)}')}" for c in landed_columns
+    )
+    line = truncated(f"{landed}._raw_line")
+    return (
+        f"cast(case when {landed}._reject_reason is not null then json_object('line', {line}) "
+        f"else json_object({values}) end as varchar)"
+    )

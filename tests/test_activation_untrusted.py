@@ -1,4 +1,7 @@
-"""Sync definitions are untrusted input (ARCHITECTURE.md rule 9): sandboxed SQL, parsed filters, relative paths."""
+"""Sync definitions and connections are untrusted input (ARCHITECTURE.md rule 9).
+
+Sandboxed SQL, parsed filters, relative HTTP paths, and malformed connections reported without their secrets.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from touchpoint.activation import diff, run_sync, sync_audit_tables
+from touchpoint.activation import SyncsFailedError, diff, plan_syncs, run_sync, run_syncs, sync_audit_tables
 from touchpoint.activation.connections import parse_connection_uri
 from touchpoint.activation.definitions import SyncDefinitionError, parse_sync_definition
 from touchpoint.activation.destinations import DestinationError
@@ -160,3 +163,96 @@ def test_the_token_is_only_sent_to_the_configured_host() -> None:
             destination.upsert(pa.table({"person_id": ["P1"]}))
         destination.close()
         assert other.log == [] and configured.log == []
+
+
+# -- 4. a connection is untrusted input too: a malformed one fails its sync, audited, and names no secret ----
+
+SECRET = "S3cretPw"
+CRM = {"type": "postgres", "connection": "crm", "table": "audience"}
+API = {"type": "http", "connection": "crm"}
+
+
+@pytest.mark.parametrize(
+    ("destination", "value", "reason"),
+    [
+        (CRM, f"postgresql://user:{SECRET}@host:notaport/db", "has a port that is not a number"),
+        (CRM, f"postgresql://user:{SECRET}/x@host/db", "must be percent-encoded"),  # a '/' in the password
+        (API, f"http://:{SECRET}@[::1", "is not a valid URI"),
+        (CRM, f"mysql://user:{SECRET}@host/db", "has type 'mysql'; a postgres destination needs postgres://"),
+        (API, f"user:{SECRET}@host", "is not a URI of the form"),
+        (API, "", "is empty"),
+        (API, f'{{"conn_type": "http", "host": "h", "password": "{SECRET}", "port": "x"}}', "has a port"),
+        (API, f'{{"conn_type": "http", "password": "{SECRET}"', "is not a valid JSON object"),
+    ],
+)
+def test_a_malformed_connection_fails_its_sync_with_an_audit_row_and_the_others_go_on(
+    home: Path, monkeypatch: pytest.MonkeyPatch, destination: dict, value: str, reason: str
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_CRM", raising=False)
+    monkeypatch.setenv("TOUCHPOINT_CONN_CRM", value)
+    broken = parse_sync_definition({**VALID, "name": "crm_audience", "destination": destination})
+    files = parse_sync_definition(VALID)
+    with pytest.raises(SyncsFailedError) as raised:
+        run_syncs(ctx(home), [broken, files])
+    results = {r.sync_name: r for r in raised.value.results}
+    assert {name: r.status for name, r in results.items()} == {"crm_audience": "failed", "audience": "success"}
+    message = results["crm_audience"].message
+    assert message.startswith("sync 'crm_audience': connection 'crm' (TOUCHPOINT_CONN_CRM) ")
+    assert reason in message and "\n" not in message
+    [run] = failed_runs(home)
+    assert (run["sync_name"], run["message"]) == ("crm_audience", message)
+    assert SECRET not in str(raised.value) + message + repr(results)
+    assert (home / "activation" / "audience" / "audience.csv").exists()  # the other sync went on
+
+
+def test_a_malformed_connection_is_planned_as_failing_not_a_crash(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOUCHPOINT_CONN_CRM", f"postgresql://user:{SECRET}@host:notaport/db")
+    [plan] = plan_syncs(ctx(home), [parse_sync_definition({**VALID, "destination": CRM})])
+    assert plan.skipped_reason and plan.skipped_reason.startswith("would fail: sync 'audience': connection 'crm'")
+    assert SECRET not in plan.skipped_reason
+
+
+def test_the_cli_reports_a_malformed_connection_and_runs_the_other_syncs(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from touchpoint import cli
+
+    for variable in ("AIRFLOW_CONN_TOUCHPOINT_CRM_POSTGRES", "TOUCHPOINT_CONN_TOUCHPOINT_SEGMENTS_API",
+                     "AIRFLOW_CONN_TOUCHPOINT_SEGMENTS_API"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("TOUCHPOINT_CONN_TOUCHPOINT_CRM_POSTGRES", f"postgresql://crm:{SECRET}@crm-db:54x32/crm")
+    assert cli.main(["sync", "--home", str(home)]) == 1
+    out = capsys.readouterr().out
+    status = {line.split()[0]: line.split()[1] for line in out.splitlines()}
+    assert status == {"churn_risk_audience": "failed", "high_clv_audience": "success", "segments_api": "skipped"}
+    assert "connection 'touchpoint_crm_postgres' (TOUCHPOINT_CONN_TOUCHPOINT_CRM_POSTGRES)" in out
+    assert SECRET not in out
+
+
+def test_a_malformed_connection_fails_the_airflow_task_with_the_message(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from touchpoint import activation, pipeline
+
+    monkeypatch.setenv("TOUCHPOINT_CONN_CRM", f"http://:{SECRET}@[::1")
+    sync = parse_sync_definition({**VALID, "destination": API})
+    monkeypatch.setattr(activation, "load_sync_definitions", lambda: [sync])
+    expected = r"sync 'audience': connection 'crm' \(TOUCHPOINT_CONN_CRM\) is not a valid URI"
+    with pytest.raises(RuntimeError, match=expected) as raised:
+        pipeline.sync(ctx(home), "audience")
+    assert SECRET not in str(raised.value)
+    assert [r["sync_name"] for r in failed_runs(home)] == ["audience"]
+
+
+def test_a_secret_quoted_by_a_destination_error_is_redacted(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOUCHPOINT_CONN_CRM", f"https://api.example.com/v1?token={SECRET}")
+
+    def open_and_complain(self, schema) -> None:
+        raise DestinationError(f"the API refused token {SECRET}")
+
+    monkeypatch.setattr(HttpDestination, "open", open_and_complain)
+    with pytest.raises(RuntimeError) as raised:
+        run_sync(ctx(home), parse_sync_definition({**VALID, "destination": API}))
+    [run] = failed_runs(home)
+    assert run["message"] == "DestinationError: the API refused token ***"
+    assert SECRET not in str(raised.value) and "the API refused token ***" in str(raised.value)

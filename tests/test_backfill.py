@@ -40,12 +40,9 @@ def _model_runs(home: Path) -> list[tuple]:
         con.close()
 
 
-def test_backfill_is_strictly_as_of_each_date_and_a_rerun_changes_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_backfill_is_strictly_as_of_each_date_and_a_rerun_changes_nothing(tmp_path: Path) -> None:
     # One snapshot of extracts serves every date, so it holds rows after each as-of (order O-6 on 2026-04-02):
-    # staging ignores them, and the raw gate is told how far after an as-of such rows may lie.
-    monkeypatch.setenv("TOUCHPOINT_GATE_FUTURE_HORIZON_DAYS", "7")
+    # they are "not yet" for these dates, with no setting: staging leaves them out, nothing fails.
     home = tmp_path / "home"
     args = ("backfill", "--from", "2026-03-29", "--to", "2026-03-30", "--extracts", str(require_conformance()))
     first = touchpoint(*args, "--home", str(home))

@@ -164,18 +164,16 @@ def test_touchpoint_backfill_hands_the_dates_to_the_serving_airflow(airflow: Dep
         con.close()
 
 
-def test_a_failed_gate_fails_the_run_and_keeps_the_published_warehouse(airflow: Deployment) -> None:
-    """Today's web export arrives with a broken clock (events in 2031): the raw gate fails, nothing after it
-    runs, the run is failed, and the published warehouse is byte-for-byte the previous one."""
+def test_a_failed_gate_fails_the_run_holds_the_batch_and_the_next_run_goes_on(airflow: Deployment) -> None:
+    """Today's CRM export is broken (a thousand contacts whose emails are not emails): the raw gate fails,
+    nothing after it runs, the run is failed, the published warehouse is byte-for-byte the previous one, and
+    the batch is held out of raw so that tomorrow's run succeeds without it."""
     published_before = hashlib.sha256(airflow.paths.published_db.read_bytes()).hexdigest()
     today = airflow.yesterday + timedelta(days=1)
-    web = airflow.paths.demo_sources / "systems" / "web"
-    template = [json.loads(line) for line in (web / f"events_{airflow.yesterday}.jsonl").read_text().splitlines()]
-    broken = [
-        {**event, "event_id": f"E{today:%Y%m%d}-{index:06d}", "occurred_at": "2031-01-01T00:00:00Z"}
-        for index, event in enumerate(template[:40])
-    ]
-    (web / f"events_{today}.jsonl").write_text("".join(json.dumps(event) + "\n" for event in broken))
+    broken = [f"HOLD-{index},,,not an email {index},,,,,,,,,,{today}T08:00:00Z" for index in range(1000)]
+    crm = airflow.paths.demo_sources / "systems" / "crm"
+    header = (crm / f"contacts_{airflow.yesterday}.csv").read_text().splitlines()[0]
+    (crm / f"contacts_{today}.csv").write_text("\n".join([header, *broken]) + "\n")
 
     run = airflow.wait(airflow.client.trigger(DAG_ID, as_of=today))
     states = airflow.states(run["dag_run_id"])
@@ -189,4 +187,15 @@ def test_a_failed_gate_fails_the_run_and_keeps_the_published_warehouse(airflow: 
 
     report = json.loads((airflow.paths.artifacts / today.isoformat() / "gates" / "raw.json").read_text())
     failed = [item for item in report["results"] if not item["success"] and item["severity"] == "critical"]
-    assert any("web_events" in json.dumps(item) for item in failed), failed
+    assert [(item["table"], item["expectation"]) for item in failed] == [
+        ("raw.crm_contacts", "matches_regex")], failed
+    con = duckdb.connect(str(airflow.paths.work_db), read_only=True)
+    try:
+        held = con.execute("select entity, rows_loaded from audit.load_batches where status = 'held'").fetchall()
+    finally:
+        con.close()
+    assert held == [("crm_contacts", len(broken))]
+
+    tomorrow = today + timedelta(days=1)
+    run = airflow.wait(airflow.client.trigger(DAG_ID, as_of=tomorrow))
+    assert run["state"] == "success", airflow.states(run["dag_run_id"])

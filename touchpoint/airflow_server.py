@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from touchpoint import processes
 from touchpoint.config import Paths
 from touchpoint.orchestration import DAG_ID, airflow_env, logical_date_for, prepare_metadata
 
@@ -159,8 +160,15 @@ class AirflowServices:
         for component, arguments in self.deployment.components.items():
             with open(self.deployment.logs / f"{component}.log", "ab") as log:
                 # Own session: stopping the deployment stops each component's children (task runners) too.
-                self.processes[component] = subprocess.Popen(
-                    [airflow, *arguments], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                # SIGTERM, not SIGKILL, if this process dies: a component shuts down its own children
+                # (executor workers, API workers) on SIGTERM, where SIGKILL would orphan them.
+                self.processes[component] = processes.start(
+                    [airflow, *arguments],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    signal_on_parent_death=signal.SIGTERM,
                 )
         services_file(self.deployment.paths).write_text(
             json.dumps({"url": self.deployment.url, "pids": {c: p.pid for c, p in self.processes.items()}})

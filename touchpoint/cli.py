@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from touchpoint.config import Paths, home_from_env, keep_files_private
+from touchpoint.disk import disk_full_error
 
 if TYPE_CHECKING:
     import duckdb
@@ -95,6 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("subject", help="a person_id, or a source record as <source_entity>:<source_record_id>")
 
+    batches = commands.add_parser(
+        "batches", parents=[common], help="batches a gate held out of raw: list them, release or drop them"
+    )
+    batch_commands = batches.add_subparsers(dest="batches_command", required=True)
+    listing = batch_commands.add_parser("list", parents=[common], help="loaded batches and their status")
+    listing.add_argument("--status", choices=("loaded", "held", "released", "dropped"), help="only this status")
+    listing.add_argument("--all", action="store_true", help="every batch (default: held ones)")
+    release = batch_commands.add_parser(
+        "release", parents=[common], help="move held batches back into raw (the next run uses and gates them)"
+    )
+    release.add_argument("batch_ids", nargs="+", metavar="BATCH_ID")
+    drop = batch_commands.add_parser(
+        "drop", parents=[common], help="quarantine every row of held batches (audit.quarantine), with the reason"
+    )
+    drop.add_argument("batch_ids", nargs="+", metavar="BATCH_ID")
+
     sql = commands.add_parser("sql", parents=[common], help="read-only SQL shell on the published warehouse")
     sql.add_argument("query", nargs="?", help="run one query and exit")
     return parser
@@ -113,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "docs": _docs,
         "sql": _sql,
         "identity": _identity,
+        "batches": _batches,
     }
     try:
         return handlers[args.command](args, paths)
@@ -121,6 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as missing:  # e.g. no published warehouse yet: say so, no traceback
         print(f"touchpoint: {missing}", file=sys.stderr)
         return 2
+    except Exception as error:
+        # A full disk surfaces from DuckDB, SQLAlchemy, pyarrow or the OS, each with its own traceback;
+        # the person at the terminal needs one line and what to do. Anything else keeps its traceback.
+        full = disk_full_error(error, paths.home)
+        if full is None:
+            raise
+        print(f"touchpoint: {full}", file=sys.stderr)
+        return 1
 
 
 def _generate(args: argparse.Namespace, paths: Paths) -> int:
@@ -170,6 +196,7 @@ def _run(args: argparse.Namespace, paths: Paths) -> int:
     }
     print(f"touchpoint run: customer_360 as of {as_of} (home {paths.home})")
     started = time.monotonic()
+    run_started_at = time.time()
     try:
         outcome = run_dag(paths, as_of, conf, log_file, on_task_done=print_progress)
     except HomeServedError as served:
@@ -184,7 +211,9 @@ def _run(args: argparse.Namespace, paths: Paths) -> int:
     if not outcome.succeeded:
         failed = [t.task_id for t in outcome.tasks if t.state == "failed"]
         print(f"failed tasks: {', '.join(failed) or 'unknown'}", file=sys.stderr)
-        _print_failure_excerpt(log_file)
+        if not _print_failed_gates(paths.artifacts / as_of.isoformat() / "gates", since=run_started_at):
+            _print_failure_excerpt(log_file)
+        _print_held_batches(paths, since=run_started_at)
         return 1
     _print_warehouse_summary(paths)
     return 0
@@ -279,6 +308,92 @@ def _airflow(args: argparse.Namespace, paths: Paths) -> int:
         services.stop()
 
 
+def _print_failed_gates(folder: Path, since: float) -> bool:
+    """Every failing expectation of the gates this run judged (table, column, count, sample); False if none."""
+    import json
+
+    printed = False
+    for report in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if report.stat().st_mtime < since - 1:
+            continue  # a report of an earlier run of the same date
+        body = json.loads(report.read_text())
+        failures = [r for r in body.get("results", []) if not r["success"] and r["severity"] == "critical"]
+        if body.get("success", True) or not failures:
+            continue
+        print(f"gate {body['layer']} FAILED ({len(failures)} of {len(body['results'])} expectations); "
+              f"report: {report.with_suffix('.html')}", file=sys.stderr)
+        for item in failures:
+            check = ".".join(str(part) for part in (item["table"], item["column"], item["expectation"]) if part)
+            sample = ", ".join(json.dumps(v, default=str) for v in item.get("sample") or [])[:300]
+            detail = item.get("error") or f"{item['unexpected_count']:,} of {item['element_count']:,} unexpected"
+            print(f"  FAILED {check}: {detail}" + (f"; e.g. {sample}" if sample else ""), file=sys.stderr)
+        printed = True
+    return printed
+
+
+def _print_held_batches(paths: Paths, since: float) -> None:
+    """Batches this run's gate held out of raw, and how to decide on them."""
+    from datetime import UTC, datetime
+
+    import duckdb
+
+    from touchpoint.ingest.batches import COMMANDS
+
+    if not paths.work_db.exists():
+        return
+    cutoff = datetime.fromtimestamp(since - 1, UTC).replace(tzinfo=None)
+    try:
+        con = duckdb.connect(str(paths.work_db), read_only=True)
+    except duckdb.Error:
+        return  # busy or unreadable: the Airflow log has the gate's message
+    try:
+        rows = con.execute(
+            "select batch_id, entity, source_file, rows_loaded from audit.load_batches "
+            "where status = 'held' and held_at >= ? order by batch_id", [cutoff]
+        ).fetchall()
+    except duckdb.Error:
+        rows = []
+    finally:
+        con.close()
+    if rows:
+        print(f"held out of raw ({len(rows)} batch(es)); later runs go on without them:", file=sys.stderr)
+        for batch_id, entity, source_file, count in rows:
+            print(f"  {batch_id}  {entity}  {source_file}  {count:,} rows", file=sys.stderr)
+        print(f"decide: {COMMANDS}", file=sys.stderr)
+
+
+def _batches(args: argparse.Namespace, paths: Paths) -> int:
+    from touchpoint.ingest.batches import BatchStateError, drop_batches, list_batches, release_batches
+    from touchpoint.warehouse import connect_work
+
+    if not paths.work_db.exists():
+        print(f"touchpoint batches: no working warehouse under {paths.home}: run `touchpoint run` first",
+              file=sys.stderr)
+        return 2
+    with connect_work(paths) as con:
+        try:
+            if args.batches_command == "list":
+                status = None if args.all else (args.status or "held")
+                shown = list_batches(con, status)
+                if not shown:
+                    print(f"no {status or ''} batches".replace("  ", " "))
+            elif args.batches_command == "release":
+                shown = release_batches(con, args.batch_ids)
+            else:
+                shown = drop_batches(con, args.batch_ids)
+        except BatchStateError as refused:
+            print(f"touchpoint batches: {refused}", file=sys.stderr)
+            return 2
+    for batch in shown:
+        print(f"{batch.status:<9} {batch.batch_id}  {batch.entity}  {batch.source_file}  read {batch.rows_read:,} "
+              f"loaded {batch.rows_loaded:,} quarantined {batch.rows_quarantined:,}")
+        if batch.held_reason and batch.status == "held":
+            print(f"          held: {batch.held_reason[:300]}")
+            if batch.held_report:
+                print(f"          report: {batch.held_report}")
+    return 0
+
+
 def _print_failure_excerpt(log_file: Path, lines: int = 25) -> None:
     """The first error lines from Airflow's log, so the reason is visible without opening it."""
     text = log_file.read_text(errors="replace").splitlines() if log_file.exists() else []
@@ -338,7 +453,9 @@ def _sync(args: argparse.Namespace, paths: Paths) -> int:
     if args.dry_run:
         for plan in plan_syncs(ctx, definitions):
             if plan.skipped_reason:
-                print(f"{plan.sync_name:<28} skipped: {plan.skipped_reason}")
+                # "would fail: ..." (a malformed connection) is not a skip: say it as it is
+                label = "" if plan.skipped_reason.startswith("would fail") else "skipped: "
+                print(f"{plan.sync_name:<28} {label}{plan.skipped_reason}")
                 continue
             held = ", ".join(f"{reason} {count}" for reason, count in sorted(plan.ineligible.items())) or "none"
             print(

@@ -1,8 +1,9 @@
 """Run one dbt layer (staging, identity, marts) against the working warehouse, and build dbt's docs site.
 
 dbt runs as a subprocess: it keeps its own logging and global state out of the Airflow task, and its
-DuckDB connection is closed for certain when it exits. A failure names the model or test that failed,
-read from dbt's `run_results.json`.
+DuckDB connection is closed for certain when it exits. It is started through `touchpoint.processes`, so it
+dies with the process that started it (a killed `touchpoint run` or task) instead of writing on as an orphan.
+A failure names the model or test that failed, read from dbt's `run_results.json`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from touchpoint import processes
 from touchpoint.config import RunContext, dbt_project_dir
 
 # Each layer is a set of model folders: a model dropped into one of them is built, tested and published
@@ -68,7 +70,9 @@ def run_layer(ctx: RunContext, layer: str, extra_args: list[str] | None = None) 
     """`dbt build` the models of one layer with the run's as-of date; raise DbtLayerFailed on any failure."""
     if layer not in LAYERS:
         raise ValueError(f"unknown dbt layer {layer!r}; expected one of {sorted(LAYERS)}")
-    target_path = ctx.paths.work / "dbt_target" / layer
+    # One target path for every layer: a run's layers share dbt's vars, so the second and third layer reuse the
+    # first one's parse (partial parsing) instead of parsing the whole project again (about 4 s a layer).
+    target_path = ctx.paths.work / "dbt_target" / "build"
     select = [
         "--select",
         *LAYERS[layer],
@@ -80,6 +84,10 @@ def run_layer(ctx: RunContext, layer: str, extra_args: list[str] | None = None) 
     completed = _run_dbt(ctx, ["build", *select, *(extra_args or [])], target_path, log_name=layer)
     seconds = time.monotonic() - started
     nodes = _read_run_results(target_path / "run_results.json")
+    kept = ctx.paths.work / "dbt_target" / layer  # each layer's own results stay readable after the next layer
+    kept.mkdir(parents=True, exist_ok=True)
+    if (target_path / "run_results.json").exists():
+        shutil.copyfile(target_path / "run_results.json", kept / "run_results.json")
     if completed.returncode != 0:
         failed = [n for n in nodes if n.status in ("error", "fail")]
         detail = "; ".join(f"{n.unique_id}: {n.status}: {(n.message or '').strip()[:300]}" for n in failed[:10])
@@ -131,7 +139,9 @@ def _run_dbt(ctx: RunContext, command: list[str], target_path: Path, log_name: s
         "--no-use-colors",
     ]
     env = {**os.environ, **ctx.env(), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
-    completed = subprocess.run(args, env=env, capture_output=True, text=True, cwd=project_dir)
+    # SIGKILL when the parent dies: nothing is left to read dbt's output, and an interrupted build is redone
+    # whole by the next run (the working warehouse is never published half-built).
+    completed = processes.run(args, env=env, capture_output=True, text=True, cwd=project_dir)
     (log_path / f"{log_name}.out").write_text(completed.stdout + completed.stderr)
     return completed
 

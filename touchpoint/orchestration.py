@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
 
+from touchpoint import processes
 from touchpoint.config import PROJECT_ROOT, Paths
 
 DAG_ID = "customer_360"
@@ -82,7 +82,8 @@ def prepare_metadata(paths: Paths, env: dict[str, str]) -> None:
     airflow = str(Path(sys.executable).with_name("airflow"))
     log = paths.airflow_home / "db-migrate.log"
     for command in (["db", "migrate"], ["pools", "set", *WAREHOUSE_POOL]):
-        completed = subprocess.run([airflow, *command], env=env, capture_output=True, text=True)
+        # killed with the caller: a migration cut short is finished by the next `db migrate` (idempotent)
+        completed = processes.run([airflow, *command], env=env, capture_output=True, text=True)
         with open(log, "a") as handle:
             handle.write(completed.stdout + completed.stderr)
         if completed.returncode != 0:
@@ -149,15 +150,16 @@ def _run_dag_embedded(
     on_task_done: Callable[[TaskOutcome], None] | None,
 ) -> DagRunOutcome:
     configure_airflow(paths)
-    from airflow.dag_processing.dagbag import DagBag
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with _redirect_output(log_file):  # Airflow's import-time warnings belong in its log, not on the terminal
+        from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(str(DAGS_FOLDER))
+        bag = DagBag(str(DAGS_FOLDER))
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
     dag = bag.get_dag(DAG_ID)
     logical_date = logical_date_for(as_of)
 
-    log_file.parent.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     watcher = (
         threading.Thread(target=_watch_tasks, args=(logical_date, stop, on_task_done), daemon=True)

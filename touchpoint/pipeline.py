@@ -7,20 +7,48 @@ that importing this module (and parsing the DAG) stays cheap.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from touchpoint.config import RunContext, home_from_env, keep_files_private
+from touchpoint.disk import disk_full_error
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from touchpoint.warehouse import LeaseHolder
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Stage = Callable[Concatenate[RunContext, P], R]
+
+
+def _stage(outcome: str = "nothing was published") -> Callable[[Stage[P, R]], Stage[P, R]]:
+    """Make a stage function fail on a full disk with DiskFullError's one line, not a library's traceback.
+
+    The DAG's tasks call these functions, so the error a failed task shows (in the UI, in `touchpoint run`'s
+    excerpt) says what to do. `outcome` says what the failure leaves behind (before publish: nothing published).
+    """
+
+    def decorate(function: Stage[P, R]) -> Stage[P, R]:
+        @functools.wraps(function)
+        def run(ctx: RunContext, *args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return function(ctx, *args, **kwargs)
+            except Exception as error:
+                full = disk_full_error(error, ctx.home, outcome)
+                if full is None or full is error:
+                    raise
+                raise full from error
+
+        return run
+
+    return decorate
 
 
 def as_of_for_interval_end(data_interval_end: datetime) -> date:
@@ -62,6 +90,7 @@ def lease_run_key(holder_key: str) -> tuple[str, str]:
     return dag_id, run_id
 
 
+@_stage()
 def claim_warehouse(ctx: RunContext, is_stale: Callable[[LeaseHolder], bool]) -> dict[str, Any]:
     """Claim the working warehouse for this run: `claimed` false while another live run holds it."""
     from touchpoint.warehouse import WarehouseLease
@@ -73,6 +102,7 @@ def claim_warehouse(ctx: RunContext, is_stale: Callable[[LeaseHolder], bool]) ->
     return {"claimed": True, "lease": _lease_key(ctx), "as_of": ctx.as_of.isoformat()}
 
 
+@_stage(outcome="the next run takes the warehouse lease over")
 def release_warehouse(ctx: RunContext) -> dict[str, Any]:
     """Give the working warehouse back, whether the run succeeded or not."""
     from touchpoint.warehouse import WarehouseLease
@@ -115,6 +145,7 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+@_stage()
 def extract(ctx: RunContext, source: str) -> dict[str, Any]:
     """Pull one source incrementally into landing (no warehouse access: sources run in parallel)."""
     _hold(ctx)
@@ -124,6 +155,7 @@ def extract(ctx: RunContext, source: str) -> dict[str, Any]:
     return _summary(extract_source(ctx, source))
 
 
+@_stage()
 def load(ctx: RunContext) -> dict[str, Any]:
     """Load every landed batch into the raw schema, quarantining bad rows (the single writer)."""
     _hold(ctx)
@@ -140,6 +172,7 @@ def load(ctx: RunContext) -> dict[str, Any]:
         return summary
 
 
+@_stage()
 def dbt_layer(ctx: RunContext, layer: str) -> dict[str, Any]:
     """Build and test one dbt layer under the single-writer lock."""
     _hold(ctx)
@@ -156,16 +189,37 @@ def dbt_layer(ctx: RunContext, layer: str) -> dict[str, Any]:
     }
 
 
+@_stage()
 def gate(ctx: RunContext, layer: str) -> dict[str, Any]:
-    """Run the Great Expectations suite of a layer; raises GateFailed, which stops the run."""
+    """Run the Great Expectations suite of a layer; raises GateFailed, which stops the run.
+
+    A failed raw gate first holds this run's batches of the failing tables out of raw, when the gate passes
+    without them, so the next run is not blocked by the same bad batch (ingest/batches.py).
+    """
     _hold(ctx)
-    from touchpoint.expectations import run_gate
+    from touchpoint.expectations import GateFailed, evaluate_gate, run_gate
+    from touchpoint.ingest.batches import hold_failing_batches
     from touchpoint.warehouse import connect_work
 
     with connect_work(ctx.paths) as con:
-        return _summary(run_gate(ctx, layer, con))
+        try:
+            return _summary(run_gate(ctx, layer, con))
+        except GateFailed as failed:
+            if layer != "raw":
+                raise
+            result = failed.result
+            outcome = hold_failing_batches(
+                ctx,
+                con,
+                failing_tables={r.table for r in result.failures},
+                reason="raw gate failed: " + "; ".join(r.line() for r in result.failures)[:2000],
+                report=str(result.reports.get("html", "")) or None,
+                passes_without=lambda: evaluate_gate(ctx, layer, con).success,
+            )
+            raise GateFailed(result, note=outcome.message()) from None
 
 
+@_stage()
 def ml(ctx: RunContext) -> dict[str, Any]:
     """Fit and score segments, propensity and CLV; write the ml schema."""
     _hold(ctx)
@@ -176,6 +230,7 @@ def ml(ctx: RunContext) -> dict[str, Any]:
         return _summary(run_ml(ctx, con))
 
 
+@_stage()
 def publish(ctx: RunContext) -> dict[str, Any]:
     """Replace the published warehouse atomically with the gated working one."""
     _hold(ctx)
@@ -191,6 +246,7 @@ def sync_names() -> list[str]:
     return [definition.name for definition in load_sync_definitions()]
 
 
+@_stage(outcome="the published warehouse is this run's; this sync did not finish")
 def sync(ctx: RunContext, name: str) -> dict[str, Any]:
     """Run one reverse-ETL sync from the published warehouse."""
     _hold(ctx)
@@ -199,5 +255,6 @@ def sync(ctx: RunContext, name: str) -> dict[str, Any]:
     definitions = {definition.name: definition for definition in load_sync_definitions()}
     result = run_sync(ctx, definitions[name])
     if result.status == "failed":
-        raise RuntimeError(f"sync {name!r} failed: {result.message}")
+        named = result.message.startswith(f"sync {name!r}")  # a connection error already names the sync
+        raise RuntimeError(result.message if named else f"sync {name!r} failed: {result.message}")
     return _summary(result)

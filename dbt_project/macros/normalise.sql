@@ -7,9 +7,16 @@
     (cast('{{ var("as_of") }}' as date) + interval 1 day)
 {%- endmacro %}
 
+{#- Text without control characters (C0 but tab, newline and carriage return, and DEL): a NUL byte or an escape
+    sequence in a name is an extract's fault, and destinations refuse it (PostgreSQL cannot store NUL), so it is
+    removed once here and every mart, file and sync downstream gets text it can take. -#}
+{% macro printable(column) -%}
+    regexp_replace({{ column }}, '[\x00-\x08\x0B\x0C\x0E-\x1F\x7F]', '', 'g')
+{%- endmacro %}
+
 {#- Email: trimmed and lower-cased. -#}
 {% macro clean_email(column) -%}
-    nullif(lower(regexp_replace({{ column }}, '\s+', '', 'g')), '')
+    nullif(lower(regexp_replace({{ printable(column) }}, '\s+', '', 'g')), '')
 {%- endmacro %}
 
 {% macro is_valid_email(cleaned) -%}
@@ -20,7 +27,8 @@
 {%- endmacro %}
 
 {#- Whitespace collapsed; all-upper or all-lower names get capitalised words, mixed case is kept. -#}
-{% macro clean_name(column) -%}
+{% macro clean_name(raw_column) -%}
+    {%- set column = printable(raw_column) -%}
     case
         when nullif(trim(regexp_replace({{ column }}, '\s+', ' ', 'g')), '') is null then null
         when

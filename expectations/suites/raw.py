@@ -7,17 +7,16 @@
   the third batch;
 - formats: at least `TOUCHPOINT_GATE_EMAIL_VALID_SHARE` (default 0.9) of the non-null emails look like
   emails (the staging layer flags the rest individually);
-- event times are not after the as-of date. Two tiers: rows dated after the as-of day are a warning (an
-  extract may legitimately hold later rows, which staging ignores), rows dated more than
-  `TOUCHPOINT_GATE_FUTURE_HORIZON_DAYS` (default 2) days after it are an error (a broken clock or parser).
-  Only batches extracted by the end of the as-of day are judged, so a backfill over newer loads passes.
+- nothing about event times: rows dated after the as-of day are "not yet" (a full export holds them; staging
+  leaves them out of this run and a later run uses them), and a broken clock or an implausible date is judged
+  per row at load, against the time of extraction (ingest/plausibility.py), where it is quarantined.
+A batch this gate fails on is held out of raw (ingest/batches.py), so it never blocks later runs.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import timedelta
 
 import duckdb
 
@@ -38,8 +37,6 @@ REQUIRED = {
 }
 EMAILS = {"crm_contacts": "email", "shop_customers": "email", "email_events": "email",
           "pos_transactions": "email"}
-EVENT_TIMES = {"shop_orders": "ordered_at", "web_events": "occurred_at", "email_events": "occurred_at",
-               "pos_transactions": "purchased_at"}
 VOLUME_ENTITIES = ("shop_orders", "web_events", "email_events", "pos_transactions")
 # Deliberately loose: staging validates each address; this catches a shifted column or a broken export.
 EMAIL_REGEX = r"^\s*[^@\s]+@[^@\s]+\.[^@\s]+\s*$"
@@ -50,7 +47,6 @@ ROW_LABEL = "_source_file || ':' || _row_number"
 class RawSuiteConfig:
     volume_tolerance: float = 0.8
     email_valid_share: float = 0.9
-    future_horizon_days: int = 2
     # Below this many rows a day, a ratio is noise (4 rows instead of 9), not an outage.
     volume_min_rows: int = 20
 
@@ -60,8 +56,6 @@ class RawSuiteConfig:
             volume_tolerance=float(os.environ.get("TOUCHPOINT_GATE_VOLUME_TOLERANCE", cls.volume_tolerance)),
             email_valid_share=float(os.environ.get("TOUCHPOINT_GATE_EMAIL_VALID_SHARE",
                                                    cls.email_valid_share)),
-            future_horizon_days=int(os.environ.get("TOUCHPOINT_GATE_FUTURE_HORIZON_DAYS",
-                                                   cls.future_horizon_days)),
             volume_min_rows=int(os.environ.get("TOUCHPOINT_GATE_VOLUME_MIN_ROWS", cls.volume_min_rows)),
         )
 
@@ -69,7 +63,6 @@ class RawSuiteConfig:
 def build_suite(ctx: RunContext, con: duckdb.DuckDBPyConnection,
                 config: RawSuiteConfig | None = None) -> list[Check]:
     config = config or RawSuiteConfig.from_env()
-    judged = f"_extracted_at <= '{ctx.as_of_end.isoformat(sep=' ')}'::timestamp"
     suite: list[Check] = []
     for entity, columns in REQUIRED.items():
         table = f"raw.{entity}"
@@ -77,16 +70,6 @@ def build_suite(ctx: RunContext, con: duckdb.DuckDBPyConnection,
         if entity in EMAILS:
             suite.append(checks.matches(table, EMAILS[entity], EMAIL_REGEX, mostly=config.email_valid_share,
                                         description="emails look like emails (share)"))
-        if entity in EVENT_TIMES:
-            column = EVENT_TIMES[entity]
-            suite.append(checks.not_after(table, column, ctx.as_of_end, scope=judged, severity=checks.WARNING,
-                                          name="not_after_as_of",
-                                          description=f"{column} not after the as-of day (staging drops it)"))
-            horizon = ctx.as_of_end + timedelta(days=config.future_horizon_days)
-            suite.append(checks.not_after(
-                table, column, horizon, scope=judged, name="not_after_horizon",
-                description=f"{column} not more than {config.future_horizon_days} days after the as-of day",
-            ))
         if entity in VOLUME_ENTITIES:
             suite.append(checks.volume_vs_previous_batch(table, config.volume_tolerance, until=ctx.as_of_end,
                                                          min_rows=config.volume_min_rows))

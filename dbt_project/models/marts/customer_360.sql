@@ -145,7 +145,7 @@ final as (
         coalesce(order_totals.revenue, 0) as revenue,
         case
             when order_totals.orders_count > 0
-                then cast(round(order_totals.revenue / order_totals.orders_count, 2) as decimal(18, 2))
+                then {{ money_per('order_totals.revenue', 'order_totals.orders_count') }}
         end as avg_order_value,
         preferred_channels.preferred_channel,
         preferred_categories.preferred_category,

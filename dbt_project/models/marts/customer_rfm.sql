@@ -32,7 +32,7 @@ measured as (
         date_diff('day', last_order_date, cast('{{ var("as_of") }}' as date)) as recency_days,
         frequency,
         monetary,
-        cast(round(monetary / frequency, 2) as decimal(18, 2)) as avg_order_value,
+        {{ money_per('monetary', 'frequency') }} as avg_order_value,
         last_order_date,
         count(*) over () as buyers_count
     from buyers

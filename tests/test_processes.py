@@ -1,0 +1,173 @@
+"""Children Touchpoint starts die with the process that started them (`touchpoint.processes`).
+
+Each test starts a real parent process, kills it with SIGKILL (nothing in the parent gets to clean up), and
+polls until the child is gone.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from touchpoint import processes
+from touchpoint.config import PROJECT_ROOT
+
+pytestmark = pytest.mark.skipif(not processes.SUPPORTED, reason="PR_SET_PDEATHSIG is Linux only")
+
+DEADLINE_S = 30.0
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
+
+
+def _gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie nobody reaped yet (in a container, PID 1 may never reap)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def _wait_until(condition, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not within {DEADLINE_S:.0f}s")
+        time.sleep(0.05)
+
+
+def _kill_parent_and_wait_for_child(parent: subprocess.Popen, child_pid: int) -> None:
+    try:
+        assert not _gone(child_pid), "the child should run while its parent lives"
+        parent.kill()
+        parent.wait(timeout=DEADLINE_S)
+        _wait_until(lambda: _gone(child_pid), f"child {child_pid} gone after its parent was killed")
+    finally:
+        if not _gone(child_pid):  # leave nothing behind when the assertion failed
+            os.kill(child_pid, signal.SIGKILL)
+
+
+# A parent that starts the sleeper through the helper, prints the child's pid, then waits to be killed.
+PARENT = """
+import json, signal, sys, threading, time
+from touchpoint import processes
+# a thread alive at fork time, as `touchpoint run`'s task watcher is: the launcher must not need preexec_fn
+threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
+kwargs = json.loads(sys.argv[1])
+child = processes.start(json.loads(sys.argv[2]), signal_on_parent_death=kwargs.pop("signal"), **kwargs)
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize(
+    ("sig", "kwargs"),
+    [
+        (signal.SIGKILL, {}),  # dbt, the airflow CLI
+        (signal.SIGTERM, {"start_new_session": True}),  # Airflow components: own session, SIGTERM
+    ],
+)
+def test_a_child_dies_when_its_parent_is_killed(sig: int, kwargs: dict) -> None:
+    import json
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, json.dumps({"signal": int(sig), **kwargs}), json.dumps(SLEEPER)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    child_pid = int(parent.stdout.readline())
+    if kwargs.get("start_new_session"):
+        assert os.getsid(child_pid) == child_pid  # the group handling of the Airflow components is kept
+    _kill_parent_and_wait_for_child(parent, child_pid)
+
+
+def test_a_child_whose_parent_died_before_prctl_does_not_run(tmp_path: Path) -> None:
+    # The race: the parent dies between fork and prctl, so no signal will come. The launcher sees a parent
+    # other than the one that started it and exits before running the program.
+    marker = tmp_path / "ran"
+    command = processes.command_dying_with_parent([sys.executable, "-c", f"open({str(marker)!r}, 'w')"])
+    parent_pid_at = command.index(str(os.getpid()))
+    command[parent_pid_at] = str(os.getpid() + 1_000_000)  # not our pid: as if we had died and it was reparented
+    completed = subprocess.run(command)
+    assert completed.returncode == -signal.SIGKILL
+    assert not marker.exists()
+
+
+def test_the_helper_behaves_like_subprocess() -> None:
+    completed = processes.run(
+        ["sh", "-c", 'echo "$GREETING"; grep SigIgn /proc/self/status; exit 3'],
+        env={"PATH": os.environ["PATH"], "GREETING": "hi"},
+        capture_output=True,
+        text=True,
+    )
+    # output, exit status and env pass through; no signal left ignored by the launcher's Python (SIGPIPE)
+    assert (completed.returncode, completed.stdout) == (3, "hi\nSigIgn:\t0000000000000000\n")
+    with pytest.raises(FileNotFoundError):
+        processes.run(["no-such-program-touchpoint"])
+
+
+FAKE_DBT = """#!{python}
+import os, sys, time
+with open({pid_file!r}, "w") as handle:
+    handle.write(str(os.getpid()))
+time.sleep(600)
+"""
+
+# `touchpoint run` runs dbt from a task: here a parent runs one dbt layer with dbt replaced by a sleeper.
+DBT_PARENT = """
+import sys
+from datetime import date
+from pathlib import Path
+from touchpoint import dbt
+from touchpoint.config import RunContext
+dbt.dbt_executable = lambda: sys.argv[1]
+dbt.run_layer(RunContext(as_of=date(2026, 3, 31), home=Path(sys.argv[2]), run_id="r1"), "staging")
+"""
+
+
+def test_dbt_dies_with_the_process_running_it(tmp_path: Path) -> None:
+    pid_file = tmp_path / "dbt.pid"
+    fake_dbt = tmp_path / "dbt"
+    fake_dbt.write_text(FAKE_DBT.format(python=sys.executable, pid_file=str(pid_file)))
+    fake_dbt.chmod(0o755)
+    parent = subprocess.Popen([sys.executable, "-c", DBT_PARENT, str(fake_dbt), str(tmp_path / "home")])
+    try:
+        _wait_until(lambda: pid_file.exists() and pid_file.read_text(), "the fake dbt started")
+    except BaseException:
+        parent.kill()
+        parent.wait()
+        raise
+    _kill_parent_and_wait_for_child(parent, int(pid_file.read_text()))
+
+
+RUNTIME_PACKAGES = ("touchpoint", "ingest", "ml", "activation", "expectations", "sources", "dags")
+STARTS_A_PROCESS = {
+    *("run", "Popen", "call", "check_call", "check_output", "getoutput", "getstatusoutput"),  # subprocess
+    *("system", "popen", "spawnv", "spawnvp", "spawnl", "spawnlp", "execv", "execvp", "fork"),  # os
+}
+
+
+def test_every_child_is_started_through_the_helper() -> None:
+    """One place starts children, so none of them can outlive its parent by being started another way."""
+    offenders = []
+    for package in RUNTIME_PACKAGES:
+        for path in sorted((PROJECT_ROOT / package).rglob("*.py")):
+            if path == Path(processes.__file__):
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id in ("subprocess", "os")
+                    and node.func.attr in STARTS_A_PROCESS
+                ):
+                    where = f"{path.relative_to(PROJECT_ROOT)}:{node.lineno}"
+                    offenders.append(f"{where} {node.func.value.id}.{node.func.attr}")
+    assert offenders == [], "start children with touchpoint.processes.run/start"
