@@ -64,7 +64,15 @@ TRAINING_SESSIONS = [
 
 SAME_STREET = "l_address = r_address and (l_postcode = r_postcode or l_postcode is null or r_postcode is null)"
 SAME_HOME = f"{SAME_STREET} and (l_phone = r_phone or l_email = r_email)"
-LAST_AGREES = "(damerau_levenshtein(l_last, r_last) <= 1 or jaro_winkler_similarity(l_last, r_last) >= 0.9)"
+
+
+def one_edit(left: str, right: str) -> str:
+    """damerau_levenshtein(left, right) <= 1, with the cheap checks first: Damerau-Levenshtein costs about ten
+    times Jaro-Winkler in DuckDB, and two strings one edit apart differ in length by at most one."""
+    return f"(abs(length({left}) - length({right})) <= 1 and damerau_levenshtein({left}, {right}) <= 1)"
+
+
+LAST_AGREES = f"(l_last = r_last or jaro_winkler_similarity(l_last, r_last) >= 0.9 or {one_edit('l_last', 'r_last')})"
 LAST_NAME_AGREES = "last name agrees"
 # Comparison -> levels in the order they are tested (the first that holds wins; none holding = 'different',
 # level 0; a missing value on either side = level -1, no evidence). Level k is the k-th entry here.
@@ -76,14 +84,14 @@ COMPARISONS = {
         ("initial differs", "least(length(l_first), length(r_first)) = 1"),
         (
             "same full form or one edit",
-            "l_first_canonical = r_first_canonical or damerau_levenshtein(l_first, r_first) <= 1",
+            f"l_first_canonical = r_first_canonical or {one_edit('l_first', 'r_first')}",
         ),
         ("jaro-winkler >= 0.9", "jaro_winkler_similarity(l_first, r_first) >= 0.9"),
         ("jaro-winkler >= 0.8", "jaro_winkler_similarity(l_first, r_first) >= 0.8"),
     ],
     "last_name": [
         ("exact", "l_last = r_last"),
-        ("one edit", "damerau_levenshtein(l_last, r_last) <= 1"),
+        ("one edit", one_edit("l_last", "r_last")),
         ("jaro-winkler >= 0.9", "jaro_winkler_similarity(l_last, r_last) >= 0.9"),
         ("jaro-winkler >= 0.8", "jaro_winkler_similarity(l_last, r_last) >= 0.8"),
     ],
@@ -91,7 +99,10 @@ COMPARISONS = {
         ("exact", "l_birth = r_birth"),
         (
             "one keystroke or day/month swapped",
-            "damerau_levenshtein(strftime(l_birth, '%Y%m%d'), strftime(r_birth, '%Y%m%d')) <= 1"
+            # on the dates written YYYYMMDD (per record, in tp_pairs_people): one keystroke changes one digit, a
+            # transposition two, so a Hamming distance over 2 rules the pair out before Damerau-Levenshtein
+            "((length(l_birth_digits) <> length(r_birth_digits) or hamming(l_birth_digits, r_birth_digits) <= 2)"
+            " and damerau_levenshtein(l_birth_digits, r_birth_digits) <= 1)"
             " or (year(l_birth) = year(r_birth) and month(l_birth) = day(r_birth) and day(l_birth) = month(r_birth))",
         ),
         ("within a year", "abs(date_diff('day', l_birth, r_birth)) <= 366"),
@@ -151,7 +162,8 @@ PEOPLE_SQL = """
 select
     (row_number() over (order by p.node_id) - 1)::integer as person_index,
     p.node_id, p.first_name_key, p.first_name_canonical, p.last_name_key, p.birth_date,
-    year(p.birth_date) as birth_year, p.address_key, p.postcode, p.city_key, p.email, p.phone_e164,
+    strftime(p.birth_date, '%Y%m%d') as birth_digits, year(p.birth_date) as birth_year,
+    p.address_key, p.postcode, p.city_key, p.email, p.phone_e164,
     left(p.first_name_key, 1) as first_initial, left(p.last_name_key, 1) as last_initial,
     first_code.phonetic as first_phonetic, last_code.phonetic as last_phonetic,
     case when first_code.phonetic is not null and last_code.phonetic is not null
@@ -162,6 +174,9 @@ left join tp_name_codes as first_code on p.first_name_key = first_code.name_key
 left join tp_name_codes as last_code on p.last_name_key = last_code.name_key
 """
 
+# Everything derived from one record alone (phonetic codes, the birth date as digits, name frequencies) is
+# computed once per record in tp_pairs_people, not once per pair. `swapped` is computed below the second join on
+# purpose: above it, DuckDB would inline the four Jaro-Winkler calls into every use of the aligned names.
 ALIGNED_SQL = """
 select
     pairs.*,
@@ -171,6 +186,7 @@ select
     case when swapped then r.last_name_key else r.first_name_canonical end as r_first_canonical,
     case when swapped then r.first_name_key else r.last_name_key end as r_last,
     l.birth_date as l_birth, r.birth_date as r_birth,
+    l.birth_digits as l_birth_digits, r.birth_digits as r_birth_digits,
     l.address_key as l_address, r.address_key as r_address,
     l.postcode as l_postcode, r.postcode as r_postcode,
     l.city_key as l_city, r.city_key as r_city,
@@ -204,13 +220,11 @@ def level_sql(name: str) -> str:
     return f"(case when {missing} then -1{whens} else 0 end)::tinyint as {name}"
 
 
-def comparison_sql(pairs: str) -> str:
-    """Every pair of `pairs` (left_index, right_index, ...) with its level per comparison."""
+def comparison_sql(pairs: str, keep: tuple[str, ...] = ("left_index", "right_index")) -> str:
+    """Every pair of `pairs` (left_index, right_index, ...) with its level per comparison; of the pair's own
+    columns only `keep` (the compared strings are not carried along)."""
     levels = ",\n    ".join(level_sql(name) for name in COMPARISONS)
-    return (
-        f"select left_index, right_index, * exclude (left_index, right_index, swapped), {levels}\n"
-        f"from ({ALIGNED_SQL.format(pairs=pairs)})"
-    )
+    return f"select {', '.join(keep)}, {levels}\nfrom ({ALIGNED_SQL.format(pairs=pairs)})"
 
 
 def blocked_pairs_sql(rule_number: int, keys: tuple[str, ...], cap: int) -> str:
@@ -231,13 +245,20 @@ def blocked_pairs_sql(rule_number: int, keys: tuple[str, ...], cap: int) -> str:
 
 
 def candidate_pairs_sql(rule_numbers: list[int]) -> str:
-    """Distinct pairs agreeing on any of the rules (1-based numbers into BLOCKING_RULES), with the first rule."""
+    """Distinct pairs agreeing on any of the rules (1-based numbers into BLOCKING_RULES), with the first rule and
+    `rules`, the set of rules that found the pair as bits (rule k is bit k - 1), so an EM session takes its
+    rule's pairs from the compared candidates instead of blocking and comparing them again."""
     selects = [blocked_pairs_sql(number, *BLOCKING_RULES[number - 1][1:]) for number in rule_numbers]
     return (
-        "select left_index, right_index, min(blocking_rule) as blocking_rule from ("
+        "select left_index, right_index, min(blocking_rule) as blocking_rule,"
+        " bit_or(1 << (blocking_rule - 1))::integer as rules from ("
         + " union all ".join(selects)
-        + ") group by all"
+        + ") group by left_index, right_index"
     )
+
+
+def rule_bit(rule: str) -> int:
+    return 1 << next(number for number, (name, _, _) in enumerate(BLOCKING_RULES) if name == rule)
 
 
 def random_pairs(n: int) -> pd.DataFrame:
@@ -368,15 +389,17 @@ def temp_table(session, name: str, frame: pd.DataFrame) -> None:
 
 
 def train(session, n: int) -> tuple[dict, dict, int]:
-    """u from random pairs, m by EM over the training sessions (averaged where several estimate a comparison)."""
+    """u from random pairs, m by EM over the training sessions (averaged where several estimate a comparison).
+    A session's pairs are the compared candidates (tp_pairs_compared) its blocking rule found."""
     temp_table(session, "tp_pairs_random", random_pairs(n))
     u = estimate_u(*patterns(session, "tp_pairs_random"))
     estimates = {name: [] for name in COMPARISONS}
     iterations = 0
-    rule_number = {rule[0]: number for number, rule in enumerate(BLOCKING_RULES, start=1)}
     for rule, fixed in TRAINING_SESSIONS:
         session_m, session_iterations = expectation_maximisation(
-            *patterns(session, f"({candidate_pairs_sql([rule_number[rule]])})"), u, fixed
+            *counted_patterns(session, f"(select * from tp_pairs_compared where rules & {rule_bit(rule)} <> 0)"),
+            u,
+            fixed,
         )
         iterations = max(iterations, session_iterations)
         for name, values in (session_m or {}).items():
@@ -398,6 +421,18 @@ def term_frequency_sql(u_exact: float, records: int) -> str:
     )
 
 
+def person_term_frequencies_sql(u: dict[str, np.ndarray], records: int) -> str:
+    """Every person record's term-frequency adjustment per name comparison, for its own value: a pair that
+    agrees exactly has the same value on both sides (the left record's after alignment), so the adjustment is
+    looked up once per record here and joined to the pairs by integer index."""
+    columns = ", ".join(f"tf_{name}.adjustment as {name}_tf" for name in TERM_FREQUENCY)
+    joins = "".join(
+        f" left join ({term_frequency_sql(float(u[name][1]), records)}) as tf_{name} on p.{column} = tf_{name}.value"
+        for name, column in TERM_FREQUENCY.items()
+    )
+    return f"select p.person_index, p.node_id, {columns} from tp_pairs_people as p{joins}"
+
+
 def model(dbt, session):
     dbt.config(materialized="table")
     people = dbt.ref("int_person_records_unioned").sql_query()
@@ -405,9 +440,10 @@ def model(dbt, session):
     # person_index follows node_id order, so `left_index < right_index` is `left_node < right_node`
     session.execute(f"create or replace temp table tp_pairs_people as {PEOPLE_SQL.format(people=people)}")
     n = session.execute("select count(*) from tp_pairs_people").fetchone()[0]
+    candidates = candidate_pairs_sql(list(range(1, len(BLOCKING_RULES) + 1)))
     session.execute(
         "create or replace temp table tp_pairs_compared as "
-        + comparison_sql(f"({candidate_pairs_sql(list(range(1, len(BLOCKING_RULES) + 1)))})")
+        + comparison_sql(f"({candidates})", ("left_index", "right_index", "blocking_rule", "rules"))
     )
     m, u, iterations = train(session, n)
     matrix, counts = counted_patterns(session, "tp_pairs_compared")
@@ -422,25 +458,25 @@ def model(dbt, session):
         "tp_pairs_pattern_weights",
         pd.DataFrame({**matrix, **{f"{name}_weight": weights[name] for name in COMPARISONS}}),
     )
-    for name in TERM_FREQUENCY:
-        temp_table(session, f"tp_tf_{name}", session.execute(term_frequency_sql(float(u[name][1]), n)).df())
+    session.execute(f"create or replace temp table tp_pairs_person_tf as {person_term_frequencies_sql(u, n)}")
     return score_pairs(session, iterations, rate, prior)
 
 
 def score_pairs(session, iterations: int, rate: float, prior: float):
     """Every candidate pair with its levels, per-field weights (term frequency included) and probability."""
-    tf_joins = "".join(
-        f" left join tp_tf_{name} as tf_{name} on pairs.{name} = 1 and l.{column} = tf_{name}.value"
-        for name, column in TERM_FREQUENCY.items()
-    )
     field_weight = {name: f"weights.{name}_weight" for name in COMPARISONS}
     for name in TERM_FREQUENCY:
-        field_weight[name] = f"(weights.{name}_weight + coalesce(tf_{name}.adjustment, 0))"
+        field_weight[name] = (
+            f"(weights.{name}_weight + case when pairs.{name} = 1 then coalesce(l.{name}_tf, 0) else 0 end)"
+        )
     total = " + ".join(field_weight.values())
     prior_weight = float(np.log2(prior / (1 - prior)))
+    # ordered by the integer indices, which follow node_id order: the same order as by (left_node, right_node)
     return session.sql(f"""
         with scored as (
             select
+                pairs.left_index,
+                pairs.right_index,
                 l.node_id as left_node,
                 r.node_id as right_node,
                 pairs.blocking_rule,
@@ -449,16 +485,15 @@ def score_pairs(session, iterations: int, rate: float, prior: float):
                 {prior_weight!r}::double + {total} as match_weight
             from tp_pairs_compared as pairs
             join tp_pairs_pattern_weights as weights using ({", ".join(COMPARISONS)})
-            join tp_pairs_people as l on pairs.left_index = l.person_index
-            join tp_pairs_people as r on pairs.right_index = r.person_index
-            {tf_joins}
+            join tp_pairs_person_tf as l on pairs.left_index = l.person_index
+            join tp_pairs_person_tf as r on pairs.right_index = r.person_index
         )
         select
-            *,
+            * exclude (left_index, right_index),
             1.0 / (1.0 + pow(2.0, -match_weight)) as match_probability,
             {iterations}::bigint as em_iterations,
             {rate!r}::double as em_match_rate,
             {prior!r}::double as prior_match_probability
         from scored
-        order by left_node, right_node
+        order by left_index, right_index
     """)
