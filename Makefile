@@ -7,7 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CUSTOMERS ?= 10000
 DAYS ?= 730
-PYTEST_ARGS ?=
+# Two workers, one test file each at a time (module fixtures stay in one process): most of a test's time is
+# subprocesses (Airflow, dbt) waiting or on one core, so two files at once fit the 2-core budget machine.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: setup run airflow docs test lint bench clean
 

@@ -4,7 +4,9 @@ Public API (used by the DAG and the CLI):
 - `load_sync_definitions(folder=None)`: the YAML syncs in `activation/syncs/` (or `folder`);
 - `plan_sync(ctx, sync)` / `plan_syncs(ctx, syncs)`: what a run would send (counts and sample keys),
   for `touchpoint sync --dry-run`; writes nothing;
-- `run_sync(ctx, sync, dry_run=False)` / `run_syncs(ctx, syncs)`: send the changes since the last run;
+- `run_sync(ctx, sync, dry_run=False)` / `run_syncs(ctx, syncs)`: send the changes since the last run; every
+  outcome, a failure too, is a returned and audited `SyncRunResult` (`run_syncs` raises SyncsFailedError
+  after running them all);
 - `sync_audit_tables(home)`: the sync audit log as Arrow tables; `load_sync_audit(con, home)` writes them to
   `audit.sync_runs` / `audit.sync_rejections` of a warehouse connection the caller holds for writing.
 """

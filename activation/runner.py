@@ -9,9 +9,11 @@ A run, under the sync's lock:
    per acknowledged batch (a crash resends at most one batch, and upserts by key make that harmless);
    file destinations get the full audience and the diff at once, then the state is replaced;
 4. write the audit record of the run and the rejected records (see `audit.py`).
-A sync whose connection is not configured is skipped with that reason (and audited), never a crash; one whose
-connection is malformed fails with a message naming the sync and the connection (audited, nothing sent), and
-the other syncs of the run go on. Failure messages never carry the connection's password or token.
+A sync whose connection is not configured is skipped with that reason (and audited), never a crash. Any
+other failure (a malformed connection, a destination that cannot be built or refuses, a busy lock, a source
+query refused) is returned as a failed result with one audit row, and the other syncs of the run go on; a
+malformed connection's message names the sync and the connection. Failure messages never carry the
+connection's password or token.
 """
 
 from __future__ import annotations
@@ -298,6 +300,108 @@ def _write_snapshot(
     return files
 
 
+def _one_line(error: Exception) -> str:
+    """An error as the one line the CLI, the Airflow task and the audit row show."""
+    # a connection error already names the sync and the connection; anything else says what kind it was
+    text = str(error) if isinstance(error, MalformedConnectionError) else f"{type(error).__name__}: {error}"
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+class _Attempt:
+    """One attempt of one sync: what it has done so far, and its audit record when it ends."""
+
+    def __init__(self, ctx: RunContext, sync: SyncDefinition) -> None:
+        self.ctx, self.sync = ctx, sync
+        self.started = datetime.now(UTC).replace(tzinfo=None)
+        self.clock = time.monotonic()
+        self.attempt_id = audit.new_attempt_id(self.started)
+        self.folder = sync_folder(ctx.paths.state, sync.name)
+        self.tally = _Tally()  # kept when the attempt fails halfway: the audit says what was sent
+        self.plan: SyncPlan | None = None
+        self.rejections: list[pa.Table] = []
+        self.connection: ConnectionInfo | None = None
+
+    def result(self, status: str, message: str = "", files: list[Path] | None = None) -> SyncRunResult:
+        # a driver's or server's error text may quote what it was given: never let the secret reach the audit
+        message = self.connection.redact(message) if self.connection else message
+        plan, tally = self.plan, self.tally
+        return SyncRunResult(
+            sync_name=self.sync.name,
+            status=status,
+            destination_type=self.sync.destination.type,
+            attempt_id=self.attempt_id,
+            plan=plan,
+            sent_upserts=tally.upserts,
+            sent_deletes=tally.deletes,
+            failed=len(tally.refused),
+            skipped=sum(plan.ineligible.values()) if plan else 0,
+            duration_s=round(time.monotonic() - self.clock, 3),
+            message=message,
+            files=files or [],
+        )
+
+    def reject(self, keys: list[str | None], reasons: list[str], details: list[str | None]) -> None:
+        self.rejections.append(_rejections(self.sync, self.ctx, self.attempt_id, keys, reasons, details))
+
+    def finish(self, status: str, message: str = "", files: list[Path] | None = None) -> SyncRunResult:
+        """The attempt's result, after writing its audit record and rejected records."""
+        result = self.result(status, message, files)
+        for reason, by_key in (("destination_refused", self.tally.refused), ("text_cleaned", self.tally.cleaned)):
+            keys = sorted(by_key)
+            if keys:
+                self.reject(list(keys), [reason] * len(keys), [by_key[k] for k in keys])
+        if self.rejections:
+            audit.write_rejections(self.folder, self.attempt_id, pa.concat_tables(self.rejections))
+        plan = self.plan
+        audit.write_run_record(
+            self.folder,
+            {
+                "sync_name": self.sync.name,
+                "run_id": self.ctx.run_id,
+                "attempt_id": self.attempt_id,
+                "as_of": self.ctx.as_of,
+                "destination_type": self.sync.destination.type,
+                "status": status,
+                "started_at": self.started,
+                "finished_at": datetime.now(UTC).replace(tzinfo=None),
+                "duration_s": result.duration_s,
+                "eligible": plan.eligible if plan else None,
+                "planned_inserts": plan.inserts if plan else None,
+                "planned_updates": plan.updates if plan else None,
+                "planned_deletes": plan.deletes if plan else None,
+                "sent": result.sent,
+                "failed": result.failed,
+                "skipped": result.skipped,
+                "message": result.message,
+            },
+        )
+        return result
+
+
+def _send(
+    run: _Attempt, destination: BatchDestination | SnapshotDestination, progress: Progress | None
+) -> list[Path]:
+    """Plan and send under the sync's lock; the files written (file destinations)."""
+    ctx, sync = run.ctx, run.sync
+    with sync_lock(run.folder):
+        con = open_state(ctx.paths.state, sync.name, destination_fingerprint(sync))
+        try:
+            run.plan = plan = _load(con, ctx, sync)
+            held_back = con.execute(
+                "select _key, _reject_reason from candidates where _reject_reason is not null order by _key"
+            ).fetchall()
+            run.reject([k for k, _ in held_back], [r for _, r in held_back], [None] * len(held_back))
+            if isinstance(destination, BatchDestination):
+                try:
+                    _send_batches(con, sync, destination, ctx.run_id, run.tally, progress)
+                finally:
+                    destination.close()
+                return []
+            return _write_snapshot(con, ctx, sync, plan, destination, run.tally)
+        finally:
+            con.close()
+
+
 def run_sync(
     ctx: RunContext,
     sync: SyncDefinition,
@@ -310,132 +414,28 @@ def run_sync(
 
     Reads only the published warehouse (read-only). `destination` overrides the one built from the
     definition (tests, embedding). A dry run plans and writes nothing (no state, no audit, no sends).
-    Raises on failure after auditing it; the state keeps every acknowledged batch, so a rerun resumes. A
-    connection that is missing (skipped) or malformed (failed) is returned, not raised: nothing was attempted.
+    Every outcome is returned and audited, failures included (status "failed", the error on one line with
+    secrets redacted): a caller running several syncs goes on with the next, and decides how to fail. The
+    state keeps every acknowledged batch, so a rerun resumes. Only an interrupt, or an audit record that
+    cannot be written, propagates.
     """
-    started = datetime.now(UTC).replace(tzinfo=None)
-    clock = time.monotonic()
-    attempt_id = audit.new_attempt_id(started)
-    folder = sync_folder(ctx.paths.state, sync.name)
-    tally = _Tally()
-    plan: SyncPlan | None = None
-    rejections: list[pa.Table] = []
-    connection: ConnectionInfo | None = None
-
-    def finish(status: str, message: str = "", files: list[Path] | None = None) -> SyncRunResult:
-        # a driver's or server's error text may quote what it was given: never let the secret reach the audit
-        message = connection.redact(message) if connection else message
-        result = SyncRunResult(
-            sync_name=sync.name,
-            status=status,
-            destination_type=sync.destination.type,
-            attempt_id=attempt_id,
-            plan=plan,
-            sent_upserts=tally.upserts,
-            sent_deletes=tally.deletes,
-            failed=len(tally.refused),
-            skipped=sum(plan.ineligible.values()) if plan else 0,
-            duration_s=round(time.monotonic() - clock, 3),
-            message=message,
-            files=files or [],
-        )
-        if status == "dry_run":
-            return result
-        if tally.refused:
-            keys = sorted(tally.refused)
-            rejections.append(
-                _rejections(
-                    sync,
-                    ctx,
-                    attempt_id,
-                    keys,
-                    ["destination_refused"] * len(keys),
-                    [tally.refused[k] for k in keys],
-                )
-            )
-        if tally.cleaned:
-            keys = sorted(tally.cleaned)
-            rejections.append(
-                _rejections(
-                    sync, ctx, attempt_id, keys, ["text_cleaned"] * len(keys), [tally.cleaned[k] for k in keys]
-                )
-            )
-        if rejections:
-            audit.write_rejections(folder, attempt_id, pa.concat_tables(rejections))
-        audit.write_run_record(
-            folder,
-            {
-                "sync_name": sync.name,
-                "run_id": ctx.run_id,
-                "attempt_id": attempt_id,
-                "as_of": ctx.as_of,
-                "destination_type": sync.destination.type,
-                "status": status,
-                "started_at": started,
-                "finished_at": datetime.now(UTC).replace(tzinfo=None),
-                "duration_s": result.duration_s,
-                "eligible": plan.eligible if plan else None,
-                "planned_inserts": plan.inserts if plan else None,
-                "planned_updates": plan.updates if plan else None,
-                "planned_deletes": plan.deletes if plan else None,
-                "sent": result.sent,
-                "failed": result.failed,
-                "skipped": result.skipped,
-                "message": message,
-            },
-        )
-        return result
-
+    run = _Attempt(ctx, sync)
     if dry_run:
-        plan = plan_sync(ctx, sync)
-        return finish("dry_run", message=plan.skipped_reason or "")
+        run.plan = plan_sync(ctx, sync)
+        return run.result("dry_run", message=run.plan.skipped_reason or "")
     if not sync.enabled:
-        return finish("skipped", message="disabled in its definition")
-    if destination is None:
-        try:
-            connection = sync_connection(sync)
-            destination = build_destination(ctx, sync, ctx.run_id, connection)
-        except ConnectionNotConfiguredError as error:
-            return finish("skipped", message=str(error))
-        except MalformedConnectionError as error:
-            # returned, not raised, like a skip: a configuration problem found before any work, and a caller
-            # running syncs one by one (the CLI) goes on with the next
-            return finish("failed", message=str(error))
-
-    with sync_lock(folder):
-        con = open_state(ctx.paths.state, sync.name, destination_fingerprint(sync))
-        try:
-            plan = _load(con, ctx, sync)
-            held_back = con.execute(
-                "select _key, _reject_reason from candidates where _reject_reason is not null order by _key"
-            ).fetchall()
-            rejections.append(
-                _rejections(
-                    sync,
-                    ctx,
-                    attempt_id,
-                    [k for k, _ in held_back],
-                    [r for _, r in held_back],
-                    [None] * len(held_back),
-                )
-            )
-            files: list[Path] = []
-            if isinstance(destination, BatchDestination):
-                try:
-                    _send_batches(con, sync, destination, ctx.run_id, tally, progress)
-                finally:
-                    destination.close()
-            else:
-                files = _write_snapshot(con, ctx, sync, plan, destination, tally)
-        except Exception as error:
-            failed = finish("failed", message=f"{type(error).__name__}: {error}")
-            if failed.message != f"{type(error).__name__}: {error}":
-                # the error quoted a secret (finish redacted it): raise the redacted text, not the original
-                raise RuntimeError(f"sync {sync.name!r} failed: {failed.message}") from None
-            raise
-        finally:
-            con.close()
-    return finish("success", files=files)
+        return run.finish("skipped", message="disabled in its definition")
+    try:
+        if destination is None:
+            try:
+                run.connection = sync_connection(sync)
+            except ConnectionNotConfiguredError as error:
+                return run.finish("skipped", message=str(error))
+            destination = build_destination(ctx, sync, ctx.run_id, run.connection)
+        files = _send(run, destination, progress)
+    except Exception as error:  # noqa: BLE001 - a failed sync is a result (audited), not a crash of the run
+        return run.finish("failed", message=_one_line(error))
+    return run.finish("success", files=files)
 
 
 def run_syncs(
@@ -444,22 +444,27 @@ def run_syncs(
     *,
     dry_run: bool = False,
     progress: Progress | None = None,
+    on_result: Callable[[SyncRunResult], None] | None = None,
 ) -> list[SyncRunResult]:
-    """Run every sync (skipped ones included in the results); SyncsFailedError at the end if any failed."""
+    """Run every sync, in order; SyncsFailedError at the end (with every result) if any failed.
+
+    `on_result` sees each result as soon as its sync ends (the CLI prints it).
+    """
     results: list[SyncRunResult] = []
     for sync in syncs:
         try:
-            results.append(run_sync(ctx, sync, dry_run=dry_run, progress=progress))
-        except Exception as error:  # noqa: BLE001 - one sync failing must not stop the others
-            results.append(
-                SyncRunResult(
-                    sync_name=sync.name,
-                    status="failed",
-                    destination_type=sync.destination.type,
-                    attempt_id="",
-                    message=f"{type(error).__name__}: {error}",
-                )
+            result = run_sync(ctx, sync, dry_run=dry_run, progress=progress)
+        except Exception as error:  # noqa: BLE001 - only when its audit record could not be written
+            result = SyncRunResult(
+                sync_name=sync.name,
+                status="failed",
+                destination_type=sync.destination.type,
+                attempt_id="",
+                message=f"not audited: {_one_line(error)}",
             )
+        results.append(result)
+        if on_result:
+            on_result(result)
     if any(r.status == "failed" for r in results):
         raise SyncsFailedError(results)
     return results

@@ -71,6 +71,20 @@ def check_source_sql(sql: str) -> str:
     return sql
 
 
+def source_tables(sql: str) -> set[str]:
+    """The published tables (`schema.table`) a checked source query reads; its own CTEs left out.
+
+    What a sync depends on: the dbt exposures of the syncs list the same tables (tests/test_exposures.py).
+    """
+    query = _parse(sql, "source.sql")[0]
+    ctes = {cte.alias_or_name for cte in query.find_all(exp.CTE)}
+    return {
+        f"{table.db}.{table.name}"
+        for table in query.find_all(exp.Table)
+        if table.db or table.name not in ctes
+    }
+
+
 def _check_table(table: exp.Table, ctes: set[str]) -> None:
     if not isinstance(table.this, exp.Identifier):
         # read_csv(...), glob(...), query_table('raw.x'): table functions read files or resolve names at run time

@@ -16,15 +16,18 @@ Mapping to the landing contract (bring-your-own extracts; tests/fixtures/cdnow i
 - shop_orders.csv: one order per line: order_id = `<customer_id>-<YYYYMMDD>-<n>`, n the line's 1-based place
   among that customer's lines of that day (1,774 customer-days hold several lines), so the ids are the same on
   every conversion; ordered_at = the day at 00:00Z; total_amount = dollar_value (80 lines are $0.00);
-  status `completed` (stg_shop__orders nets only `cancelled`/`refunded` to 0 and fct_orders counts every order
-  that is not cancelled as a purchase; a missing status would read as `placed`, an order not yet fulfilled);
+  status `completed` (stg_shop__orders nets only `cancelled`/`refunded` to 0, and fct_orders.is_purchase counts
+  every kept order of non-negative value, $0 included, as a purchase; a missing status would read as `placed`,
+  an order not yet fulfilled);
   currency USD; number_of_cds kept as an extra column.
 
 Each as-of is one `touchpoint run` on the same home, given the whole file every time: rows after the as-of are
 "not yet" for that run. After each, the published warehouse's marts.customer_rfm is joined to the customers
 through identity.person_map (shop_customers records) and compared with tests/rfm_expected.py: per-column and
-whole-row match rates, buyers missing or extra, customers sharing a person. Wall time and peak RSS (the largest
-process of the run's tree, ru_maxrss from wait4) per run. Results also go to <home>/cdnow_bench.json.
+whole-row match rates, buyers missing or extra, customers sharing a person; the rfm_segment distribution; and
+the buyers of customer_rfm without a row in ml.customer_propensity or ml.customer_clv (0: RFM and ML read one
+definition of a purchase). Wall time and peak RSS (the largest process of the run's tree, ru_maxrss from wait4)
+per run. Results also go to <home>/cdnow_bench.json.
 """
 
 from __future__ import annotations
@@ -110,6 +113,27 @@ def warehouse_rfm(warehouse: Path) -> tuple[dict[str, Rfm], dict[str, str]]:
     return {row[0]: Rfm(*row[1:]) for row in rows}, persons
 
 
+def segments_and_coverage(warehouse: Path) -> dict:
+    """Buyers per rfm_segment (every segment of the grid, 0 included), and buyers the ML stage left unscored."""
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        segments = con.execute(
+            "select grid.rfm_segment, count(rfm.person_id) from (select distinct rfm_segment from marts.rfm_segments) "
+            "as grid left join marts.customer_rfm as rfm on grid.rfm_segment = rfm.rfm_segment "
+            "group by grid.rfm_segment order by count(rfm.person_id) desc, grid.rfm_segment"
+        ).fetchall()
+        unscored = {
+            table: con.execute(
+                f"select count(*) from marts.customer_rfm as rfm where not exists (select 1 from {table} as ml "
+                "where ml.person_id = rfm.person_id and ml.as_of = rfm.as_of)"
+            ).fetchone()[0]
+            for table in ("ml.customer_propensity", "ml.customer_clv")
+        }
+    finally:
+        con.close()
+    return {"segments": dict(segments), "buyers_without_ml_row": unscored}
+
+
 def compare(expected: dict[str, Rfm], actual: dict[str, Rfm], persons: dict[str, str]) -> dict:
     both = expected.keys() & actual.keys()
     per_column = {
@@ -171,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  touchpoint run as of {as_of} exited {run['exit_code']}: see {args.home}/run-{as_of}.log")
             warehouse = args.home / "home" / "work" / "warehouse.duckdb"  # what the failed run built
         actual, persons = warehouse_rfm(warehouse)
-        result = {**run, **compare(expected_rfm(purchases, date.fromisoformat(as_of)), actual, persons)}
+        result = {
+            **run,
+            **compare(expected_rfm(purchases, date.fromisoformat(as_of)), actual, persons),
+            **segments_and_coverage(warehouse),
+        }
         results[as_of] = result
         by_column = " ".join(f"{k} {v:.4f}" for k, v in result["match_rate_by_column"].items())
         print(
@@ -181,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{run['seconds']:.0f} s, peak RSS {run['peak_rss_mb']} MB",
             flush=True,
         )
+        buyers = max(result["buyers_in_warehouse"], 1)
+        shares = ", ".join(f"{name} {count:,} ({count / buyers:.1%})" for name, count in result["segments"].items())
+        print(f"  segments: {shares}", flush=True)
+        print(f"  buyers without an ML row: {result['buyers_without_ml_row']}", flush=True)
     (args.home / "cdnow_bench.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     return 0
 

@@ -5,7 +5,8 @@
 Writes synthetic raw tables (bench/gates.py), builds staging and identity with dbt (untimed), then times
 `dbt build --select path:models/marts` (7 models, their data tests and unit tests, dbt start-up included) and
 `dbt run` of the same, and one SQL statement that computes RFM with the same rules (latest order version,
-as-of cut, net after refunds and cancellations, mid-rank quintile scores, segment grid) from raw.shop_orders
+as-of cut, purchases = orders not cancelled or refunded, mid-rank quintiles for R and M, frequency bands for F,
+the segment grid of seeds/marts/rfm_segments.csv) from raw.shop_orders
 per shop customer (no identity stitching, no POS: it is the floor, not an equivalent). Prints both and the
 ratio.
 """
@@ -31,7 +32,7 @@ HAND_WRITTEN_RFM = """
 with orders as (
     select trim(order_id) as order_id, trim(customer_id) as customer_id,
         cast(ordered_at as date) as order_date,
-           lower(trim(status)) in ('cancelled') as is_cancelled,
+           lower(trim(status)) in ('cancelled', 'refunded') or total_amount < 0 as is_not_purchase,
            case when lower(trim(status)) in ('cancelled',
                'refunded') then 0 else total_amount end as net_amount
     from raw.shop_orders
@@ -40,33 +41,32 @@ with orders as (
                                order by updated_at desc nulls last, _extracted_at desc, _row_number desc) = 1
 ),
 buyers as (
-    select customer_id, date_diff('day', max(order_date) filter (where not is_cancelled),
+    select customer_id, date_diff('day', max(order_date) filter (where not is_not_purchase),
         $as_of) as recency_days,
-           count(*) filter (where not is_cancelled) as frequency, sum(net_amount) as monetary
-    from orders group by customer_id having count(*) filter (where not is_cancelled) >= 1
+           count(*) filter (where not is_not_purchase) as frequency, sum(net_amount) as monetary
+    from orders group by customer_id having count(*) filter (where not is_not_purchase) >= 1
 ),
 ranked as (
-    select *, count(*) over () as n,
+    select *, count(*) over () as n, count(*) filter (where frequency > 1) over () as nr,
            rank() over (order by recency_days desc) - 1 as rb,
                count(*) over (partition by recency_days) as rt,
-           rank() over (order by frequency) - 1 as fb, count(*) over (partition by frequency) as ft,
+           rank() over (partition by frequency > 1 order by frequency) - 1 as fb,
+           count(*) over (partition by frequency) as ft,
            rank() over (order by monetary) - 1 as mb, count(*) over (partition by monetary) as mt
     from buyers
 ),
 scored as (
     select customer_id, recency_days, frequency, monetary,
-           least(5, 1 + (5 * (2 * rb + rt)) // (2 * n)) as r, least(5,
-               1 + (5 * (2 * fb + ft)) // (2 * n)) as f,
+           least(5, 1 + (5 * (2 * rb + rt)) // (2 * n)) as r,
+           case when frequency = 1 then 1 else 2 + (4 * (2 * fb + ft)) // (2 * nr) end as f,
            least(5, 1 + (5 * (2 * mb + mt)) // (2 * n)) as m
     from ranked
 )
-select *, case
-    when r >= 4 and fm >= 4 then 'Champions' when r >= 4 and fm >= 2 then 'Potential loyalist'
-    when r = 5 then 'New' when r = 4 then 'Promising' when r = 3 and fm >= 4 then 'Loyal'
-    when r = 3 and fm >= 2 then 'Need attention' when fm = 5 then 'Cannot lose them'
-    when fm >= 3 then 'At risk' when r = 1 then 'Lost' else 'Hibernating' end as rfm_segment
-from (select *, (f + m + 1) // 2 as fm from scored)
+select scored.*, grid.rfm_segment
+from (select *, (f + m + 1) // 2 as fm from scored) as scored
+left join read_csv('$segment_grid') as grid on grid.r_score = scored.r and grid.fm_score = scored.fm
 """
+SEGMENT_GRID = PROJECT / "dbt_project" / "seeds" / "marts" / "rfm_segments.csv"
 
 
 def dbt(db: Path, command: str, select: str) -> tuple[float, float]:
@@ -104,12 +104,13 @@ def main() -> None:
           f"{args.events:,} web and email events")
     upstream, _ = dbt(db, "build", "path:models/staging path:models/intermediate path:models/identity")
     print(f"staging + identity (dbt build, not part of the comparison): {upstream:.1f} s")
-    marts_build = dbt(db, "build", "path:models/marts")
+    marts_build = dbt(db, "build", "path:seeds/marts path:models/marts")
     marts_run = dbt(db, "run", "path:models/marts")
 
     con = duckdb.connect(str(db), read_only=True)
     as_of_end = f"timestamp '{AS_OF.isoformat()}' + interval 1 day"
-    sql = HAND_WRITTEN_RFM.replace("$as_of_end", as_of_end).replace("$as_of", f"date '{AS_OF.isoformat()}'")
+    sql = (HAND_WRITTEN_RFM.replace("$as_of_end", as_of_end).replace("$as_of", f"date '{AS_OF.isoformat()}'")
+           .replace("$segment_grid", str(SEGMENT_GRID)))
     started = time.perf_counter()
     hand = con.execute(f"select count(*), count(distinct rfm_segment) from ({sql})").fetchall()[0]
     hand_seconds = time.perf_counter() - started

@@ -77,7 +77,7 @@ def ml_output_checks(
     if not table_exists(con, "ml", "model_runs"):
         return [_check("ml_tables_exist", "ml.model_runs", False, None, None, "the ML stage has not written")]
     runs = _model_runs(con, as_of)
-    for name in ["kmeans_segments", *PROPENSITY_MODELS, "bg_nbd", "gamma_gamma"]:
+    for name in ["segments", *PROPENSITY_MODELS, "bg_nbd", "gamma_gamma"]:
         run = runs.get(name)
         status = run["status"] if run else "missing"
         results.append(
@@ -155,7 +155,7 @@ def ml_output_checks(
         )
 
     # Segments: everyone assigned, count and sizes
-    if runs.get("kmeans_segments", {}).get("status") == "trained":
+    if runs.get("segments", {}).get("status") == "trained":
         missing = _scalar(
             con,
             f"""select count(*) from ({active}) as a

@@ -13,8 +13,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-# Orders that count as purchases: not cancelled/refunded and with positive value (POS returns are negative).
-PURCHASE_FILTER = "status not in ('cancelled', 'refunded', 'returned') and net_amount > 0 and person_id is not null"
+# Orders that count as purchases: marts.fct_orders.is_purchase, the warehouse's one definition (cancelled,
+# refunded, returned and negative orders are not purchases; zero-value orders are). Deciding it again here
+# left 86 demo buyers and 68 CDNOW buyers in customer_rfm without a propensity or CLV row.
+PURCHASE_FILTER = "is_purchase and person_id is not null"
 
 # When an order happened (a row with only a date counts from the start of that day).
 ORDER_TIME = "coalesce(ordered_at::timestamp, order_date::timestamp)"

@@ -29,9 +29,22 @@ create table if not exists ml.model_runs (
     features json,
     library_versions json,
     artifact_path varchar,
+    algorithm varchar,                -- the estimator chosen (model_name names the purpose, stably)
     primary key (model_name, as_of)
 )
 """
+COLUMNS = (
+    "model_name, as_of, trained_at, status, reason, training_window, time_unit, parameters, metrics, features, "
+    "library_versions, artifact_path, algorithm"
+)
+# A warehouse written before `algorithm` existed, and before the segmentation model was named for its purpose
+# rather than for KMeans (it may be a Gaussian mixture): brought up to date in place, history kept.
+MIGRATIONS = (
+    "alter table ml.model_runs add column if not exists algorithm varchar",
+    "update ml.model_runs set model_name = 'segments' where model_name = 'kmeans_segments'",
+    "update ml.model_runs set algorithm = coalesce(parameters->>'algorithm', model_name) "
+    "where algorithm is null and status = 'trained'",
+)
 
 
 def library_versions() -> dict[str, str]:
@@ -72,8 +85,17 @@ class ModelRun:
     library_versions: dict[str, str] = field(default_factory=library_versions)
     artifact_path: str | None = None
 
+    @property
+    def algorithm(self) -> str | None:
+        """The estimator in production: `parameters["algorithm"]` when the model chose among several, else the
+        model itself (bg_nbd, gamma_gamma); None when skipped."""
+        if self.status != "trained":
+            return None
+        return str(self.parameters.get("algorithm") or self.model_name)
+
     def record(self) -> dict[str, Any]:
         row = asdict(self)
+        row["algorithm"] = self.algorithm
         row["as_of"] = self.as_of.isoformat()
         row["trained_at"] = self.trained_at.isoformat()
         return _clean(row)
@@ -100,11 +122,13 @@ def write_model_runs(con: duckdb.DuckDBPyConnection, runs: list[ModelRun]) -> No
     """Replace the rows of these (model_name, as_of) pairs: a rerun never appends twice."""
     con.execute("create schema if not exists ml")
     con.execute(MODEL_RUNS_DDL)
+    for migration in MIGRATIONS:
+        con.execute(migration)
     for run in runs:
         row = run.record()
         con.execute("delete from ml.model_runs where model_name = ? and as_of = ?", [run.model_name, run.as_of])
         con.execute(
-            "insert into ml.model_runs values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"insert into ml.model_runs ({COLUMNS}) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 run.model_name,
                 run.as_of,
@@ -118,5 +142,6 @@ def write_model_runs(con: duckdb.DuckDBPyConnection, runs: list[ModelRun]) -> No
                 json.dumps(row["features"]),
                 json.dumps(row["library_versions"], sort_keys=True),
                 run.artifact_path,
+                run.algorithm,
             ],
         )

@@ -161,34 +161,69 @@ def compare_algorithms(matrix: np.ndarray, k: int, kmeans_labels: np.ndarray) ->
     }
 
 
-def name_segment(z: dict[str, float], used: set[str]) -> str:
+def base_name(z: dict[str, float]) -> str:
     """Human-readable name from a profile's standardised (transformed-space) feature means."""
     if z["recency_days"] > 0.7:
-        name = "Lapsed" if z["frequency"] < 0.5 else "Lapsed loyal"
-    elif z["monetary"] > 0.6 and z["frequency"] > 0.4:
-        name = "High-value loyal"
-    elif z["frequency"] > 0.5:
-        name = "Frequent buyers"
-    elif z["tenure_days"] < -0.6:
-        name = "New customers"
-    elif z["avg_order_value"] < -0.5:
-        name = "Bargain hunters"
-    elif z["avg_order_value"] > 0.5:
-        name = "Big-basket occasional"
-    elif z["email_open_rate"] > 0.6 or z["web_sessions"] > 0.6:
-        name = "Engaged browsers"
-    elif z["online_share"] > 0.6:
-        name = "Online regulars"
-    elif z["online_share"] < -0.6:
-        name = "In-store regulars"
-    else:
-        name = "Occasional buyers"
-    candidate, n = name, 2
-    while candidate in used:
-        candidate = f"{name} {n}"
-        n += 1
-    used.add(candidate)
-    return candidate
+        return "Lapsed" if z["frequency"] < 0.5 else "Lapsed loyal"
+    if z["monetary"] > 0.6 and z["frequency"] > 0.4:
+        return "High-value loyal"
+    if z["frequency"] > 0.5:
+        return "Frequent buyers"
+    if z["tenure_days"] < -0.6:
+        return "New customers"
+    if z["avg_order_value"] < -0.5:
+        return "Bargain hunters"
+    if z["avg_order_value"] > 0.5:
+        return "Big-basket occasional"
+    if z["email_open_rate"] > 0.6 or z["web_sessions"] > 0.6:
+        return "Engaged browsers"
+    if z["online_share"] > 0.6:
+        return "Online regulars"
+    if z["online_share"] < -0.6:
+        return "In-store regulars"
+    return "Occasional buyers"
+
+
+# What a feature says about a segment (higher, lower) when it is what sets the segment apart from another one
+# that the rules above name alike. Every label is different, so two segments never get the same qualifier.
+DISTINGUISHING = {
+    "recency_days": ("lapsing", "recent"),
+    "frequency": ("most frequent", "less frequent"),
+    "monetary": ("top spend", "lower spend"),
+    "avg_order_value": ("big baskets", "small baskets"),
+    "tenure_days": ("long-standing", "newer"),
+    "web_sessions": ("web browsers", "rarely browsing"),
+    "email_open_rate": ("email readers", "email-quiet"),
+    "email_click_rate": ("email clickers", "rarely clicking"),
+    "online_share": ("online", "in-store"),
+}
+
+
+def name_segments(z_by_segment: dict[int, dict[str, float]]) -> dict[int, str]:
+    """Unique, readable names for segments (in id order) from their standardised feature means.
+
+    Segments the rules name alike (two "High-value loyal") are told apart by the feature on which each differs
+    most from the others of its kind: "High-value loyal (online)" and "High-value loyal (in-store)". A number
+    ("High-value loyal 2") would say nothing about which is which, and would change meaning with the ids.
+    """
+    bases = {segment: base_name(z) for segment, z in z_by_segment.items()}
+    names: dict[int, str] = {}
+    for base in dict.fromkeys(bases.values()):
+        group = [segment for segment in z_by_segment if bases[segment] == base]
+        if len(group) == 1:
+            names[group[0]] = base
+            continue
+        taken: set[str] = set()
+        for segment in group:
+            z = z_by_segment[segment]
+            others = {f: float(np.mean([z_by_segment[o][f] for o in group if o != segment])) for f in DISTINGUISHING}
+            ranked = sorted(DISTINGUISHING, key=lambda f: -abs(z[f] - others[f]))
+            labels = (DISTINGUISHING[f][0 if z[f] > others[f] else 1] for f in ranked)
+            # at most 8 segments and 18 distinct labels: an untaken one always exists
+            label = next(label for label in labels if label not in taken)
+            taken.add(label)
+            names[segment] = f"{base} ({label})"
+    return names
 
 
 def _profile(frame: pd.DataFrame, transformed: np.ndarray, labels: np.ndarray, numeric_index: list[int]):
@@ -285,10 +320,7 @@ def fit_segments(
     numeric_index = list(range(len(NUMERIC_FEATURES)))
     profiles = _profile(frame, matrix, labels, numeric_index)
     mapping, matching = _match_ids(profiles, previous_profiles, frame)
-    used: set[str] = set()
-    names = {}
-    for lab in sorted(profiles, key=lambda lab: mapping[lab]):
-        names[lab] = name_segment(profiles[lab]["z"], used)
+    names = name_segments({lab: profiles[lab]["z"] for lab in sorted(profiles, key=lambda lab: mapping[lab])})
 
     segment_ids = np.array([mapping[lab] for lab in labels], dtype="int64")
     assignments = pd.DataFrame(
@@ -317,7 +349,7 @@ def fit_segments(
     )
     changes = membership_changes(assignments, previous_assignments, previous_as_of)
     run = ModelRun(
-        "kmeans_segments",
+        "segments",
         as_of,
         trained_at,
         training_window=f"customers with purchases up to {as_of.isoformat()}",

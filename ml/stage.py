@@ -154,7 +154,7 @@ def run_ml(ctx: RunContext, con: duckdb.DuckDBPyConnection) -> MlResult:
     if not table_exists(con, "marts", "customer_360"):
         runs.append(
             skipped(
-                "kmeans_segments",
+                "segments",
                 as_of,
                 trained_at,
                 "marts.customer_360 is missing",
@@ -174,7 +174,7 @@ def run_ml(ctx: RunContext, con: duckdb.DuckDBPyConnection) -> MlResult:
         except NotEnoughCustomers as error:
             runs.append(
                 skipped(
-                    "kmeans_segments",
+                    "segments",
                     as_of,
                     trained_at,
                     str(error),

@@ -94,10 +94,12 @@ def orders_from_purchases(purchases: pd.DataFrame, start: date, seed: int = 0) -
         }
     )
     orders["net_amount"] = orders["gross_amount"]
+    orders["is_purchase"] = True
     cancelled = orders.sample(frac=0.03, random_state=seed).copy()
     cancelled["order_id"] = [f"shop:c{i}" for i in range(len(cancelled))]
     cancelled["status"] = "cancelled"
     cancelled["net_amount"] = 0.0
+    cancelled["is_purchase"] = False
     orders = pd.concat([orders, cancelled], ignore_index=True)
     orders["order_date"] = orders["ordered_at"].dt.date
     return orders[
@@ -110,6 +112,7 @@ def orders_from_purchases(purchases: pd.DataFrame, start: date, seed: int = 0) -
             "status",
             "gross_amount",
             "net_amount",
+            "is_purchase",
         ]
     ]
 
@@ -125,7 +128,8 @@ def write_marts(con: duckdb.DuckDBPyConnection, orders: pd.DataFrame, as_of: dat
         create or replace table marts.fct_orders as
         select order_id::varchar as order_id, person_id::varchar as person_id, channel::varchar as channel,
                ordered_at::timestamp as ordered_at, order_date::date as order_date, status::varchar as status,
-               gross_amount::decimal(18, 2) as gross_amount, net_amount::decimal(18, 2) as net_amount
+               gross_amount::decimal(18, 2) as gross_amount, net_amount::decimal(18, 2) as net_amount,
+               is_purchase::boolean as is_purchase
         from _orders_frame
         """
     )
@@ -136,7 +140,7 @@ def write_marts(con: duckdb.DuckDBPyConnection, orders: pd.DataFrame, as_of: dat
         with per_person as (
             select person_id, max(order_date) as last_order_date, count(*) as frequency,
                    sum(net_amount) as monetary, min(order_date) as first_order_date
-            from marts.fct_orders where status not in ('cancelled', 'refunded') group by person_id
+            from marts.fct_orders where is_purchase group by person_id
         )
         select person_id, date '{as_of}' as as_of,
                date_diff('day', last_order_date, date '{as_of}') as recency_days,

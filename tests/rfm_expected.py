@@ -2,9 +2,12 @@
 
 Written from the rules in customer_rfm's description (dbt_project/models/marts/_marts__models.yml), not from its
 SQL: a purchase counts on or before the as-of day; recency_days = as_of - last purchase date; frequency = number
-of purchases; monetary = their sum; avg_order_value = monetary / frequency rounded half up to cents; scores are
-mid-rank quintiles (score = 1 + floor(5 * (below + ties / 2) / n), at most 5, lower recency better); the segment
-is the R x FM grid with FM = round-half-up of (f + m) / 2.
+of purchases; monetary = their sum; avg_order_value = monetary / frequency rounded half up to cents; R and M are
+mid-rank quintiles (score = 1 + floor(5 * (below + ties / 2) / n), at most 5, lower recency better); F is by
+frequency band: 1 purchase = F1, repeat buyers get 2 + floor(4 * (below + ties / 2) / r) ranked among the r
+repeat buyers; the segment is the cell (R, FM) of the grid, FM = round-half-up of (f + m) / 2. The grid itself
+is data, not logic: it is read from the seed the warehouse reads (dbt_project/seeds/marts/rfm_segments.csv), the
+one list of segments.
 
 Also reads the CDNOW transaction file layout (lifetimes/datasets/CDNOW_master.txt): shared by
 tests/test_history_cdnow.py and bench/cdnow.py, so the test and the bench hold the warehouse to one oracle.
@@ -12,20 +15,22 @@ tests/test_history_cdnow.py and bench/cdnow.py, so the test and the bench hold t
 
 from __future__ import annotations
 
+import csv
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
 
 CENT = Decimal("0.01")
-SEGMENTS = {  # r_score -> segment by FM score 1..5 (the grid in _marts__models.yml)
-    5: ("New", "Potential loyalist", "Potential loyalist", "Champions", "Champions"),
-    4: ("Promising", "Potential loyalist", "Potential loyalist", "Champions", "Champions"),
-    3: ("Hibernating", "Need attention", "Need attention", "Loyal", "Loyal"),
-    2: ("Hibernating", "Hibernating", "At risk", "At risk", "Cannot lose them"),
-    1: ("Lost", "Lost", "At risk", "At risk", "Cannot lose them"),
-}
+SEGMENT_GRID = Path(__file__).resolve().parent.parent / "dbt_project" / "seeds" / "marts" / "rfm_segments.csv"
+
+
+def segment_grid(path: Path = SEGMENT_GRID) -> dict[tuple[int, int], str]:
+    """(r_score, fm_score) -> segment, from the seed."""
+    with path.open(newline="") as file:
+        return {(int(row["r_score"]), int(row["fm_score"])): row["rfm_segment"] for row in csv.DictReader(file)}
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,10 @@ def read_cdnow(text: str) -> list[Purchase]:
     return purchases
 
 
-def _mid_rank_scores(values: dict[str, object], better_is_lower: bool = False) -> dict[str, int]:
+def _mid_rank_scores(
+    values: dict[str, object], better_is_lower: bool = False, lowest: int = 1, levels: int = 5
+) -> dict[str, int]:
+    """`lowest` + floor(levels * (below + ties / 2) / n): mid-rank quantiles over `values`."""
     n = len(values)
     ties = Counter(values.values())
     worse_than: dict[object, int] = {}
@@ -67,8 +75,16 @@ def _mid_rank_scores(values: dict[str, object], better_is_lower: bool = False) -
         worse_than[value] = running
         running += ties[value]
     return {
-        key: min(5, 1 + (5 * (2 * worse_than[value] + ties[value])) // (2 * n)) for key, value in values.items()
+        key: lowest + min(levels - 1, (levels * (2 * worse_than[value] + ties[value])) // (2 * n))
+        for key, value in values.items()
     }
+
+
+def _frequency_bands(frequency: dict[str, int]) -> dict[str, int]:
+    """F1 for one purchase; F2..F5 as mid-rank quartiles among the repeat buyers."""
+    repeat = {customer: count for customer, count in frequency.items() if count > 1}
+    scores = _mid_rank_scores(repeat, lowest=2, levels=4)
+    return {customer: scores.get(customer, 1) for customer in frequency}
 
 
 def expected_rfm(purchases: Iterable[Purchase], as_of: date) -> dict[str, Rfm]:
@@ -82,8 +98,9 @@ def expected_rfm(purchases: Iterable[Purchase], as_of: date) -> dict[str, Rfm]:
     recency = {customer: (as_of - max(bought)).days for customer, bought in days.items()}
     frequency = {customer: len(bought) for customer, bought in days.items()}
     r_scores = _mid_rank_scores(recency, better_is_lower=True)
-    f_scores = _mid_rank_scores(frequency)
+    f_scores = _frequency_bands(frequency)
     m_scores = _mid_rank_scores(amounts)
+    grid = segment_grid()
     result = {}
     for customer in days:
         fm_score = (f_scores[customer] + m_scores[customer] + 1) // 2
@@ -96,6 +113,6 @@ def expected_rfm(purchases: Iterable[Purchase], as_of: date) -> dict[str, Rfm]:
             r_score=r_scores[customer],
             f_score=f_scores[customer],
             m_score=m_scores[customer],
-            rfm_segment=SEGMENTS[r_scores[customer]][fm_score - 1],
+            rfm_segment=grid[r_scores[customer], fm_score],
         )
     return result

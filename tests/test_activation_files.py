@@ -157,10 +157,11 @@ def test_duplicate_primary_key_is_a_clear_error(tmp_path: Path) -> None:
     sync = file_sync(
         source={"sql": "select * from marts.customer_360 union all select * from marts.customer_360"}
     )
-    with pytest.raises(SyncSourceError, match="not unique"):
-        run_sync(make_ctx(tmp_path, "r"), sync)
+    result = run_sync(make_ctx(tmp_path, "r"), sync)
+    assert result.status == "failed" and result.message.startswith(f"{SyncSourceError.__name__}: ")
+    assert "not unique" in result.message
     runs = sync_audit_tables(tmp_path)["sync_runs"].to_pylist()
-    assert [r["status"] for r in runs] == ["failed"]
+    assert [(r["status"], r["message"]) for r in runs] == [("failed", result.message)]
 
 
 def test_shipped_syncs_run_on_a_published_warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

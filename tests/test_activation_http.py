@@ -12,7 +12,6 @@ import pytest
 from touchpoint.activation import run_sync, sync_audit_tables
 from touchpoint.activation.connections import parse_connection_uri
 from touchpoint.activation.definitions import parse_sync_definition
-from touchpoint.activation.destinations import DestinationError
 from touchpoint.activation.destinations.http import HttpDestination, retry_after_seconds
 from touchpoint.activation.testing import FakeAudienceApi, person, write_published_warehouse
 from touchpoint.config import RunContext
@@ -106,8 +105,9 @@ def test_failed_run_resumes_without_resending_acknowledged_batches(tmp_path: Pat
     # batch 1 ok, then batch 2 fails on every attempt: the run stops
     with FakeAudienceApi(TOKEN, ["ok", "500", "500", "500", "500"]) as api:
         connect(monkeypatch, api)
-        with pytest.raises(DestinationError, match="gave up after 4 attempts"):
-            run_sync(ctx(tmp_path, "r1"), api_sync())
+        failed = run_sync(ctx(tmp_path, "r1"), api_sync())
+        assert failed.status == "failed" and "gave up after 4 attempts" in failed.message
+        assert failed.message.startswith("HttpRetriesExhaustedError: ")
         assert sorted(api.records) == ["P0", "P1"]
         resumed = run_sync(ctx(tmp_path, "r1"), api_sync())
         assert resumed.plan.inserts == 4 and resumed.sent_upserts == 4
@@ -125,8 +125,8 @@ def test_wrong_token_stops_the_run_without_retrying(tmp_path: Path, monkeypatch)
     write_published_warehouse(tmp_path / "warehouse.duckdb", [person("P1")])
     with FakeAudienceApi(TOKEN) as api:
         connect(monkeypatch, api, token="wrong")
-        with pytest.raises(DestinationError, match="401"):
-            run_sync(ctx(tmp_path, "r1"), api_sync())
+        failed = run_sync(ctx(tmp_path, "r1"), api_sync())
+        assert failed.status == "failed" and "401" in failed.message
         assert len(api.log) == 1 and api.records == {}
 
 

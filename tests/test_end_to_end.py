@@ -10,6 +10,7 @@ import duckdb
 import pytest
 
 from tests.conftest import CONFORMANCE, require_conformance
+from tests.dbt_manifest import parse_manifest, relation
 
 pytestmark = pytest.mark.slow
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,7 @@ def conformance_run(
     result = touchpoint("run", "--extracts", str(extracts), "--as-of", "2026-03-31", "--home", str(home))
     assert result.returncode == 0, result.stdout + result.stderr
     (home / "run.stdout").write_text(result.stdout)
+    (home / "run.stderr").write_text(result.stderr)
     return home
 
 
@@ -40,6 +42,15 @@ def test_run_prints_a_short_summary_not_log_noise(conformance_run: Path) -> None
     assert any(line.strip().startswith("ok publish") for line in printed)
     assert any("quarantined" in line for line in printed)
     assert not any("[info" in line for line in printed)  # Airflow's log lines went to the log file
+    # no library warnings on the terminal: they belong in the log too
+    assert (conformance_run / "run.stderr").read_text() == ""
+    assert not any("warning" in line.lower() for line in printed), printed
+    # tasks in DAG order, even those finishing within one poll; the summary ends with the wall time
+    tasks = [line.split()[1] for line in printed if line.startswith(("  ok ", "  !! ", "  -- "))]
+    assert tasks.index("ml.score") < tasks.index("ml.gate_ml") < tasks.index("publish")
+    assert max(i for i, t in enumerate(tasks) if t.startswith("sync.run[")) < tasks.index("release_warehouse")
+    assert tasks[-1] == "release_warehouse"
+    assert printed[-1].startswith("done in ") and printed[-1].endswith("(wall time)")
     log = conformance_run / "artifacts" / "2026-03-31" / "airflow.log"
     assert log.exists() and log.stat().st_size > 0
 
@@ -72,6 +83,50 @@ def test_rerun_of_the_same_as_of_changes_nothing(conformance_run: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert snapshot() == before
+
+
+PUBLIC_SCHEMAS = ("identity", "marts", "ml")
+
+
+def documented_tables(target: Path) -> dict[str, dict[str, object]]:
+    """`schema.table` -> description and described columns of every dbt model, seed and source in a public
+    schema, from the manifest `dbt parse` writes (the ml schema is a source: models/ml/_ml__sources.yml)."""
+    manifest = parse_manifest(target)
+    resources = [n for n in manifest["nodes"].values() if n["resource_type"] in ("model", "seed", "snapshot")]
+    documented = {}
+    for node in [*resources, *manifest["sources"].values()]:
+        if node["schema"] in PUBLIC_SCHEMAS:
+            described = {c["name"] for c in node["columns"].values() if c.get("description", "").strip()}
+            documented[relation(node)] = {"description": node["description"].strip(), "columns": described}
+    return documented
+
+
+def test_every_public_table_and_column_is_documented(conformance_run: Path, tmp_path: Path) -> None:
+    """identity, marts and ml as published: every table has a description and every column (no more, no less)
+    is described, so analysts can read the whole contract in dbt docs."""
+    documented = documented_tables(tmp_path)
+    con = _published(conformance_run)
+    try:
+        columns: dict[str, set[str]] = {}
+        for schema, table, column in con.execute(
+            "select table_schema, table_name, column_name from information_schema.columns "
+            f"where table_schema in {PUBLIC_SCHEMAS}"
+        ).fetchall():
+            columns.setdefault(f"{schema}.{table}", set()).add(column)
+    finally:
+        con.close()
+    assert {"identity.persons", "marts.customer_360", "ml.model_runs"} <= columns.keys()
+    gaps = [f"{table}: not documented" for table in sorted(columns.keys() - documented.keys())]
+    gaps += [f"{table}: documented, not in the warehouse" for table in sorted(documented.keys() - columns.keys())]
+    for table in sorted(columns.keys() & documented.keys()):
+        doc = documented[table]
+        if not doc["description"]:
+            gaps.append(f"{table}: no description")
+        if undescribed := sorted(columns[table] - doc["columns"]):
+            gaps.append(f"{table}: columns not described {undescribed}")
+        if stale := sorted(doc["columns"] - columns[table]):
+            gaps.append(f"{table}: described columns it does not have {stale}")
+    assert gaps == []
 
 
 @pytest.fixture(scope="module")

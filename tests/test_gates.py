@@ -136,6 +136,19 @@ def test_email_share_within_tolerance_passes(ctx, tmp_path):
     assert result.success and email.success and email.unexpected_count == 1
 
 
+def test_a_third_of_bad_emails_fails_the_default_share(ctx, tmp_path):
+    """6 of 20 broken (70% valid): under the default 0.9 share, though a gate relaxed to 0.5 would pass it."""
+    con = duckdb.connect()
+    make_raw(con)
+    con.execute("update raw.crm_contacts set email = 'no-at-sign ' || contact_id "
+                "where contact_id in ('C-1', 'C-2', 'C-3', 'C-4', 'C-5', 'C-6')")
+    with pytest.raises(GateFailed) as failed:
+        run_gate(RunContext(as_of=AS_OF, home=tmp_path, run_id="r"), "raw", con)
+    failures = {r.check_id: r for r in failed.value.result.failures}
+    assert set(failures) == {"raw.crm_contacts.email.matches_regex"}
+    assert failures["raw.crm_contacts.email.matches_regex"].unexpected_count == 6
+
+
 def test_missing_raw_table_fails_clearly(tmp_path):
     con = duckdb.connect()
     make_raw(con)

@@ -365,8 +365,11 @@ def test_probabilistic_linking_accuracy(population):
     pm = person_of(db)
     assert set(truth) <= set(pm)
     precision, recall, f1 = pair_scores([(pm[key], true) for key, true in truth.items()])
+    # Measured 1.000 / 1.000 on populations seeded 7 (this one), 8 and 9 (243, 221 and 206 true pairs). The
+    # margin is a few pairs of seed noise: 0.98 recall allows ~4 missed pairs (two records left unlinked), 0.99
+    # precision two false ones; a model that vetoes on one mistyped field misses far more.
     assert precision >= 0.99, (precision, recall)
-    assert recall >= 0.95, (precision, recall)
+    assert recall >= 0.98, (precision, recall)
     iterations = query(db, "select max(em_iterations) from intermediate.int_person_pairs_scored")[0][0]
     assert iterations > 0  # the m-probabilities were estimated, not the priors
 
@@ -421,7 +424,10 @@ def test_birth_dates_a_generation_apart_keep_father_and_son_apart(population):
     )
     assert len(scores) == 6
     for level, weight, probability in scores:
-        assert level == 0 and weight < -3 and probability < 0.95
+        assert level == 0 and weight < -3 and probability < 0.8, probability
+    # Measured 0.75 for all six at this seed: above the 0.5 evidence floor and under identity_match_threshold
+    # (0.8), so only the threshold keeps them apart; lowered to 0.5 it merges them (bench/mutations.py).
+    assert any(probability > 0.5 for _, _, probability in scores)
 
 
 def test_new_day_keeps_ids_and_records_a_merge(population, tmp_path):

@@ -131,7 +131,9 @@ def test_population_accuracy_and_cluster_report(cases):
     db, truth = cases
     persons = person_of(db)
     precision, recall, _ = pair_scores([(persons[key], true) for key, true in truth.items()])
-    assert precision >= 0.98 and recall >= 0.9, (precision, recall)
+    # Measured 1.000 / 1.000 on the background population seeded 11 (this one), 12 and 13; margin as in
+    # tests/test_identity.py: a few pairs of seed noise, far fewer than a model that vetoes on one typo misses.
+    assert precision >= 0.99 and recall >= 0.98, (precision, recall)
     top = query(db, "select person_records, size_rank from identity.cluster_report order by size_rank limit 1")
     largest = max(sum(1 for p in persons.values() if p == person) for person in set(persons.values()))
     assert top[0] == (largest, 1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 # lifetimes (dev dependency) is the reference implementation; it imports fine with numpy 2 / pandas 3.
@@ -66,14 +66,20 @@ def test_gamma_gamma_matches_lifetimes_on_cdnow(cdnow_monetary: pd.DataFrame) ->
     np.testing.assert_allclose(spend, expected, rtol=2e-3)
 
 
-def test_rfm_summary_follows_lifetimes_conventions() -> None:
+def read_cdnow_sample() -> pd.DataFrame:
+    """lifetimes' CDNOW_sample.txt (2,357 customers, Jan 1997 - Jun 1998): one row per transaction."""
     raw = pd.read_csv(
         DATASETS / "CDNOW_sample.txt",
         sep=r"\s+",
         header=None,
-        names=["customer_id", "id2", "date", "quantity", "amount"],
+        names=["person_id", "id2", "purchase_date", "quantity", "amount"],
     )
-    raw["date"] = pd.to_datetime(raw["date"].astype(str), format="%Y%m%d")
+    raw["purchase_date"] = pd.to_datetime(raw["purchase_date"].astype(str), format="%Y%m%d")
+    return raw
+
+
+def test_rfm_summary_follows_lifetimes_conventions() -> None:
+    raw = read_cdnow_sample().rename(columns={"person_id": "customer_id", "purchase_date": "date"})
     as_of = date(1997, 9, 30)
     reference = summary_data_from_transaction_data(
         raw,
@@ -169,8 +175,10 @@ def test_expected_purchases_match_simulated_future() -> None:
     purchases = simulate_purchases(6000, date(2024, 1, 1), date(2025, 10, 1), truth, seed=3, horizon_after_end_days=90)
     purchases["purchase_date"] = pd.Timestamp("2024-01-01") + pd.to_timedelta(purchases["t"], unit="D")
     result = clv.calibration_holdout_backtest(purchases, date(2025, 12, 30), holdout_days=90)
-    assert result["relative_error_total"] == pytest.approx(0.0, abs=0.1)
-    assert result["correlation"] > 0.5
+    # Measured on 6,000-customer simulations seeded 3..12: relative error -2.9%..+4.0% (sd about 2.5%, -1.9%
+    # at seed 3), correlation 0.663..0.720; the bounds are about 2.5 sd from zero and 0.06 under the lowest.
+    assert result["relative_error_total"] == pytest.approx(0.0, abs=0.07)
+    assert result["correlation"] > 0.6
 
 
 def test_fit_errors_are_clear() -> None:
@@ -194,3 +202,75 @@ def test_clv_is_discounted_expected_spend() -> None:
     np.testing.assert_allclose(undiscounted, clv.expected_purchases(params, 365, x, t_x, big_t) * spend)
     discounted = clv.customer_lifetime_value(params, spend, x, t_x, big_t, 365, annual_discount_rate=0.1)
     assert np.all(discounted < undiscounted) and np.all(discounted > undiscounted / 1.1)
+
+
+# --------------------------------------------------------------------------- scoring and discounting, by value
+
+
+@pytest.fixture(scope="module")
+def cdnow_purchases() -> pd.DataFrame:
+    """CDNOW_sample.txt (2,357 customers, Jan 1997 - Jun 1998) as purchase rows."""
+    raw = read_cdnow_sample()
+    raw["person_id"] = raw["person_id"].astype(str)
+    return raw[["person_id", "purchase_date", "amount"]]
+
+
+def test_scored_clv_uses_the_gamma_gamma_spend_not_the_observed_mean(cdnow_purchases, tmp_path) -> None:
+    """ml.customer_clv's spend and CLV are the Gamma-Gamma ones: checked against lifetimes on the same summary.
+
+    A one-time buyer's observed repeat spend is 0 while Gamma-Gamma expects the population mean (about $35 on
+    CDNOW), so writing the observed mean instead changes most rows by far more than the tolerance."""
+    from touchpoint.ml.clv_scoring import ANNUAL_DISCOUNT_RATE, CLV_HORIZON_DAYS, fit_and_score_clv
+
+    as_of = date(1998, 6, 30)
+    outcome = fit_and_score_clv(cdnow_purchases, as_of, datetime(1998, 7, 1), tmp_path)
+    scores = outcome.scores.set_index("person_id").sort_index()
+    summary = summary_data_from_transaction_data(
+        cdnow_purchases, "person_id", "purchase_date", monetary_value_col="amount",
+        observation_period_end=pd.Timestamp(as_of), freq="D",
+    ).sort_index()
+    assert list(scores.index) == list(summary.index)
+    repeaters = summary[summary["frequency"] > 0]
+    reference = GammaGammaFitter().fit(repeaters["frequency"], repeaters["monetary_value"])
+    spend = np.asarray(reference.conditional_expected_average_profit(summary["frequency"], summary["monetary_value"]))
+    np.testing.assert_allclose(scores["expected_avg_spend"].to_numpy(), spend, rtol=2e-3)
+    moved = np.abs(spend - summary["monetary_value"].to_numpy()) > 0.05 * spend
+    assert moved.mean() > 0.5  # the test means something: the estimate is not the observed mean
+
+    bgf = BetaGeoFitter().fit(summary["frequency"], summary["recency"], summary["T"])
+    bg = clv.BgNbdParams(**bgf.params_.to_dict())
+    expected = clv.customer_lifetime_value(
+        bg, spend, summary["frequency"], summary["recency"], summary["T"], CLV_HORIZON_DAYS, ANNUAL_DISCOUNT_RATE
+    )
+    np.testing.assert_allclose(scores["clv"].to_numpy(), expected, rtol=5e-3)
+
+
+def test_discounting_starts_one_step_after_the_as_of(monkeypatch) -> None:
+    """By hand: one purchase a year of 100, 25% a year, two yearly steps: 100/1.25 + 100/1.25**2 = 80 + 64."""
+    monkeypatch.setattr(clv, "expected_purchases", lambda params, t, x, t_x, big_t: np.full(len(x), t / 365.0))
+    params = clv.BgNbdParams(r=1.0, alpha=1.0, a=1.0, b=1.0)  # unused: the expectation is replaced above
+    value = clv.customer_lifetime_value(
+        params, np.array([100.0]), np.array([1.0]), np.array([10.0]), np.array([20.0]),
+        horizon_days=730, annual_discount_rate=0.25, period_days=365,
+    )
+    assert value[0] == pytest.approx(144.0)  # (step - 1) would give 100 + 80 = 180
+
+
+def test_clv_matches_lifetimes_customer_lifetime_value(cdnow_monetary: pd.DataFrame) -> None:
+    """lifetimes' 12 monthly (30-day) steps at 1% a month equal ours over 360 days at the equivalent annual rate."""
+    data = cdnow_monetary
+    bgf = BetaGeoFitter().fit(data["frequency"], data["recency"], data["T"])
+    repeaters = data[data["frequency"] > 0]
+    ggf = GammaGammaFitter().fit(repeaters["frequency"], repeaters["monetary_value"])
+    # CDNOW's summary is in weeks: lifetimes' freq="W" steps 4.345 weeks; ours steps `period_days` time units
+    reference = ggf.customer_lifetime_value(
+        bgf, data["frequency"], data["recency"], data["T"], data["monetary_value"], time=12, discount_rate=0.01,
+        freq="W",
+    ).to_numpy()
+    spend = np.asarray(ggf.conditional_expected_average_profit(data["frequency"], data["monetary_value"]))
+    annual = 1.01 ** (365 / 4.345) - 1  # so that ours converts it back to 1% per 4.345-unit step
+    ours = clv.customer_lifetime_value(
+        clv.BgNbdParams(**bgf.params_.to_dict()), spend, data["frequency"], data["recency"], data["T"],
+        horizon_days=12 * 4.345, annual_discount_rate=annual, period_days=4.345,
+    )
+    np.testing.assert_allclose(ours, reference, rtol=1e-6)

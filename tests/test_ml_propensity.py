@@ -78,8 +78,11 @@ def test_validation_is_time_based_and_models_are_calibrated(purchases: pd.DataFr
     chosen = run.parameters["algorithm"]
     assert candidates[chosen]["pr_auc"] == max(c["pr_auc"] for c in candidates.values())
     validation = run.metrics["validation"]
-    assert validation["roc_auc"] > 0.7
-    assert validation["top_decile_lift"] > 1.5
+    # Measured (worlds seeded 11/12/13): ROC-AUC 0.847/0.834/0.831, top-decile lift 4.48/5.06/4.94. The margin
+    # is about two standard errors of one ~900-row validation snapshot with ~100 buyers: AUC +-0.02, lift +-0.45
+    # (the top decile holds ~90 rows); a model that ignores recency or frequency falls under both.
+    assert validation["roc_auc"] > 0.80, validation
+    assert validation["top_decile_lift"] > 3.5, validation
     assert set(validation) >= {"roc_auc", "pr_auc", "brier", "top_decile_lift"}
     # calibrated despite class weighting: the mean probability is near the observed base rate
     assert validation["brier"] < validation["base_rate"] * (1 - validation["base_rate"])
@@ -112,3 +115,54 @@ def test_not_enough_data_is_a_clear_error() -> None:
     )
     with pytest.raises(propensity.NotEnoughData, match="need >= 5 of each"):
         propensity.train_and_score(one_day, datetime(2026, 7, 1), propensity.CHURN_90D)
+
+
+# --------------------------------------------------------------------------- the written scores, by value
+
+
+@pytest.fixture(scope="module")
+def scored_world(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ml.customer_propensity's rows (score_all) as of AS_OF, and what the simulated customers did next.
+
+    Two hand-made customers join the 900: one who has bought every 10 days for a year up to the as-of date,
+    one who bought once 500 days before it and never again."""
+    con = duckdb.connect()
+    orders = build_synthetic_marts(con, 900, AS_OF, seed=11)
+    history = features.load_purchases(con, AS_OF)
+    end = features.day_end(AS_OF)
+    loyal = pd.DataFrame({"ordered_at": [end - timedelta(days=10 * k, hours=3) for k in range(37)]})
+    loyal = loyal.assign(person_id="known-loyal", channel="online", amount=40.0)
+    lapsed = pd.DataFrame({"person_id": ["known-lapsed"], "ordered_at": [end - timedelta(days=500)],
+                           "channel": "online", "amount": 40.0})
+    known = pd.concat([loyal, lapsed], ignore_index=True)
+    known["purchase_date"] = known["ordered_at"].dt.normalize()
+    history = pd.concat([history, known[history.columns]], ignore_index=True)
+    with threadpool_limits(1):
+        written, _ = propensity.score_all(history, AS_OF, end, tmp_path_factory.mktemp("propensity_models"))
+    future = orders[(orders["status"] == "completed") & (orders["ordered_at"] >= end)]
+    return written.set_index("person_id"), future
+
+
+def test_a_customer_who_clearly_buys_again_scores_higher(scored_world) -> None:
+    written, _ = scored_world
+    loyal, lapsed = written.loc["known-loyal"], written.loc["known-lapsed"]
+    assert loyal["purchase_30d_probability"] > 0.5 > lapsed["purchase_30d_probability"]
+    assert lapsed["churn_90d_probability"] > 0.5 > loyal["churn_90d_probability"]
+    assert loyal["purchase_30d_decile"] == 10 and loyal["churn_90d_decile"] < lapsed["churn_90d_decile"]
+
+
+def test_written_scores_rank_what_customers_really_did_next(scored_world) -> None:
+    """AUC of the written probabilities against the simulated next 30/90 days (not the validation split).
+
+    Measured on synthetic worlds seeded 11/12/13: purchase 0.815/0.800/0.846, churn 0.807/0.848/0.835. With
+    ~100 buyers among 900 the AUC's standard error is about 0.02, so 0.75 leaves two of them below the lowest
+    seed; an inverted or shuffled score lands near 0.2 or 0.5."""
+    from sklearn.metrics import roc_auc_score
+
+    written, future = scored_world
+    simulated = written.drop(index=["known-loyal", "known-lapsed"])
+    end = features.day_end(AS_OF)
+    bought_30 = simulated.index.isin(future.loc[future["ordered_at"] < end + timedelta(days=30), "person_id"])
+    bought_90 = simulated.index.isin(future.loc[future["ordered_at"] < end + timedelta(days=90), "person_id"])
+    assert roc_auc_score(bought_30, simulated["purchase_30d_probability"]) > 0.75
+    assert roc_auc_score(~bought_90, simulated["churn_90d_probability"]) > 0.75

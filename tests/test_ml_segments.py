@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from datetime import date, datetime
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
 from touchpoint.ml import segments
+from touchpoint.ml.model_runs import ModelRun, write_model_runs
 
 AS_OF = date(2026, 6, 30)
 TRAINED_AT = datetime(2026, 7, 1)
@@ -143,8 +145,62 @@ def test_gaussian_mixture_is_used_when_it_wins(monkeypatch) -> None:
         outcome = segments.fit_segments(frame, AS_OF, TRAINED_AT)
     assert outcome.run.metrics["chosen_algorithm"] == "gaussian_mixture"
     assert outcome.run.parameters["algorithm"] == "gaussian_mixture"
+    # ml.model_runs names the model for its purpose and records the estimator that was chosen
+    con = duckdb.connect()
+    write_model_runs(con, [outcome.run])
+    assert con.sql("select model_name, algorithm from ml.model_runs").fetchall() == [("segments", "gaussian_mixture")]
     assert "gaussian_mixture beats kmeans" in outcome.run.metrics["why"]
     assert type(outcome.model.named_steps["model"]).__name__ == "GaussianMixture"
     assert len(outcome.assignments) == len(frame) and outcome.profiles["size"].sum() == len(frame)
     predicted = outcome.model.predict(frame[segments.FEATURES])
     assert len(set(predicted)) == outcome.profiles.shape[0]
+
+
+def z_profile(**deviations: float) -> dict[str, float]:
+    return {feature: deviations.get(feature, 0.0) for feature in segments.NUMERIC_FEATURES}
+
+
+def test_segments_named_alike_are_told_apart_by_what_distinguishes_them() -> None:
+    high_value = {"monetary": 1.5, "frequency": 1.2}
+    names = segments.name_segments(
+        {
+            1: z_profile(**high_value, online_share=0.9),
+            2: z_profile(**high_value, online_share=-0.8),
+            3: z_profile(recency_days=1.5),
+        }
+    )
+    assert names == {1: "High-value loyal (online)", 2: "High-value loyal (in-store)", 3: "Lapsed"}
+    # three alike: each gets the qualifier of its own largest difference, never a number or a repeat
+    three = segments.name_segments(
+        {
+            1: z_profile(**high_value, online_share=0.9),
+            2: z_profile(**high_value, online_share=-0.9),
+            3: z_profile(**high_value, avg_order_value=2.5),
+        }
+    )
+    assert three == {
+        1: "High-value loyal (online)",
+        2: "High-value loyal (in-store)",
+        3: "High-value loyal (big baskets)",
+    }
+
+
+def test_model_runs_written_before_the_algorithm_column_are_migrated() -> None:
+    con = duckdb.connect()
+    con.execute("create schema ml")
+    con.execute(
+        "create table ml.model_runs (model_name varchar not null, as_of date not null, trained_at timestamp not null, "
+        "status varchar not null, reason varchar, training_window varchar, time_unit varchar, parameters json, "
+        "metrics json, features json, library_versions json, artifact_path varchar, primary key (model_name, as_of))"
+    )
+    con.execute(
+        "insert into ml.model_runs values ('kmeans_segments', '2026-05-31', '2026-06-01', 'trained', null, null, "
+        "'day', '{\"algorithm\": \"kmeans\", \"k\": 4}', '{}', '[]', '{}', null)"
+    )
+    write_model_runs(con, [ModelRun("bg_nbd", AS_OF, TRAINED_AT), ModelRun("gamma_gamma", AS_OF, TRAINED_AT,
+                                                                           status="skipped", reason="few")])
+    assert con.sql("select model_name, as_of, algorithm from ml.model_runs order by all").fetchall() == [
+        ("bg_nbd", AS_OF, "bg_nbd"),
+        ("gamma_gamma", AS_OF, None),
+        ("segments", date(2026, 5, 31), "kmeans"),
+    ]

@@ -18,7 +18,7 @@ from touchpoint.ml.stage import TABLE_COLUMNS, MlInputError, run_ml
 from touchpoint.ml.synthetic import build_synthetic_marts, write_marts
 
 AS_OF = date(2026, 6, 30)
-MODELS = {"kmeans_segments", "purchase_propensity", "churn_propensity", "bg_nbd", "gamma_gamma"}
+MODELS = {"segments", "purchase_propensity", "churn_propensity", "bg_nbd", "gamma_gamma"}
 ML_TABLES = [*TABLE_COLUMNS, "model_runs"]
 
 
@@ -38,8 +38,7 @@ def snapshot(con: duckdb.DuckDBPyConnection) -> dict[str, pd.DataFrame]:
 
 def active_persons(con: duckdb.DuckDBPyConnection) -> set[str]:
     rows = con.execute(
-        "select distinct person_id from marts.fct_orders "
-        "where status not in ('cancelled', 'refunded', 'returned') and net_amount > 0"
+        "select distinct person_id from marts.fct_orders where is_purchase"
     ).fetchall()
     return {row[0] for row in rows}
 
@@ -86,7 +85,9 @@ def test_model_runs_record_each_model_with_its_metadata(warehouse) -> None:
     assert set(json.loads(by_name.loc["gamma_gamma", "parameters"])) == {"p", "q", "gamma"}
     backtest = json.loads(by_name.loc["bg_nbd", "metrics"])["backtest"]
     assert backtest["holdout_days"] == 90 and backtest["actual_total"] > 0
-    assert backtest["predicted_total"] == pytest.approx(backtest["actual_total"], rel=0.35)
+    # Measured on 500-customer worlds seeded 5..14: relative error of the 90-day total -2.3% here (seed 5),
+    # -7.8%..+13.2% over the ten, standard deviation about 7%; 0.2 is the worst seed plus one of them.
+    assert backtest["predicted_total"] == pytest.approx(backtest["actual_total"], rel=0.2)
     for name, row in by_name.iterrows():
         assert "scikit-learn" in json.loads(row["library_versions"])
         assert json.loads(row["features"])
@@ -168,6 +169,7 @@ def hand_made_orders(rows: list[tuple[str, str]]) -> pd.DataFrame:
     frame["status"] = "completed"
     frame["gross_amount"] = 20.0 + np.arange(len(frame)) % 7
     frame["net_amount"] = frame["gross_amount"]
+    frame["is_purchase"] = True
     frame["order_date"] = frame["ordered_at"].dt.date
     return frame
 
@@ -196,7 +198,7 @@ def test_five_customers_one_order_each(tmp_path: Path) -> None:
     orders = hand_made_orders([(f"p{i}", f"2026-0{i + 1}-15 10:00:00") for i in range(5)])
     con, result, statuses, reasons = degraded_run(tmp_path, orders)
     assert statuses == dict.fromkeys(MODELS, "skipped")
-    assert "segments need >= 20" in reasons["kmeans_segments"]
+    assert "segments need >= 20" in reasons["segments"]
     assert "repeat purchase" in reasons["bg_nbd"]
     clv = con.execute("select * from ml.customer_clv order by person_id").df()
     assert len(clv) == 5 and (clv["frequency"] == 0).all() and clv["clv"].isna().all()

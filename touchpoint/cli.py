@@ -20,6 +20,9 @@ from touchpoint.disk import disk_full_error
 if TYPE_CHECKING:
     import duckdb
 
+    from touchpoint.activation import SyncRunResult
+    from touchpoint.orchestration import DagRunOutcome
+
 
 def _parse_date(text: str) -> date:
     try:
@@ -202,8 +205,22 @@ def _run(args: argparse.Namespace, paths: Paths) -> int:
     except HomeServedError as served:
         print(f"touchpoint run: {served}", file=sys.stderr)
         return 2
-    seconds = time.monotonic() - started
-    print(f"dag run {outcome.state} in {seconds:.0f}s; Airflow log: {log_file}")
+    status = _print_run_summary(paths, as_of, outcome, log_file, run_started_at)
+    # last, whatever the outcome: how long the whole run took, set-up and Airflow's own start included
+    print(f"{'done' if status == 0 else 'failed'} in {_wall_time(time.monotonic() - started)} (wall time)")
+    return status
+
+
+def _wall_time(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m {rest:02d}s" if minutes else f"{rest}s"
+
+
+def _print_run_summary(
+    paths: Paths, as_of: date, outcome: DagRunOutcome, log_file: Path, run_started_at: float
+) -> int:
+    """What the run did, or why it failed; the exit status."""
+    print(f"dag run {outcome.state}; Airflow log: {log_file}")
     if outcome.state == "success" and not outcome.did_work:
         print(f"touchpoint run: the DAG run for {as_of} ran no task, so nothing was built or published; "
               f"see {log_file}", file=sys.stderr)
@@ -442,7 +459,7 @@ def _print_warehouse_summary(paths: Paths) -> None:
 def _sync(args: argparse.Namespace, paths: Paths) -> int:
     import uuid
 
-    from touchpoint.activation import load_sync_definitions, plan_syncs, run_sync
+    from touchpoint.activation import SyncsFailedError, load_sync_definitions, plan_syncs, run_syncs
     from touchpoint.config import RunContext
 
     definitions = [d for d in load_sync_definitions() if not args.only or d.name in args.only]
@@ -466,15 +483,21 @@ def _sync(args: argparse.Namespace, paths: Paths) -> int:
                 if keys:
                     print(f"    {kind:<7} e.g. {', '.join(keys)}")
         return 0
-    status = 0
-    for definition in definitions:
-        result = run_sync(ctx, definition)
-        print(
-            f"{result.sync_name:<28} {result.status:<8} sent {result.sent:>8,}  failed {result.failed:>6,}  "
-            f"held back {result.skipped:>6,}  {result.duration_s:6.1f}s  {result.message}"
-        )
-        status = status or int(result.status == "failed")
-    return status
+    # every sync runs, whatever the others did; each prints its line (a failure's message, as audited) when it ends
+    try:
+        run_syncs(ctx, definitions, on_result=_print_sync_result)
+    except SyncsFailedError as failed:
+        names = [r.sync_name for r in failed.results if r.status == "failed"]
+        print(f"{len(names)} of {len(failed.results)} syncs failed: {', '.join(names)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_sync_result(result: SyncRunResult) -> None:
+    print(
+        f"{result.sync_name:<28} {result.status:<8} sent {result.sent:>8,}  failed {result.failed:>6,}  "
+        f"held back {result.skipped:>6,}  {result.duration_s:6.1f}s  {result.message}"
+    )
 
 
 def _docs(args: argparse.Namespace, paths: Paths) -> int:

@@ -20,12 +20,13 @@ from pathlib import Path
 from touchpoint import processes
 from touchpoint.config import RunContext, dbt_project_dir
 
-# Each layer is a set of model folders: a model dropped into one of them is built, tested and published
-# with its layer, without a DAG edit.
+# Each layer is a set of model (and seed) folders: a model dropped into one of them is built, tested and
+# published with its layer, without a DAG edit. seeds/marts holds reference data the marts read (the RFM
+# segment grid), so it loads with them.
 LAYERS: dict[str, tuple[str, ...]] = {
     "staging": ("path:models/staging",),
     "identity": ("path:models/intermediate", "path:models/identity"),
-    "marts": ("path:models/marts",),
+    "marts": ("path:seeds/marts", "path:models/marts"),
 }
 
 

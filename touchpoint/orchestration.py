@@ -159,10 +159,11 @@ def _run_dag_embedded(
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
     dag = bag.get_dag(DAG_ID)
     logical_date = logical_date_for(as_of)
+    order = dag_task_order(dag)
 
     stop = threading.Event()
     watcher = (
-        threading.Thread(target=_watch_tasks, args=(logical_date, stop, on_task_done), daemon=True)
+        threading.Thread(target=_watch_tasks, args=(logical_date, stop, on_task_done, order), daemon=True)
         if on_task_done
         else None
     )
@@ -178,7 +179,7 @@ def _run_dag_embedded(
     return DagRunOutcome(
         state=str(getattr(dag_run.state, "value", dag_run.state)),
         logical_date=logical_date,
-        tasks=_task_outcomes(logical_date),
+        tasks=in_dag_order(_task_outcomes(logical_date), order),
         log_file=log_file,
     )
 
@@ -202,16 +203,46 @@ def _task_outcomes(logical_date: datetime) -> list[TaskOutcome]:
             seconds = (ti.end_date - ti.start_date).total_seconds() if ti.start_date and ti.end_date else 0.0
             label = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.rendered_map_index or ti.map_index}]"
             outcomes.append(TaskOutcome(label, str(getattr(ti.state, "value", ti.state)), seconds))
-        return sorted(outcomes, key=lambda outcome: outcome.task_id)
+        return outcomes
 
 
-def _watch_tasks(logical_date: datetime, stop: threading.Event, report: Callable[[TaskOutcome], None]) -> None:
-    """Report each task once it reaches a final state (polls the metadata DB)."""
+def dag_task_order(dag: object) -> list[str]:
+    """The DAG's task ids in topological order (a task after its upstreams; groups kept together, in the order
+    the DAG declares them): the order a reader expects a run's tasks in."""
+    from airflow.sdk.definitions.taskgroup import TaskGroup
+
+    def walk(group: TaskGroup) -> Iterator[str]:
+        for node in group.topological_sort():
+            if isinstance(node, TaskGroup):
+                yield from walk(node)
+            else:
+                yield node.task_id
+
+    return list(walk(dag.task_group))  # type: ignore[attr-defined]
+
+
+def in_dag_order(outcomes: list[TaskOutcome], order: list[str]) -> list[TaskOutcome]:
+    """`outcomes` sorted by `order` (dag_task_order); mapped instances (`sync.run[name]`) by name within their
+    task. Tasks that finish within one poll of each other would otherwise come out alphabetically
+    (ml.gate_ml before ml.score)."""
+    rank = {task_id: index for index, task_id in enumerate(order)}
+
+    def key(outcome: TaskOutcome) -> tuple[int, str]:
+        task_id = outcome.task_id.split("[", 1)[0]
+        return rank.get(task_id, len(rank)), outcome.task_id
+
+    return sorted(outcomes, key=key)
+
+
+def _watch_tasks(
+    logical_date: datetime, stop: threading.Event, report: Callable[[TaskOutcome], None], order: list[str]
+) -> None:
+    """Report each task once it reaches a final state (polls the metadata DB), in DAG order within a poll."""
     seen: set[str] = set()
     while True:
         finished = stop.wait(1.0)
         try:
-            for outcome in _task_outcomes(logical_date):
+            for outcome in in_dag_order(_task_outcomes(logical_date), order):
                 if outcome.state in ("success", "failed", "upstream_failed", "skipped") and outcome.task_id not in seen:
                     seen.add(outcome.task_id)
                     report(outcome)

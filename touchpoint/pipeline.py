@@ -248,7 +248,10 @@ def sync_names() -> list[str]:
 
 @_stage(outcome="the published warehouse is this run's; this sync did not finish")
 def sync(ctx: RunContext, name: str) -> dict[str, Any]:
-    """Run one reverse-ETL sync from the published warehouse."""
+    """Run one reverse-ETL sync from the published warehouse; a failed one (audited) fails its task.
+
+    Each sync is its own mapped task in the DAG, so a failure here stops no other sync and fails the run.
+    """
     _hold(ctx)
     from touchpoint.activation import load_sync_definitions, run_sync
 

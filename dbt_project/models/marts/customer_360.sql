@@ -83,7 +83,7 @@ preferred_channels as (
 
 preferred_categories as (
 
-    -- the category with the most spent on kept (not cancelled, not refunded) online order lines
+    -- the category with the most spent on the lines of online purchases (fct_orders.is_purchase)
     select
         orders.person_id,
         products.category as preferred_category
@@ -95,7 +95,6 @@ preferred_categories as (
     where
         orders.channel = 'online'
         and orders.is_purchase
-        and not orders.is_refunded
         and orders.person_id is not null
         and products.category is not null
     group by orders.person_id, products.category

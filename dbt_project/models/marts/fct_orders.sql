@@ -87,8 +87,14 @@ attributed as (
         unioned.is_cancelled,
         unioned.is_refunded,
         unioned.is_return,
-        -- a purchase counts towards frequency and recency; cancelled orders and returns do not
-        not(unioned.is_cancelled or unioned.is_return) as is_purchase,
+        -- The one definition of a purchase; customer_rfm, customer_360 and the ML stage all read this column.
+        -- A purchase is an order the customer kept: a cancelled or refunded order nets to nothing, and a
+        -- return (or any negative amount) is money going back, so neither is a purchase. A zero-value order
+        -- (a free item, a full discount: 80 of CDNOW's 69,659 lines) is: the customer bought.
+        (
+            not (unioned.is_cancelled or unioned.is_refunded or unioned.is_return)
+            and unioned.net_amount >= 0
+        ) as is_purchase,
         unioned.currency,
         unioned.customer_id,
         unioned.source_entity,
