@@ -4,9 +4,9 @@
 
 with
 
-personed as (
+nodes as (
 
-    select * from {{ ref('int_records_personed') }}
+    select * from {{ ref('int_identity_nodes') }}
 
 ),
 
@@ -18,15 +18,25 @@ graph as (
 
 record_counts as (
 
+    -- the person's records counted per node (int_identity_nodes), not one by one
     select
-        person_id,
-        count(*) as records,
-        count(*) filter (where is_person_record) as person_records,
-        count(*) filter (where source_entity = 'crm_contacts') as crm_contacts,
-        count(*) filter (where source_entity = 'shop_customers') as shop_customers,
-        count(distinct source_entity) as source_entities
-    from personed
-    group by person_id
+        graph.left_person_id as person_id,
+        sum(nodes.records)::bigint as records,
+        sum(nodes.person_records)::bigint as person_records,
+        sum(nodes.crm_contacts)::bigint as crm_contacts,
+        sum(nodes.shop_customers)::bigint as shop_customers,
+        (
+            (sum(nodes.crm_contacts) > 0)::integer
+            + (sum(nodes.shop_customers) > 0)::integer
+            + (sum(nodes.shop_orders) > 0)::integer
+            + (sum(nodes.pos_transactions) > 0)::integer
+            + (sum(nodes.web_events) > 0)::integer
+            + (sum(nodes.email_events) > 0)::integer
+        )::bigint as source_entities
+    from nodes
+    inner join graph
+        on nodes.node_id = graph.left_node and graph.match_rule = 'self'
+    group by graph.left_person_id
 
 ),
 

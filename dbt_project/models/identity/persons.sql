@@ -5,9 +5,9 @@
 
 with
 
-personed as (
+nodes as (
 
-    select * from {{ ref('int_records_personed') }}
+    select * from {{ ref('int_identity_nodes') }}
 
 ),
 
@@ -23,21 +23,31 @@ graph as (
 
 ),
 
+node_persons as (
+
+    select
+        left_node as node_id,
+        left_person_id as person_id
+    from graph
+    where match_rule = 'self'
+
+),
+
 ranked_records as (
 
     select
-        personed.person_id,
+        node_persons.person_id,
         person_records.*,
         row_number() over (
-            partition by personed.person_id
+            partition by node_persons.person_id
             order by
                 person_records.updated_at desc nulls last,
                 person_records.source_entity = 'crm_contacts',
                 person_records.source_record_id asc
         ) as recency_rank
     from person_records
-    inner join personed
-        on person_records.node_id = personed.node_id
+    inner join node_persons
+        on person_records.node_id = node_persons.node_id
 
 ),
 
@@ -76,18 +86,21 @@ identifier_fallbacks as (
 
 record_counts as (
 
+    -- the person's records counted per node (int_identity_nodes), not one by one
     select
-        person_id,
-        min(seen_at) as first_seen_at,
-        count(*) filter (where source_entity = 'crm_contacts') as crm_contacts_count,
-        count(*) filter (where source_entity = 'shop_customers') as shop_customers_count,
-        count(*) filter (where source_entity = 'shop_orders') as shop_orders_count,
-        count(*) filter (where source_entity = 'pos_transactions') as pos_transactions_count,
-        count(*) filter (where source_entity = 'web_events') as web_events_count,
-        count(*) filter (where source_entity = 'email_events') as email_events_count,
-        bool_or(not is_anonymous) as is_known
-    from personed
-    group by person_id
+        node_persons.person_id,
+        min(nodes.seen_at) as first_seen_at,
+        sum(nodes.crm_contacts)::bigint as crm_contacts_count,
+        sum(nodes.shop_customers)::bigint as shop_customers_count,
+        sum(nodes.shop_orders)::bigint as shop_orders_count,
+        sum(nodes.pos_transactions)::bigint as pos_transactions_count,
+        sum(nodes.web_events)::bigint as web_events_count,
+        sum(nodes.email_events)::bigint as email_events_count,
+        bool_or(nodes.has_known_record) as is_known
+    from nodes
+    inner join node_persons
+        on nodes.node_id = node_persons.node_id
+    group by node_persons.person_id
 
 ),
 

@@ -76,20 +76,23 @@ def resolve(
 
 
 class _Sets:
-    """Union-find whose sets remember which cannot-link partners their members have."""
+    """Union-find whose sets remember which cannot-link partners their members have. Nodes are added as they
+    are met, so one instance serves every component that needs splitting."""
 
-    def __init__(self, nodes: np.ndarray, cannot: list[tuple[int, int]]):
-        self.parent = {int(node): int(node) for node in nodes}
-        self.apart = {int(node): set() for node in nodes}
+    def __init__(self, cannot: list[tuple[int, int]]):
+        self.parent: dict[int, int] = {}
+        self.apart: dict[int, set[int]] = {}
         for a, b in cannot:
-            self.apart[a].add(b)
-            self.apart[b].add(a)
+            self.apart.setdefault(a, set()).add(b)
+            self.apart.setdefault(b, set()).add(a)
 
     def find(self, node: int) -> int:
-        while self.parent[node] != node:
-            self.parent[node] = self.parent[self.parent[node]]
-            node = self.parent[node]
-        return node
+        parent = self.parent
+        root = parent.setdefault(node, node)
+        while root != parent[root]:
+            parent[root] = parent[parent[root]]
+            root = parent[root]
+        return root
 
     def join(self, a: int, b: int, force: bool = False) -> bool:
         """Merge the sets of a and b unless that puts a cannot-link pair together (`force`: merge anyway, for a
@@ -97,11 +100,12 @@ class _Sets:
         root_a, root_b = self.find(a), self.find(b)
         if root_a == root_b:
             return True
-        members_b = {self.find(x) for x in self.apart[root_b]}
-        if root_a in members_b and not force:
+        apart_b = self.apart.get(root_b, set())
+        if not force and any(self.find(x) == root_a for x in apart_b):
             return False
         self.parent[root_b] = root_a
-        self.apart[root_a] |= self.apart[root_b]
+        if apart_b:
+            self.apart.setdefault(root_a, set()).update(apart_b)
         return True
 
 
@@ -114,22 +118,25 @@ def split_clusters(
     cannot_left: np.ndarray,
     cannot_right: np.ndarray,
 ) -> np.ndarray:
-    """The active edges left out so that no cannot-link pair ends in one component (strongest edges first)."""
+    """The active edges left out so that no cannot-link pair ends in one component (strongest edges first).
+
+    Only components holding a cannot-link pair are replayed, edge by edge, in one union-find: they are
+    disjoint, so replaying them together, strongest edge first (ties by edge order), gives each the same result
+    as replaying it alone, in time linear in their edges rather than components x all edges."""
     labels = components(n_nodes, left[active], right[active])
     together = labels[cannot_left] == labels[cannot_right]
     split = np.zeros(len(left), dtype=bool)
-    for component in np.unique(labels[cannot_left[together]]):
-        in_component = active & (labels[left] == component)
-        edges = np.flatnonzero(in_component)
-        edges = edges[np.lexsort((edges, -strength[edges]))]
-        pairs = together & (labels[cannot_left] == component)
-        sets = _Sets(
-            np.flatnonzero(labels == component),
-            list(zip(cannot_left[pairs].tolist(), cannot_right[pairs].tolist(), strict=True)),
-        )
-        for edge in edges:
-            if not sets.join(int(left[edge]), int(right[edge]), force=strength[edge] >= OVERRIDE_STRENGTH):
-                split[edge] = True
+    if not together.any():
+        return split
+    conflicted = np.zeros(labels.max() + 1, dtype=bool)
+    conflicted[labels[cannot_left[together]]] = True
+    edges = np.flatnonzero(active & conflicted[labels[left]])
+    edges = edges[np.lexsort((edges, -strength[edges]))]
+    sets = _Sets(zip(cannot_left[together].tolist(), cannot_right[together].tolist(), strict=True))
+    forced = strength[edges] >= OVERRIDE_STRENGTH
+    for edge, force in zip(edges.tolist(), forced.tolist(), strict=True):
+        if not sets.join(int(left[edge]), int(right[edge]), force=force):
+            split[edge] = True
     return split
 
 
@@ -203,13 +210,13 @@ def load_edges(session, dbt, threshold: float, floor: float) -> None:
 
 def load_nodes(session, dbt) -> None:
     """tp_graph_nodes: every node, including identifiers that only occur on links."""
-    records = dbt.ref("int_identity_records_unioned").sql_query()
+    nodes = dbt.ref("int_identity_nodes").sql_query()
     session.execute(f"""
         create or replace temp table tp_graph_nodes as
         select (row_number() over (order by node_id) - 1)::bigint as node_index, node_id,
             min(seen_at) as seen_at, coalesce(bool_or(is_person_record), false) as is_person_record
         from (
-            select node_id, seen_at, is_person_record from ({records})
+            select node_id, seen_at, is_person_record from ({nodes})
             union all select left_node, null, null from tp_graph_edges_named
             union all select right_node, null, null from tp_graph_edges_named
         )
@@ -224,7 +231,7 @@ def cannot_links(session, dbt, below: float) -> dict[str, np.ndarray]:
         select l.node_index as left_index, r.node_index as right_index
         from (
             select left_node, right_node from ({pairs}) where match_probability < {below!r}::double
-            union
+            union all  -- a pair given twice is one constraint: no need to deduplicate millions of pairs
             select left_node, right_node from tp_graph_overrides where decision = 'never_link'
         ) as apart
         join tp_graph_nodes as l on apart.left_node = l.node_id

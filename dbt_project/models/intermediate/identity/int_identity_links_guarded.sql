@@ -11,9 +11,9 @@ person_records as (
 
 ),
 
-web_events as (
+records as (
 
-    select * from {{ ref('stg_web__events') }}
+    select * from {{ ref('int_identity_records_unioned') }}
 
 ),
 
@@ -49,13 +49,13 @@ candidate_links as (
 
     union
 
-    -- a login ties the browser's anonymous id to the customer
+    -- a login ties the browser's anonymous id to the customer (a web event's node is its customer's)
     select
-        'customer:' || customer_id as owner_node,
-        'anon:' || anonymous_id as identifier_node,
+        node_id as owner_node,
+        'anon:' || login_anonymous_id as identifier_node,
         'anonymous_id_login' as match_rule
-    from web_events
-    where customer_id is not null and anonymous_id is not null
+    from records
+    where login_anonymous_id is not null
 
     union
 

@@ -49,7 +49,8 @@ unioned as (
         'crm_contact' as attach_rule,
         first_seen_at as seen_at,
         true as is_person_record,
-        false as is_anonymous
+        false as is_anonymous,
+        null::varchar as login_anonymous_id
     from crm_contacts
 
     union all
@@ -61,7 +62,8 @@ unioned as (
         'shop_customer_id' as attach_rule,
         first_seen_at as seen_at,
         true as is_person_record,
-        false as is_anonymous
+        false as is_anonymous,
+        null::varchar as login_anonymous_id
     from shop_customers
 
     union all
@@ -73,7 +75,8 @@ unioned as (
         'shop_customer_id' as attach_rule,
         ordered_at as seen_at,
         false as is_person_record,
-        false as is_anonymous
+        false as is_anonymous,
+        null::varchar as login_anonymous_id
     from shop_orders
 
     union all
@@ -93,7 +96,10 @@ unioned as (
         end as attach_rule,
         occurred_at as seen_at,
         false as is_person_record,
-        customer_id is null as is_anonymous
+        customer_id is null as is_anonymous,
+        -- the browser a login ties to the customer (int_identity_links_guarded reads it here rather than
+        -- deduplicating the web events a second time)
+        case when customer_id is not null then anonymous_id end as login_anonymous_id
     from web_events
 
     union all
@@ -105,7 +111,8 @@ unioned as (
         case when email is not null then 'email' else 'unidentified' end as attach_rule,
         occurred_at as seen_at,
         false as is_person_record,
-        false as is_anonymous
+        false as is_anonymous,
+        null::varchar as login_anonymous_id
     from email_events
 
     union all
@@ -124,7 +131,8 @@ unioned as (
         end as attach_rule,
         purchased_at as seen_at,
         false as is_person_record,
-        false as is_anonymous
+        false as is_anonymous,
+        null::varchar as login_anonymous_id
     from pos_transactions
 
 )

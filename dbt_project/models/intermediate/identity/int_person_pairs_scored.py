@@ -3,7 +3,7 @@
 Unsupervised, as Splink does it: u-probabilities from a fixed pseudo-random sample of record pairs (almost all
 non-matches), m-probabilities by expectation-maximisation over blocked pairs in three training sessions, each
 estimating only the comparisons its blocking keys do not fix, and a prior from the matches EM expects among
-the candidates spread over all n(n-1)/2 pairs. Nothing is hand-weighted and nothing is a veto: a disagreeing
+the blocked pairs spread over all n(n-1)/2 pairs. Nothing is hand-weighted and nothing is a veto: a disagreeing
 birth date or first name is a level with its own learned m and u, so strong agreement elsewhere can outweigh
 one mistyped field, and a household (same address and phone, other first name and birth date) is kept apart
 by the same evidence. Exact name agreement is adjusted by term frequency: sharing a rare surname is stronger
@@ -13,12 +13,17 @@ The comparisons (COMPARISONS) and blocking rules (BLOCKING_RULES) are declared o
 EM, scoring and `touchpoint identity explain` (through the per-field weight columns). The threshold that turns
 a score into a link, and the cluster checks, are in int_identity_graph_resolved.
 
-Blocking: each rule is a key of one or more columns and a largest block. A pair is a candidate when it shares
-any rule's key; a block with more records than the rule's cap is skipped (counted in the build log) because a
-key that common says little, and its pairs would grow quadratically. Keys combine a phonetic name code
+Blocking: each rule is a key of one or more columns and two block caps. A pair is a candidate (compared,
+scored, clustered) when it shares any rule's key in a block of at most the rule's scoring cap; a bigger block
+says little (a key that common) and its pairs would grow quadratically. Keys combine a phonetic name code
 (NYSIIS, from jellyfish), initials, birth date, postcode, street, email and phone, so a pair with typos in two
 fields still shares some key; every rule's candidates stay linear in the number of records (at most cap/2 per
-record).
+record). The estimates (EM sessions, match rate) read the pairs of blocks up to the wider estimation cap, the
+part beyond the scoring cap as a fixed weighted sample: see BLOCKING_RULES.
+
+Cost: the compared strings are read once per pair and not kept (tp_pairs_compared holds integer indices and
+levels); whatever depends on one record only (birth date as digits, name frequencies) is computed per record;
+EM sessions take their pairs from tp_pairs_compared by rule bits instead of comparing them again.
 
 Why not Splink 5 itself: see docs/identity_engine.md (measured side by side on FEBRL 1-4 and the demo; Splink
 took 331 s for the 1M person records alone, where this whole stage has to fit in about 400 s).
@@ -32,26 +37,44 @@ import jellyfish
 import numpy as np
 import pandas as pd
 
-# (rule name, key columns of tp_pairs_people, largest block in records). `names` is the two phonetic name codes
-# in either order, so a record with first and last name written the wrong way round shares it.
+# (rule name, key columns of tp_pairs_people, largest block scored, largest block estimated from), in records.
+# `names` is the two phonetic name codes in either order, so a record with first and last name written the wrong
+# way round shares it.
+#
+# Two caps per rule, as Splink separates training from prediction blocking. A block of k records holds
+# k(k-1)/2 pairs, so a cap c bounds a rule at (c-1)/2 pairs per record.
+# - Scored (third value): 25 for every rule, at most 12 candidates per record. A key shared by more records is a
+#   common value (a frequent name combination, a big building); the true pairs in such a block share a narrower
+#   key too (`names` is refined by birth year, city and, per name, postcode). One name with a city is the
+#   coarsest key, capped at 10; email and phone keep 20 (their blocks are the households the model has to see).
+# - Estimated (fourth value): the m-probabilities (EM sessions) and the match rate that sets the prior are
+#   estimated over the pairs of the wider blocks, the candidate set they were validated on. The match rate is
+#   sensitive to it: pairs sharing a common full name and nothing else count towards it, so fewer of them
+#   would lower the prior and every score (docs/identity_engine.md). Pairs of the wider blocks that are not
+#   scored enter the estimates as a fixed 1-in-ESTIMATION_SAMPLE sample, weighted accordingly, so they cost
+#   a tenth of their comparisons and none of their scoring and clustering.
+# Measured (docs/identity_engine.md, "Speed"): at 1M customers `names` at cap 100 gave 10.5M of the 23.5M
+# candidates; these caps give 12.3M and miss 0.12% more of the true pairs, pairs that share little but their
+# names (none of those at 100k scored 0.8). On FEBRL 1-4 no block reaches 10 records.
 BLOCKING_RULES = [
-    ("names", ("names",), 100),
-    ("names_birth_year", ("names", "birth_year"), 100),
-    ("names_city", ("names", "city_key"), 100),
-    ("last_name_postcode", ("last_phonetic", "postcode"), 100),
-    ("first_name_postcode", ("first_phonetic", "postcode"), 100),
-    ("last_name_city", ("last_phonetic", "city_key"), 25),
-    ("first_name_city", ("first_phonetic", "city_key"), 25),
-    ("initials_postcode", ("first_initial", "last_initial", "postcode"), 50),
-    ("birth_date_first_initial", ("birth_date", "first_initial"), 50),
-    ("birth_date_last_initial", ("birth_date", "last_initial"), 50),
-    ("birth_date_postcode", ("birth_date", "postcode"), 50),
-    ("birth_date_city", ("birth_date", "city_key"), 50),
-    ("street_postcode", ("address_key", "postcode"), 50),
-    ("street_city", ("address_key", "city_key"), 50),
-    ("email", ("email",), 20),
-    ("phone", ("phone_e164",), 20),
+    ("names", ("names",), 25, 100),
+    ("names_birth_year", ("names", "birth_year"), 25, 100),
+    ("names_city", ("names", "city_key"), 25, 100),
+    ("last_name_postcode", ("last_phonetic", "postcode"), 25, 100),
+    ("first_name_postcode", ("first_phonetic", "postcode"), 25, 100),
+    ("last_name_city", ("last_phonetic", "city_key"), 10, 25),
+    ("first_name_city", ("first_phonetic", "city_key"), 10, 25),
+    ("initials_postcode", ("first_initial", "last_initial", "postcode"), 25, 50),
+    ("birth_date_first_initial", ("birth_date", "first_initial"), 25, 50),
+    ("birth_date_last_initial", ("birth_date", "last_initial"), 25, 50),
+    ("birth_date_postcode", ("birth_date", "postcode"), 25, 50),
+    ("birth_date_city", ("birth_date", "city_key"), 25, 50),
+    ("street_postcode", ("address_key", "postcode"), 25, 50),
+    ("street_city", ("address_key", "city_key"), 25, 50),
+    ("email", ("email",), 20, 20),
+    ("phone", ("phone_e164",), 20, 20),
 ]
+ESTIMATION_SAMPLE = 10
 
 # EM sessions: (blocking rule name, comparisons it fixes and so cannot estimate). Every comparison is estimated
 # in at least one session. None blocks on the address, email or phone: their blocks are mostly households,
@@ -67,9 +90,13 @@ SAME_HOME = f"{SAME_STREET} and (l_phone = r_phone or l_email = r_email)"
 
 
 def one_edit(left: str, right: str) -> str:
-    """damerau_levenshtein(left, right) <= 1, with the cheap checks first: Damerau-Levenshtein costs about ten
-    times Jaro-Winkler in DuckDB, and two strings one edit apart differ in length by at most one."""
-    return f"(abs(length({left}) - length({right})) <= 1 and damerau_levenshtein({left}, {right}) <= 1)"
+    """damerau_levenshtein(left, right) <= 1, written to run about four times faster: DuckDB's Levenshtein costs
+    a fraction of its Damerau-Levenshtein, never exceeds it by more than the one transposition it does not
+    know, and the conditions of a CASE stop at the first part that decides them."""
+    return (
+        f"(levenshtein({left}, {right}) <= 1"
+        f" or (levenshtein({left}, {right}) = 2 and damerau_levenshtein({left}, {right}) = 1))"
+    )
 
 
 LAST_AGREES = f"(l_last = r_last or jaro_winkler_similarity(l_last, r_last) >= 0.9 or {one_edit('l_last', 'r_last')})"
@@ -99,10 +126,8 @@ COMPARISONS = {
         ("exact", "l_birth = r_birth"),
         (
             "one keystroke or day/month swapped",
-            # on the dates written YYYYMMDD (per record, in tp_pairs_people): one keystroke changes one digit, a
-            # transposition two, so a Hamming distance over 2 rules the pair out before Damerau-Levenshtein
-            "((length(l_birth_digits) <> length(r_birth_digits) or hamming(l_birth_digits, r_birth_digits) <= 2)"
-            " and damerau_levenshtein(l_birth_digits, r_birth_digits) <= 1)"
+            # on the dates written YYYYMMDD, once per record in tp_pairs_people
+            f"{one_edit('l_birth_digits', 'r_birth_digits')}"
             " or (year(l_birth) = year(r_birth) and month(l_birth) = day(r_birth) and day(l_birth) = month(r_birth))",
         ),
         ("within a year", "abs(date_diff('day', l_birth, r_birth)) <= 366"),
@@ -227,17 +252,19 @@ def comparison_sql(pairs: str, keep: tuple[str, ...] = ("left_index", "right_ind
     return f"select {', '.join(keep)}, {levels}\nfrom ({ALIGNED_SQL.format(pairs=pairs)})"
 
 
-def blocked_pairs_sql(rule_number: int, keys: tuple[str, ...], cap: int) -> str:
-    """Pairs (left before right) sharing rule `rule_number`'s key, in blocks of at most `cap` records."""
+def blocked_pairs_sql(rule_number: int, keys: tuple[str, ...], cap: int, estimation_cap: int) -> str:
+    """Pairs (left before right) sharing rule `rule_number`'s key, in blocks of at most the larger cap; `scored`
+    when the block is within `cap`."""
     present = " and ".join(f"{key} is not null" for key in keys)
     key = " || '|' || ".join(f"cast({key} as varchar)" for key in keys)
     return f"""
-        select l.person_index as left_index, r.person_index as right_index, {rule_number} as blocking_rule
+        select l.person_index as left_index, r.person_index as right_index, {rule_number} as blocking_rule,
+            l.block_size <= {cap} as scored
         from (
-            select person_index, block_key from (
+            select person_index, block_key, block_size from (
                 select person_index, {key} as block_key, count(*) over (partition by {key}) as block_size
                 from tp_pairs_people where {present}
-            ) where block_size between 2 and {cap}
+            ) where block_size between 2 and {max(cap, estimation_cap)}
         ) as l
         join (
             select person_index, {key} as block_key from tp_pairs_people where {present}
@@ -245,20 +272,22 @@ def blocked_pairs_sql(rule_number: int, keys: tuple[str, ...], cap: int) -> str:
 
 
 def candidate_pairs_sql(rule_numbers: list[int]) -> str:
-    """Distinct pairs agreeing on any of the rules (1-based numbers into BLOCKING_RULES), with the first rule and
-    `rules`, the set of rules that found the pair as bits (rule k is bit k - 1), so an EM session takes its
-    rule's pairs from the compared candidates instead of blocking and comparing them again."""
+    """Distinct pairs agreeing on any of the rules (1-based numbers into BLOCKING_RULES): the `scored` ones (the
+    candidates, with the first rule that found them) and a fixed sample of the others (`weight` pairs each).
+    `rules` has bit k - 1 set when rule k's estimation blocks hold the pair, so an EM session takes its pairs
+    from the compared ones instead of blocking and comparing them again."""
     selects = [blocked_pairs_sql(number, *BLOCKING_RULES[number - 1][1:]) for number in rule_numbers]
-    return (
-        "select left_index, right_index, min(blocking_rule) as blocking_rule,"
-        " bit_or(1 << (blocking_rule - 1))::integer as rules from ("
-        + " union all ".join(selects)
-        + ") group by left_index, right_index"
-    )
+    return f"""
+        select left_index, right_index, min(blocking_rule) filter (where scored) as blocking_rule,
+            bit_or(1 << (blocking_rule - 1))::integer as rules, bool_or(scored) as scored,
+            (case when bool_or(scored) then 1 else {ESTIMATION_SAMPLE} end)::integer as weight
+        from ({" union all ".join(selects)})
+        group by left_index, right_index
+        having bool_or(scored) or hash(left_index, right_index) % {ESTIMATION_SAMPLE} = 0"""
 
 
 def rule_bit(rule: str) -> int:
-    return 1 << next(number for number, (name, _, _) in enumerate(BLOCKING_RULES) if name == rule)
+    return 1 << next(number for number, (name, *_) in enumerate(BLOCKING_RULES) if name == rule)
 
 
 def random_pairs(n: int) -> pd.DataFrame:
@@ -274,11 +303,11 @@ def random_pairs(n: int) -> pd.DataFrame:
     return pd.DataFrame({"left_index": low, "right_index": high})
 
 
-def counted_patterns(session, compared: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def counted_patterns(session, compared: str, pairs: str = "count(*)") -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The distinct comparison vectors in `compared` (a table or query with the COMPARISONS columns) and how
-    many pairs have each."""
+    many pairs have each (`pairs`: sum(weight) for the weighted sample in tp_pairs_compared)."""
     levels = ", ".join(COMPARISONS)
-    rows = session.execute(f"select {levels}, count(*) as pairs from {compared} group by all order by all").fetchnumpy()
+    rows = session.execute(f"select {levels}, {pairs} as pairs from {compared} group by all order by all").fetchnumpy()
     return {name: rows[name].astype(np.int64) for name in COMPARISONS}, rows["pairs"].astype(float)
 
 
@@ -397,7 +426,9 @@ def train(session, n: int) -> tuple[dict, dict, int]:
     iterations = 0
     for rule, fixed in TRAINING_SESSIONS:
         session_m, session_iterations = expectation_maximisation(
-            *counted_patterns(session, f"(select * from tp_pairs_compared where rules & {rule_bit(rule)} <> 0)"),
+            *counted_patterns(
+                session, f"(select * from tp_pairs_compared where rules & {rule_bit(rule)} <> 0)", "sum(weight)"
+            ),
             u,
             fixed,
         )
@@ -443,15 +474,17 @@ def model(dbt, session):
     candidates = candidate_pairs_sql(list(range(1, len(BLOCKING_RULES) + 1)))
     session.execute(
         "create or replace temp table tp_pairs_compared as "
-        + comparison_sql(f"({candidates})", ("left_index", "right_index", "blocking_rule", "rules"))
+        + comparison_sql(f"({candidates})", ("left_index", "right_index", "blocking_rule", "rules", "scored", "weight"))
     )
     m, u, iterations = train(session, n)
-    matrix, counts = counted_patterns(session, "tp_pairs_compared")
-    rate = candidate_match_rate(matrix, counts, m, u)
+    # the match rate among the pairs of the estimation blocks (the sample standing in for its unscored part)
+    estimated, estimated_counts = counted_patterns(session, "tp_pairs_compared", "sum(weight)")
+    rate = candidate_match_rate(estimated, estimated_counts, m, u)
     # Score with the prior of two random records matching (Splink's probability_two_random_records_match):
-    # the matches expected among the candidates spread over all pairs.
+    # the matches expected among those pairs spread over all pairs.
     all_pairs = max(n * (n - 1) // 2, 1)
-    prior = float(np.clip(rate * counts.sum() / all_pairs, 1e-9, 0.5))
+    prior = float(np.clip(rate * estimated_counts.sum() / all_pairs, 1e-9, 0.5))
+    matrix, _ = counted_patterns(session, "(select * from tp_pairs_compared where scored)")
     weights = field_weights(matrix, m, u)
     temp_table(
         session,
@@ -483,7 +516,7 @@ def score_pairs(session, iterations: int, rate: float, prior: float):
                 {", ".join(f"pairs.{name}::integer as {name}" for name in COMPARISONS)},
                 {", ".join(f"{expression} as {name}_weight" for name, expression in field_weight.items())},
                 {prior_weight!r}::double + {total} as match_weight
-            from tp_pairs_compared as pairs
+            from (select * from tp_pairs_compared where scored) as pairs
             join tp_pairs_pattern_weights as weights using ({", ".join(COMPARISONS)})
             join tp_pairs_person_tf as l on pairs.left_index = l.person_index
             join tp_pairs_person_tf as r on pairs.right_index = r.person_index

@@ -67,27 +67,37 @@ node_rules as (
 
 ),
 
+nodes as (
+
+    -- person and strongest link per node, so the records (one per event) are joined once
+    select
+        node_persons.node_id,
+        node_persons.person_id,
+        node_rules.match_rule,
+        node_rules.match_probability
+    from node_persons
+    left join node_rules
+        on node_persons.node_id = node_rules.node_id
+
+),
+
 personed as (
 
+    -- only what identity.person_map and identity.person_id_history read: one row per record is tens of
+    -- millions of rows, and identity.persons and cluster_report count records per node (int_identity_nodes)
     select
         records.source_entity,
         records.source_record_id,
         records.record_key,
-        records.node_id,
-        node_persons.person_id,
+        nodes.person_id,
         case
-            when records.is_person_record then coalesce(node_rules.match_rule, 'own_record')
+            when records.is_person_record then coalesce(nodes.match_rule, 'own_record')
             else records.attach_rule
         end as match_rule,
-        coalesce(node_rules.match_probability, 1.0) as match_probability,
-        records.is_person_record,
-        records.is_anonymous,
-        records.seen_at
+        coalesce(nodes.match_probability, 1.0) as match_probability
     from records
-    inner join node_persons
-        on records.node_id = node_persons.node_id
-    left join node_rules
-        on records.node_id = node_rules.node_id
+    inner join nodes
+        on records.node_id = nodes.node_id
 
 )
 
