@@ -10,7 +10,8 @@ source:
 primary_key: person_id
 fields: [person_id, email, first_name, rfm_segment]
 filter: rfm_segment in ('at_risk', 'cannot_lose')   # optional SQL predicate over the source columns
-consent: email_marketing              # optional purpose from marts.dim_consents; none = no consent needed
+purpose: email_marketing              # required: what the data is sent for (marts.consent_purposes); only
+                                      # persons whose consent for it is granted (marts.dim_consents) are sent
 email_field: email                    # optional: rows whose email is invalid are rejected
 destination:
   type: postgres                      # file | postgres | http
@@ -35,6 +36,7 @@ from urllib.parse import unquote, urlsplit
 import yaml
 
 from touchpoint.activation.sql_guard import READABLE_SCHEMAS, SqlRefused, check_filter, check_source_sql
+from touchpoint.sql_text import quote_ident
 
 DEFAULT_SYNCS_DIR = Path(__file__).resolve().parent / "syncs"
 DESTINATION_TYPES = ("file", "postgres", "http")
@@ -55,7 +57,8 @@ _KNOWN_KEYS = {
     "primary_key",
     "fields",
     "filter",
-    "consent",
+    "purpose",
+    "consent",  # the former name of `purpose`, still read
     "email_field",
     "destination",
     "batch_size",
@@ -85,11 +88,26 @@ class SyncDefinition:
     destination: DestinationSpec
     description: str = ""
     filter: str | None = None
-    consent_purpose: str | None = None
+    consent_purpose: str = ""  # the purpose: only persons whose consent for it is granted are sent
     email_field: str | None = None
     batch_size: int = 1000
     enabled: bool = True
     path: Path | None = None
+
+
+def _purpose(raw: dict[str, Any], where: str) -> str:
+    """The sync's purpose: required, since consent is enforced for it (`consent:` is its former name)."""
+    purpose, former = raw.get("purpose"), raw.get("consent")
+    if purpose is not None and former is not None and purpose != former:
+        raise _fail(where, f"purpose {purpose!r} and consent {former!r} disagree: give only purpose")
+    purpose = purpose if purpose is not None else former
+    if purpose is None:
+        raise _fail(
+            where,
+            "missing required key 'purpose' (what the data is sent for, one of marts.consent_purposes, e.g. "
+            "email_marketing): a sync without a purpose is refused",
+        )
+    return _identifier(purpose, where, "purpose")
 
 
 def _fail(where: str, problem: str) -> SyncDefinitionError:
@@ -118,7 +136,7 @@ def _source_sql(raw: Any, where: str) -> str:
             raise _fail(
                 where, f"source.table must be in a published schema {READABLE_SCHEMAS}, got {value!r}"
             )
-        return f"select * from {match.group(1)}.{match.group(2)}"
+        return f"select * from {quote_ident(match.group(1))}.{quote_ident(match.group(2))}"
     sql = value.strip().rstrip(";").strip()
     try:
         return check_source_sql(sql)
@@ -211,11 +229,9 @@ def parse_sync_definition(raw: Any, where: str = "<sync>", path: Path | None = N
     primary_key = _identifier(raw.get("primary_key", "person_id"), where, "primary_key")
     if primary_key not in fields:
         raise _fail(where, f"primary_key {primary_key!r} must be one of the fields")
-    consent = raw.get("consent")
-    if consent is not None:
-        _identifier(consent, where, "consent")
-        if "person_id" not in fields:
-            raise _fail(where, "a sync that needs consent must send person_id (consents are per person)")
+    consent = _purpose(raw, where)
+    if "person_id" not in fields:
+        raise _fail(where, "fields must include person_id: consent is checked per person")
     email_field = raw.get("email_field")
     if email_field is not None and email_field not in fields:
         raise _fail(where, f"email_field {email_field!r} must be one of the fields")

@@ -17,6 +17,7 @@ import duckdb
 from touchpoint.activation.definitions import SyncDefinition
 from touchpoint.activation.sql_guard import SqlRefused, check_filter, check_source_sql, filter_columns
 from touchpoint.shell import sandbox_refusal
+from touchpoint.sql_text import quote_ident, sql_literal
 
 # Deliberately simple: one @, no spaces, a dot in the domain. Staging already validates emails; this is
 # the last line of defence before an address reaches a marketing tool.
@@ -47,38 +48,29 @@ class SyncPlan:
         return self.inserts + self.updates + self.deletes
 
 
-def _quote(identifier: str) -> str:
-    return '"' + identifier + '"'
-
-
 def source_query(sync: SyncDefinition) -> str:
     """The SQL run on the published warehouse: the sync's rows with key, hash and reject reason."""
-    columns = ", ".join(_quote(f) for f in sync.fields)
+    columns = ", ".join(quote_ident(f) for f in sync.fields)
     # re-checked here too: a definition may be built without `parse_sync_definition` (tests, `replace`)
     where = f"where ({check_filter(sync.filter)})" if sync.filter else ""
-    hash_struct = ", ".join(f"'{f}': audience.{_quote(f)}" for f in sync.fields)
-    key = f"audience.{_quote(sync.primary_key)}"
+    hash_struct = ", ".join(f"{sql_literal(f)}: audience.{quote_ident(f)}" for f in sync.fields)
+    key = f"audience.{quote_ident(sync.primary_key)}"
     reasons = [f"when {key} is null then 'missing_key'"]
-    consent_cte = ""
-    consent_join = ""
-    if sync.consent_purpose:
-        # latest decision per person for the purpose; a person without any record has no consent
-        consent_cte = f""",
+    _require_purpose(sync)
+    # one row per person and purpose in marts.dim_consents; a person without one is not sent
+    consent_cte = f""",
 consent as (
     select person_id, is_granted
     from marts.dim_consents
-    where purpose = '{sync.consent_purpose}'
-    qualify row_number() over (
-        partition by person_id order by updated_at desc nulls last, is_granted asc
-    ) = 1
+    where purpose = {sql_literal(sync.consent_purpose)}
 )"""
-        consent_join = "left join consent on consent.person_id = audience.person_id"
-        reasons.append("when consent.is_granted is not true then 'missing_consent'")
+    consent_join = "left join consent on consent.person_id = audience.person_id"
+    reasons.append("when consent.is_granted is not true then 'missing_consent'")
     if sync.email_field:
-        email = f"audience.{_quote(sync.email_field)}"
+        email = f"audience.{quote_ident(sync.email_field)}"
         reasons.append(
             f"when {email} is null or length({email}) > 254 "
-            f"or not regexp_full_match({email}, '{EMAIL_PATTERN}') then 'invalid_email'"
+            f"or not regexp_full_match({email}, {sql_literal(EMAIL_PATTERN)}) then 'invalid_email'"
         )
     return f"""
 with audience as (
@@ -104,6 +96,7 @@ def load_candidates(
     `published` should be the sandboxed analyst connection (`touchpoint.shell.open_analyst_connection`).
     """
     check_sync_sql(published, sync)
+    check_purpose(published, sync)
     try:
         reader = published.sql(source_query(sync)).to_arrow_reader(100_000)
     except duckdb.Error as error:
@@ -121,6 +114,28 @@ def load_candidates(
         raise SyncSourceError(
             f"sync {sync.name!r}: primary key {sync.primary_key!r} is not unique in the source, "
             f"e.g. {duplicates}"
+        )
+
+
+def _require_purpose(sync: SyncDefinition) -> None:
+    if not sync.consent_purpose:  # a definition built without parse_sync_definition (tests, `replace`)
+        raise SyncSourceError(f"sync {sync.name!r} declares no purpose: a sync without a purpose is refused")
+
+
+def check_purpose(published: duckdb.DuckDBPyConnection, sync: SyncDefinition) -> None:
+    """Refuse a purpose the warehouse has no consents for: nobody could ever be sent, so it is a mistake."""
+    _require_purpose(sync)
+    try:
+        known = [row[0] for row in published.execute("select purpose from marts.consent_purposes").fetchall()]
+    except duckdb.Error as error:
+        raise SyncSourceError(
+            f"sync {sync.name!r}: the published warehouse has no marts.consent_purposes, so consent for "
+            f"{sync.consent_purpose!r} cannot be checked (run the pipeline to publish it)"
+        ) from error
+    if sync.consent_purpose not in known:
+        raise SyncSourceError(
+            f"sync {sync.name!r}: purpose {sync.consent_purpose!r} is not one of marts.consent_purposes "
+            f"({', '.join(sorted(known))})"
         )
 
 
@@ -172,7 +187,7 @@ def build_plan(con: duckdb.DuckDBPyConnection, sync: SyncDefinition, sample_size
         where synced.key is null or synced.row_hash <> desired._row_hash
         """
     )
-    pk = _quote(sync.primary_key)
+    pk = quote_ident(sync.primary_key)
     con.execute(
         f"insert into changes (_change, _key, {pk}) select 'delete', synced.key, synced.key from synced "
         "anti join desired on desired._key = synced.key"

@@ -13,7 +13,8 @@ A sync whose connection is not configured is skipped with that reason (and audit
 other failure (a malformed connection, a destination that cannot be built or refuses, a busy lock, a source
 query refused) is returned as a failed result with one audit row, and the other syncs of the run go on; a
 malformed connection's message names the sync and the connection. Failure messages never carry the
-connection's password or token.
+connection's password or token. A failed result says whether it is `retryable` (see `failures.py`), so the DAG
+retries a destination that was briefly away, and not a definition that will fail the same way again.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from touchpoint.activation.destinations import (
 )
 from touchpoint.activation.destinations.files import FileDestination
 from touchpoint.activation.diff import SyncPlan, build_plan, load_candidates
+from touchpoint.activation.failures import is_retryable
 from touchpoint.activation.state import (
     open_state,
     record_acknowledged,
@@ -55,6 +57,7 @@ from touchpoint.activation.state import (
 )
 from touchpoint.config import RunContext
 from touchpoint.shell import open_analyst_connection
+from touchpoint.sql_text import quote_ident
 
 Progress = Callable[[str], None]
 
@@ -73,10 +76,29 @@ class SyncRunResult:
     duration_s: float = 0.0
     message: str = ""
     files: list[Path] = field(default_factory=list)
+    retryable: bool = False  # failed only: running it again unchanged may succeed (failures.is_retryable)
 
     @property
     def sent(self) -> int:
         return self.sent_upserts + self.sent_deletes
+
+    def raise_if_failed(self) -> SyncRunResult:
+        """This result, or SyncFailedError (with `retryable`) when the sync failed."""
+        if self.status == "failed":
+            raise SyncFailedError(self)
+        return self
+
+
+class SyncFailedError(RuntimeError):
+    """One sync failed (its result is audited). `retryable` is False for a deterministic failure (a bad
+    definition, a refused source query, a malformed connection, a request the destination refuses): running it
+    again unchanged fails the same way, so an orchestrator should fail it at once instead of retrying."""
+
+    def __init__(self, result: SyncRunResult) -> None:
+        self.result = result
+        self.retryable = result.retryable
+        named = result.message.startswith(f"sync {result.sync_name!r}")  # a connection error names the sync
+        super().__init__(result.message if named else f"sync {result.sync_name!r} failed: {result.message}")
 
 
 class SyncsFailedError(RuntimeError):
@@ -86,6 +108,11 @@ class SyncsFailedError(RuntimeError):
         self.results = results
         failed = [f"{r.sync_name}: {r.message}" for r in results if r.status == "failed"]
         super().__init__(f"{len(failed)} sync(s) failed: " + "; ".join(failed))
+
+    @property
+    def retryable(self) -> bool:
+        """True when every failure is retryable (one deterministic failure fails a retry of them all too)."""
+        return all(r.retryable for r in self.results if r.status == "failed")
 
 
 # options that say *where* records go (changing them means a new destination), not how they are sent
@@ -161,10 +188,13 @@ def _load(
 
 
 def plan_sync(ctx: RunContext, sync: SyncDefinition, *, sample_size: int = 5) -> SyncPlan:
-    """What `run_sync` would send now (for `touchpoint sync --dry-run`); writes nothing.
+    """What `run_sync` would send now; writes nothing. `run_syncs(..., dry_run=True)` plans them all.
 
-    `skipped_reason` is set when the sync would be skipped (disabled, connection not configured).
+    `skipped_reason` is set when the sync would be skipped (disabled, connection not configured). What a real
+    run would fail on raises here too: a malformed connection, a destination that cannot be built, a source
+    query that is refused or fails, an unreadable state.
     """
+    reason = _skip_reason(ctx, sync)
     folder = sync_folder(ctx.paths.state, sync.name)
     # a running sync holds its state file open for writing: wait for it rather than fail to attach
     with sync_lock(folder) if folder.exists() else nullcontext():
@@ -173,29 +203,26 @@ def plan_sync(ctx: RunContext, sync: SyncDefinition, *, sample_size: int = 5) ->
             plan = _load(con, ctx, sync, sample_size)
         finally:
             con.close()
-    reason = _skip_reason(ctx, sync)
     return replace(plan, skipped_reason=reason) if reason else plan
 
 
-def plan_syncs(ctx: RunContext, syncs: list[SyncDefinition], *, sample_size: int = 5) -> list[SyncPlan]:
-    """`plan_sync` for each sync, in order (what `touchpoint sync --dry-run` prints)."""
-    return [plan_sync(ctx, sync, sample_size=sample_size) for sync in syncs]
-
-
 def _skip_reason(ctx: RunContext, sync: SyncDefinition) -> str | None:
+    """Why a run would skip the sync, or None; raises what building its destination raises in a real run."""
     if not sync.enabled:
         return "disabled in its definition"
     try:
         build_destination(ctx, sync, ctx.run_id)
     except ConnectionNotConfiguredError as error:
         return str(error)
-    except MalformedConnectionError as error:  # a real run fails on it: say so in the plan
-        return f"would fail: {error}"
     return None
 
 
+def _columns(sync: SyncDefinition) -> str:
+    return ", ".join(quote_ident(f) for f in sync.fields)
+
+
 def _fields(con: duckdb.DuckDBPyConnection, sync: SyncDefinition, table: str, where: str) -> pa.Table:
-    columns = ", ".join(f'"{f}"' for f in sync.fields)
+    columns = _columns(sync)
     return con.sql(
         f"select _key, _row_hash, {columns} from {table} where {where} order by _key"
     ).to_arrow_table()
@@ -249,7 +276,7 @@ def _send_batches(
         for r in con.execute("select _key from changes where _change = 'delete' order by _key").fetchall()
     ]
     upserts = _fields(con, sync, "changes", "_change <> 'delete'")
-    schema = con.sql("select " + ", ".join(f'"{f}"' for f in sync.fields) + " from candidates limit 0")
+    schema = con.sql(f"select {_columns(sync)} from candidates limit 0")
     destination.open(schema.to_arrow_table().schema)
     size = sync.batch_size
     for start in range(0, len(delete_keys), size):
@@ -292,8 +319,7 @@ def _write_snapshot(
     if plan.changes == 0 and all(p.exists() for p in existing):
         return []
     audience = _fields(con, sync, "desired", "true").drop_columns(["_key", "_row_hash"])
-    columns = ", ".join(f'"{f}"' for f in sync.fields)
-    changes = con.sql(f"select _change, {columns} from changes order by _key").to_arrow_table()
+    changes = con.sql(f"select _change, {_columns(sync)} from changes order by _key").to_arrow_table()
     files = destination.write(audience, changes, ctx.run_id)
     replace_state(con, "desired", ctx.run_id)
     tally.upserts, tally.deletes = plan.inserts + plan.updates, plan.deletes
@@ -321,7 +347,9 @@ class _Attempt:
         self.rejections: list[pa.Table] = []
         self.connection: ConnectionInfo | None = None
 
-    def result(self, status: str, message: str = "", files: list[Path] | None = None) -> SyncRunResult:
+    def result(
+        self, status: str, message: str = "", files: list[Path] | None = None, *, retryable: bool = False
+    ) -> SyncRunResult:
         # a driver's or server's error text may quote what it was given: never let the secret reach the audit
         message = self.connection.redact(message) if self.connection else message
         plan, tally = self.plan, self.tally
@@ -338,14 +366,17 @@ class _Attempt:
             duration_s=round(time.monotonic() - self.clock, 3),
             message=message,
             files=files or [],
+            retryable=retryable,
         )
 
     def reject(self, keys: list[str | None], reasons: list[str], details: list[str | None]) -> None:
         self.rejections.append(_rejections(self.sync, self.ctx, self.attempt_id, keys, reasons, details))
 
-    def finish(self, status: str, message: str = "", files: list[Path] | None = None) -> SyncRunResult:
+    def finish(
+        self, status: str, message: str = "", files: list[Path] | None = None, *, retryable: bool = False
+    ) -> SyncRunResult:
         """The attempt's result, after writing its audit record and rejected records."""
-        result = self.result(status, message, files)
+        result = self.result(status, message, files, retryable=retryable)
         for reason, by_key in (("destination_refused", self.tally.refused), ("text_cleaned", self.tally.cleaned)):
             keys = sorted(by_key)
             if keys:
@@ -413,16 +444,16 @@ def run_sync(
     """Send a sync's changes since its last successful run; see the module docstring.
 
     Reads only the published warehouse (read-only). `destination` overrides the one built from the
-    definition (tests, embedding). A dry run plans and writes nothing (no state, no audit, no sends).
-    Every outcome is returned and audited, failures included (status "failed", the error on one line with
-    secrets redacted): a caller running several syncs goes on with the next, and decides how to fail. The
-    state keeps every acknowledged batch, so a rerun resumes. Only an interrupt, or an audit record that
-    cannot be written, propagates.
+    definition (tests, embedding). Every outcome is returned and audited, failures included (status "failed",
+    the error on one line with secrets redacted, and whether it is `retryable`): a caller running several
+    syncs goes on with the next, and decides how to fail (`raise_if_failed`). The state keeps every
+    acknowledged batch, so a rerun resumes. Only an interrupt, or an audit record that cannot be written,
+    propagates. A dry run plans and writes nothing (no state, no audit, no sends): "dry_run", "skipped", or
+    "failed" when the sync cannot be planned or a real run would fail on its connection.
     """
     run = _Attempt(ctx, sync)
     if dry_run:
-        run.plan = plan_sync(ctx, sync)
-        return run.result("dry_run", message=run.plan.skipped_reason or "")
+        return _dry_run(run)
     if not sync.enabled:
         return run.finish("skipped", message="disabled in its definition")
     try:
@@ -434,8 +465,18 @@ def run_sync(
             destination = build_destination(ctx, sync, ctx.run_id, run.connection)
         files = _send(run, destination, progress)
     except Exception as error:  # noqa: BLE001 - a failed sync is a result (audited), not a crash of the run
-        return run.finish("failed", message=_one_line(error))
+        return run.finish("failed", message=_one_line(error), retryable=is_retryable(error))
     return run.finish("success", files=files)
+
+
+def _dry_run(run: _Attempt) -> SyncRunResult:
+    """Plan one sync without writing anything; what stops the plan is a failed result, as in a real run."""
+    try:
+        run.plan = plan_sync(run.ctx, run.sync)
+    except Exception as error:  # noqa: BLE001 - every sync is planned and reported, whatever the others did
+        return run.result("failed", message=_one_line(error), retryable=is_retryable(error))
+    reason = run.plan.skipped_reason
+    return run.result("skipped" if reason else "dry_run", message=reason or "")
 
 
 def run_syncs(
@@ -446,7 +487,8 @@ def run_syncs(
     progress: Progress | None = None,
     on_result: Callable[[SyncRunResult], None] | None = None,
 ) -> list[SyncRunResult]:
-    """Run every sync, in order; SyncsFailedError at the end (with every result) if any failed.
+    """Run (or with `dry_run`, plan) every sync, in order; SyncsFailedError at the end (with every result) if
+    any failed.
 
     `on_result` sees each result as soon as its sync ends (the CLI prints it).
     """

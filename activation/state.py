@@ -12,14 +12,14 @@ Layout under `<home>/state/syncs/<sync name>/`:
 
 from __future__ import annotations
 
-import fcntl
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+
+from touchpoint.locks import LockBusyError, file_lock
+from touchpoint.sql_text import sql_literal
 
 SYNCED_DDL = """
 create table if not exists synced (
@@ -32,7 +32,7 @@ create table if not exists synced (
 """
 
 
-class SyncBusyError(RuntimeError):
+class SyncBusyError(LockBusyError):
     """Another run of the same sync holds its lock."""
 
 
@@ -48,24 +48,14 @@ def state_db_path(state_dir: Path, sync_name: str) -> Path:
     return sync_folder(state_dir, sync_name) / "state.duckdb"
 
 
-@contextmanager
-def sync_lock(folder: Path, timeout_s: float = 600.0) -> Iterator[None]:
+def sync_lock(folder: Path, timeout_s: float = 600.0) -> AbstractContextManager[None]:
     """Hold the lock of one sync (blocks until free, then SyncBusyError after `timeout_s`)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout_s
-    with open(folder / ".lock", "a+") as handle:
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise SyncBusyError(f"sync state {folder} is locked by another run") from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return file_lock(
+        folder / ".lock",
+        timeout_s=timeout_s,
+        poll_s=0.1,
+        busy=lambda: SyncBusyError(f"sync state {folder} is locked by another run"),
+    )
 
 
 def open_state(
@@ -97,7 +87,7 @@ def open_state(
     con = duckdb.connect()
     matches = False
     if path.exists():
-        con.execute(f"attach '{_sql_string(str(path))}' as sync_state (read_only)")
+        con.execute(f"attach {sql_literal(str(path))} as sync_state (read_only)")
         stored = con.execute("select fingerprint from sync_state.main.destination").fetchall()
         matches = stored == [(destination_fingerprint,)]
     if matches:
@@ -151,7 +141,3 @@ def replace_state(con: duckdb.DuckDBPyConnection, desired_table: str, run_id: st
     except BaseException:
         con.execute("rollback")
         raise
-
-
-def _sql_string(value: str) -> str:
-    return value.replace("'", "''")

@@ -36,7 +36,7 @@ def make_raw_tables(con, customers: int, orders: int, events: int, days: int = 3
                '+4930' || (1000000 + i), 'Street ' || (i % 500), null, 'City' || (i % 50),
                    lpad((10000 + i % 80000)::varchar, 5, '0'),
                null, 'DE', date '1960-01-01' + (i % 15000)::int, {when}, {when}, null, 'b', 'customers',
-                   i, {load}
+                   i, {load}, ({load})::date - 1
         from range(1, {customers} + 1) as t(i)""")
     con.execute(f"""
         insert into raw.crm_contacts
@@ -45,42 +45,44 @@ def make_raw_tables(con, customers: int, orders: int, events: int, days: int = 3
                    '+4930' || (1000000 + i),
                'Street ' || (i % 500), null, 'City' || (i % 50), lpad((10000 + i % 80000)::varchar, 5,
                    '0'), null, 'DE',
-               null, i % 3 > 0, {when}, null, 'b', 'contacts', i, {load}
+               null, i % 3 > 0, {when}, null, 'b', 'contacts', i, {load}, ({load})::date - 1
         from range(1, {customers} // 2 + 1) as t(i)""")
     con.execute(f"""
         insert into raw.shop_orders
         select 'O-' || i, 'S-' || (1 + hash(i, 'c') % {customers}), {when},
                cast(5 + (hash(i, 'amount') % 20000) / 100.0 as decimal(18, 2)),
                case when i % 20 = 0 then 'cancelled' when i % 20 = 1 then 'refunded' else 'completed' end,
-               'EUR', {when}, null, 'b', 'orders', i, {load}
+               'EUR', {when}, null, 'b', 'orders', i, {load}, ({load})::date - 1
         from range(1, {orders} + 1) as t(i)""")
     con.execute("""
         insert into raw.shop_products
         select 'PR-' || i, 'Product ' || i, 'category ' || (i % 12), 10 + i % 90, timestamp '2025-01-01',
-               null, 'b', 'products', i, timestamp '2026-04-01'
+               null, 'b', 'products', i, timestamp '2026-04-01', date '2026-03-31'
         from range(1, 501) as t(i)""")
     con.execute(f"""
         insert into raw.shop_order_items
-        select 'O-' || i, 1, 'PR-' || (1 + hash(i, 'p') % 500), 1, 10.00, null, 'b', 'items', i, {load}
+        select 'O-' || i, 1, 'PR-' || (1 + hash(i, 'p') % 500), 1, 10.00, null, 'b', 'items', i,
+               {load}, ({load})::date - 1
         from range(1, {orders} + 1) as t(i)""")
     con.execute(f"""
         insert into raw.pos_transactions
         select 'P-' || i, {when}, cast(3 + (hash(i, 'a') % 9000) / 100.0 as decimal(18, 2)),
             'STORE-' || (i % 20),
                null, null, 'user' || (1 + hash(i, 'c') % {customers}) || '@example.com', null, 'b',
-                   'pos', i, {load}
+                   'pos', i, {load}, ({load})::date - 1
         from range(1, {orders} + 1) as t(i)""")
     con.execute(f"""
         insert into raw.web_events
         select 'W-' || i, {when}, case when i % 3 = 0 then 'product_view' else 'page_view' end,
                'anon-' || (i // 7), case when i % 11 = 0 then 'S-' || (1 + hash(i // 7) % {customers}) end,
-               'sess-' || (i // 7), '/p/' || (i % 500), null, 'mobile', 'organic', null, 'b', 'web', i, {load}
+               'sess-' || (i // 7), '/p/' || (i % 500), null, 'mobile', 'organic', null, 'b', 'web', i,
+               {load}, ({load})::date - 1
         from range(1, {events} + 1) as t(i)""")
     con.execute(f"""
         insert into raw.email_events
         select 'E-' || i, {when}, 'user' || (1 + hash(i, 'c') % {customers}) || '@example.com',
                case when i % 4 = 0 then 'open' else 'sent' end, 'camp-' || (i % 30), null, 'b', 'email',
-                   i, {load}
+                   i, {load}, ({load})::date - 1
         from range(1, {events} + 1) as t(i)""")
 
 

@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/ml.py [--customers 100000] [--history-days 730]
 
-Simulates customers from known BG/NBD + Gamma-Gamma parameters (touchpoint.ml.synthetic), writes
-marts.fct_orders / customer_rfm / customer_360 into a temporary DuckDB file (untimed), then times one
+Simulates customers from known BG/NBD + Gamma-Gamma parameters (touchpoint.sources.synthetic_marts), writes
+marts.fct_orders / customer_rfm / customer_activity into a temporary DuckDB file (untimed), then times one
 `run_ml` and prints the wall time per step, the peak resident memory of the process, the rows written,
 and the fitted CLV parameters next to the simulated ones.
 """
@@ -22,7 +22,7 @@ import duckdb
 
 from touchpoint.config import RunContext
 from touchpoint.ml.stage import run_ml
-from touchpoint.ml.synthetic import SimulationParams, build_synthetic_marts
+from touchpoint.sources.synthetic_marts import SimulationParams, build_synthetic_marts
 
 AS_OF = date(2026, 6, 30)
 

@@ -51,8 +51,8 @@ MUTATIONS = [
     Mutation(
         "dim_consents: the oldest consent signal wins",
         "dbt_project/models/marts/dim_consents.sql",
-        "order by updated_at desc nulls last",
-        "order by updated_at asc nulls last",
+        "order by occurred_at desc, is_granted asc, source asc",
+        "order by occurred_at asc, is_granted asc, source asc",
         ("tests/test_marts_consents.py",),
     ),
     Mutation(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 import uuid
@@ -23,8 +24,10 @@ import pyarrow.compute as pc
 
 from touchpoint.activation import run_sync
 from touchpoint.activation.definitions import parse_sync_definition
-from touchpoint.activation.testing import PEOPLE_SCHEMA, write_published_warehouse
 from touchpoint.config import RunContext
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the test doubles live in tests/
+from tests.doubles.activation import PEOPLE_SCHEMA, write_published_warehouse  # noqa: E402
 
 CONN = "touchpoint_bench_pg"
 

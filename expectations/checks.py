@@ -17,6 +17,8 @@ from typing import Any
 
 import duckdb
 
+from touchpoint.sql_text import sql_literal
+
 SAMPLE_SIZE = 5
 CRITICAL = "critical"  # a failure stops the run
 WARNING = "warning"  # a failure is reported, the run goes on
@@ -29,10 +31,6 @@ def _ident(name: str) -> str:
     if not _IDENT.match(name):
         raise ValueError(f"not a plain identifier: {name!r}")
     return name
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)
@@ -125,20 +123,24 @@ def unique(table: str, columns: list[str] | str, **kw: Any) -> Check:
                  description=kw.pop("description", f"({key}) identifies one row"), **kw)
 
 
-def between(table: str, column: str, min_value: Any = None, max_value: Any = None, **kw: Any) -> Check:
+def between(table: str, column: str, min_value: Any = None, max_value: Any = None, scope: str = "true",
+            name: str = "between", label: str | None = None, **kw: Any) -> Check:
+    """Non-null `column` in [min_value, max_value] among the rows in `scope` (NaN is above any maximum);
+    the sample shows `label` (default: the value) of offending rows."""
     conditions = []
     if min_value is not None:
         conditions.append(f"{_ident(column)} < {min_value!r}")
     if max_value is not None:
         conditions.append(f"{_ident(column)} > {max_value!r}")
-    metrics, sample = _rows_where(table, column, " or ".join(conditions), scope=f"{column} is not null")
-    return Check("between", table, column, metrics, sample,
+    metrics, sample = _rows_where(table, column, " or ".join(conditions), scope=f"({scope}) and {column} is not null",
+                                  value=label)
+    return Check(name, table, column, metrics, sample,
                  description=kw.pop("description", f"{column} in [{min_value}, {max_value}]"),
                  details={"min_value": min_value, "max_value": max_value}, **kw)
 
 
 def in_set(table: str, column: str, values: list[Any], **kw: Any) -> Check:
-    listed = ", ".join(_quote(v) if isinstance(v, str) else repr(v) for v in values)
+    listed = ", ".join(sql_literal(v) if isinstance(v, str) else repr(v) for v in values)
     metrics, sample = _rows_where(table, _ident(column), f"{column} not in ({listed})",
                                   scope=f"{column} is not null")
     return Check("in_set", table, column, metrics, sample,
@@ -147,7 +149,7 @@ def in_set(table: str, column: str, values: list[Any], **kw: Any) -> Check:
 
 
 def matches(table: str, column: str, regex: str, **kw: Any) -> Check:
-    metrics, sample = _rows_where(table, _ident(column), f"not regexp_matches({column}, {_quote(regex)})",
+    metrics, sample = _rows_where(table, _ident(column), f"not regexp_matches({column}, {sql_literal(regex)})",
                                   scope=f"{column} is not null")
     return Check("matches_regex", table, column, metrics, sample,
                  description=kw.pop("description", f"{column} matches {regex}"), details={"regex": regex},
@@ -157,7 +159,7 @@ def matches(table: str, column: str, regex: str, **kw: Any) -> Check:
 def not_after(table: str, column: str, limit: datetime, scope: str = "true", name: str = "not_in_future",
               **kw: Any) -> Check:
     """No value after `limit` (a timestamp), among the rows in `scope`."""
-    stamp = _quote(limit.isoformat(sep=" "))
+    stamp = sql_literal(limit.isoformat(sep=" "))
     metrics, sample = _rows_where(table, _ident(column), f"{column} >= {stamp}::timestamp",
                                   scope=f"({scope}) and {column} is not null")
     return Check(name, table, column, metrics, sample,
@@ -181,6 +183,20 @@ def references(table: str, column: str, parent: str, parent_column: str, **kw: A
                  details={"parent": f"{parent}.{parent_column}"}, **kw)
 
 
+def has_columns(table: str, columns: list[str], **kw: Any) -> Check:
+    """The table exists with every one of `columns` (a missing table misses them all); the sample names the
+    missing ones."""
+    schema, _, name = _ident(table).rpartition(".")
+    listed = ", ".join(f"({sql_literal(c)})" for c in columns)
+    missing = (f"from (values {listed}) as expected(column_name) where not exists (select 1 from "
+               f"information_schema.columns as present where present.table_schema = {sql_literal(schema or 'main')} "
+               f"and present.table_name = {sql_literal(name)} and present.column_name = expected.column_name)")
+    return Check("columns_exist", table, None, f"select {len(columns)}, count(*) {missing}",
+                 f"select column_name {missing} limit {SAMPLE_SIZE}",
+                 description=kw.pop("description", f"{table} has its {len(columns)} columns"),
+                 details={"columns": list(columns)}, **kw)
+
+
 def same_row_count(table: str, other: str, **kw: Any) -> Check:
     table, other = _ident(table), _ident(other)
     metrics = (
@@ -194,10 +210,8 @@ def same_row_count(table: str, other: str, **kw: Any) -> Check:
                  **kw)
 
 
-# The extract day of a raw row: loader batch ids are "<entity>-<YYYY-MM-DD>-<hash>" (ingest/landing.py);
-# rows without one fall back to the day of their logical extraction time.
-EXTRACT_DAY = ("coalesce(nullif(regexp_extract(_batch_id, '(\\d{4}-\\d{2}-\\d{2})', 1), ''), "
-               "strftime(_extracted_at, '%Y-%m-%d'))")
+# The day a raw row's batch was extracted for: the loader's `_extract_date` column (contracts §4).
+EXTRACT_DAY = "_extract_date"
 
 
 def volume_vs_previous_batch(table: str, tolerance: float, batch_key: str = EXTRACT_DAY,
@@ -218,7 +232,7 @@ def volume_vs_previous_batch(table: str, tolerance: float, batch_key: str = EXTR
     if not 0 <= tolerance < 1:
         raise ValueError("tolerance must be in [0, 1)")
     table = _ident(table)
-    scope = f"where _extracted_at <= {_quote(until.isoformat(sep=' '))}::timestamp" if until else ""
+    scope = f"where _extracted_at <= {sql_literal(until.isoformat(sep=' '))}::timestamp" if until else ""
     low, high = 1 - tolerance, 1 / (1 - tolerance)
     not_first = "and ranked.k < ranked.b" if skip_first else ""
     batches = (

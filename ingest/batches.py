@@ -18,9 +18,9 @@ import duckdb
 
 from touchpoint.config import RunContext
 from touchpoint.ingest.contract import ENTITY_SPECS
-from touchpoint.ingest.load import ensure_tables
+from touchpoint.ingest.load import add_missing_load_metadata, ensure_tables
 from touchpoint.ingest.quarantine import truncated
-from touchpoint.ingest.readers import quote_ident, sql_literal
+from touchpoint.sql_text import quote_ident, sql_literal
 
 HELD_SCHEMA = "held"
 COMMANDS = "touchpoint batches list | touchpoint batches release <batch_id> | touchpoint batches drop <batch_id>"
@@ -71,6 +71,7 @@ def ensure_batch_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"create schema if not exists {HELD_SCHEMA}")
     for name, sql_type in _STATUS_COLUMNS:
         con.execute(f"alter table audit.load_batches add column if not exists {name} {sql_type}")
+    add_missing_load_metadata(con, HELD_SCHEMA)  # held rows move back into raw column by column
 
 
 def list_batches(con: duckdb.DuckDBPyConnection, status: str | None = None) -> list[BatchStatus]:

@@ -68,7 +68,7 @@ def _kind_of(name: str) -> Kind:
         return Kind.AMOUNT
     if name in {"quantity", "line_number"}:
         return Kind.INTEGER
-    if name == "email_opt_in":
+    if name in {"email_opt_in", "granted"}:
         return Kind.BOOLEAN
     return Kind.TEXT
 
@@ -123,6 +123,14 @@ ENTITY_SPECS: dict[str, EntitySpec] = {
             "email_events", "email", "event_id* occurred_at* email* event_type* campaign_id", ("event_id",)
         ),
         _entity(
+            "consent_events",
+            "crm",
+            # One grant or withdrawal of one purpose by one subject (email, phone or shop customer id), e.g. from
+            # a consent-management platform or a preference centre. No natural id: the key is the whole event.
+            "subject_email subject_phone customer_id purpose* granted* occurred_at* source",
+            ("purpose", "occurred_at", "subject_email", "subject_phone", "customer_id", "source"),
+        ),
+        _entity(
             "pos_transactions",
             "pos",
             "transaction_id* purchased_at* total_amount* store_id loyalty_id phone email",
@@ -160,11 +168,14 @@ def original_name(landed: str) -> str:
     return landed.removeprefix(EXTRA_PREFIX)
 
 
-# Load metadata appended to every raw table (contracts §4), in order.
+# Load metadata appended to every raw table (contracts §4), in order. A public contract: columns are added at the
+# end, never renamed or dropped. `_extract_date` is the day the batch was extracted for (its manifest's
+# extract_date, as in audit.load_batches and the landing path), so no reader has to parse a batch id.
 LOAD_METADATA: tuple[tuple[str, str], ...] = (
     ("_extra", "JSON"),
     ("_batch_id", "VARCHAR"),
     ("_source_file", "VARCHAR"),
     ("_row_number", "BIGINT"),
     ("_extracted_at", "TIMESTAMP"),
+    ("_extract_date", "DATE"),
 )

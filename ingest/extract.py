@@ -39,6 +39,7 @@ from touchpoint.ingest.state import EntityWatermark, SourceWatermarks, load_wate
 # Demo daily files: entity -> (folder, file prefix, suffix) under the systems dir.
 DAILY_FILES: dict[str, tuple[str, str, str]] = {
     "crm_contacts": ("crm", "contacts_", ".csv"),
+    "consent_events": ("crm", "consents_", ".csv"),
     "web_events": ("web", "events_", ".jsonl"),
     "email_events": ("email", "events_", ".csv"),
     "pos_transactions": ("pos", "transactions_", ".csv"),

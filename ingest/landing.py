@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 
 from touchpoint.config import Paths
-from touchpoint.ingest.readers import quote_ident, sql_literal
+from touchpoint.sql_text import quote_ident, sql_literal
 
 LANDING_METADATA = ("_source_file", "_row_number", "_reject_reason", "_raw_line")
 

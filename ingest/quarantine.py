@@ -16,7 +16,8 @@ from datetime import datetime, time
 
 from touchpoint.ingest.contract import Column, EntitySpec, Kind, original_name
 from touchpoint.ingest.plausibility import Plausibility
-from touchpoint.ingest.readers import clipped, quote_ident, sql_literal
+from touchpoint.ingest.readers import clipped
+from touchpoint.sql_text import quote_ident, sql_literal
 
 BOOLEAN_TRUE = ("true", "1", "yes")
 BOOLEAN_FALSE = ("false", "0", "no")
@@ -209,38 +210,46 @@ def checked_query(
     when it repeats inside one batch (row numbers are per batch). Columns of `landed_columns` that are not in
     the contract go to `_extra`, keyed by their file's own name (`contract.original_name`)."""
     limits = limits or Plausibility()
-    present = set(landed_columns)
-    source_text = {c.name: quote_ident(c.name) if c.name in present else "null::varchar" for c in spec.columns}
-    typed = {c.name: typed_expression(c, source_text[c.name]) for c in spec.columns}
     extras = [c for c in landed_columns if c not in set(spec.column_names)]
     checked = _value_checks(spec, landed_columns, extras, limits)
+    partition = [batch_column] if batch_column else []
+    return f"""
+        with typed as (
+            {_typed_rows(spec, landed_columns, extras, checked, partition, landing)}
+        ),
+        duplicates as (
+            {_repeated_keys(spec, partition)}
+        )
+        {_judged_rows(spec, checked, partition)}
+    """
+
+
+def _typed_rows(
+    spec: EntitySpec,
+    landed_columns: list[str],
+    extras: list[str],
+    checked: list[tuple[str, str, _Checks, _Checks]],
+    partition: list[str],
+    landing: str,
+) -> str:
+    """The `typed` CTE: each landed row with its contract columns typed, the text of every checked value
+    (for the reasons), extras as JSON, and `_is_good` (read by the reader, nothing wrong with any value)."""
+    present = set(landed_columns)
+    source_text = {c.name: quote_ident(c.name) if c.name in present else "null::varchar" for c in spec.columns}
+    typed_select = ",\n".join(
+        f"{typed_expression(c, source_text[c.name])} as {quote_ident(c.name)}" for c in spec.columns
+    )
+    text_select = "".join(
+        f"{source_text.get(landed, quote_ident(landed))} as {_text_alias(landed)},\n" for _, landed, _, _ in checked
+    )
     extra_json = (
         "json_object(" + ", ".join(f"{sql_literal(original_name(c))}, {quote_ident(c)}" for c in extras) + ")"
         if extras
         else "null::json"
     )
-    typed_select = ",\n".join(f"{typed[c.name]} as {quote_ident(c.name)}" for c in spec.columns)
-    text_select = "".join(
-        f"{source_text.get(landed, quote_ident(landed))} as {_text_alias(landed)},\n" for _, landed, _, _ in checked
-    )
     any_bad = " or ".join(_any(first) for _, _, first, _ in checked) or "false"
-    names = ", ".join(f"case when {_any(second)} then {sql_literal(name)} end" for name, _, _, second in checked)
-    reasons = ", ".join(_first_reason(second) for _, _, _, second in checked)
-    partition = [batch_column] if batch_column else []
-    key = ", ".join(quote_ident(k) for k in [*partition, *spec.primary_key])
-    key_text = " || ', ' || ".join(
-        f"{sql_literal(k + '=')} || {truncated(f'cast(typed.{quote_ident(k)} as varchar)', SHOWN_CHARS)}"
-        for k in spec.primary_key
-    )
-    key_match = " and ".join(
-        f"typed.{quote_ident(k)} = duplicates.{quote_ident(k)}" for k in [*partition, *spec.primary_key]
-    )
     carried = "".join(f"{quote_ident(c)},\n" for c in partition)
-    carried_out = "".join(f"typed.{quote_ident(c)},\n" for c in partition)
-    contract = ", ".join(f"typed.{quote_ident(c)}" for c in spec.column_names)
-    return f"""
-        with typed as (
-            select
+    return f"""select
                 {typed_select},
                 {text_select}
                 {extra_json} as _extra,
@@ -249,16 +258,35 @@ def checked_query(
                 _reject_reason,
                 {quote_ident(LATEST_PLAUSIBLE)},
                 _reject_reason is null and not ({any_bad}) as _is_good
-            from {landing}
-        ),
-        duplicates as (
-            select {key}, min(_row_number) as _first_row
+            from {landing}"""
+
+
+def _repeated_keys(spec: EntitySpec, partition: list[str]) -> str:
+    """The `duplicates` CTE: primary keys (per batch, with a partition) that more than one good row carries,
+    with the first row that carries each."""
+    key = ", ".join(quote_ident(k) for k in [*partition, *spec.primary_key])
+    return f"""select {key}, min(_row_number) as _first_row
             from typed
             where _is_good
             group by {key}
-            having count(*) > 1
-        )
-        select
+            having count(*) > 1"""
+
+
+def _judged_rows(spec: EntitySpec, checked: list[tuple[str, str, _Checks, _Checks]], partition: list[str]) -> str:
+    """The final SELECT: contract columns, load columns, and the first bad column and every reason of a bad row
+    (a reader's reject, bad values, or a repeated primary key naming the row that first had it)."""
+    names = ", ".join(f"case when {_any(second)} then {sql_literal(name)} end" for name, _, _, second in checked)
+    reasons = ", ".join(_first_reason(second) for _, _, _, second in checked)
+    key_text = " || ', ' || ".join(
+        f"{sql_literal(k + '=')} || {truncated(f'cast(typed.{quote_ident(k)} as varchar)', SHOWN_CHARS)}"
+        for k in spec.primary_key
+    )
+    key_match = " and ".join(
+        f"typed.{quote_ident(k)} = duplicates.{quote_ident(k)}" for k in [*partition, *spec.primary_key]
+    )
+    carried_out = "".join(f"typed.{quote_ident(c)},\n" for c in partition)
+    contract = ", ".join(f"typed.{quote_ident(c)}" for c in spec.column_names)
+    return f"""select
             {contract},
             typed._extra,
             {carried_out}typed._source_file,
@@ -277,8 +305,7 @@ def checked_query(
                     || ') in this extract; first seen at row ' || duplicates._first_row
             end as _problem_reason
         from typed
-        left join duplicates on {key_match} and typed._is_good
-    """
+        left join duplicates on {key_match} and typed._is_good"""
 
 
 def raw_record(landed_columns: list[str], landed: str) -> str:

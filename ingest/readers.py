@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 
 from touchpoint.ingest.contract import landed_name
+from touchpoint.sql_text import quote_ident, sql_literal
 
 SUPPORTED_SUFFIXES = (".csv", ".jsonl", ".parquet")
 # A byte that cannot occur in valid JSON text (raw control characters must be escaped inside strings),
@@ -36,14 +37,6 @@ _MESSAGE_CHARS = 200
 
 class LayoutError(ValueError):
     """A file as a whole cannot be read as its entity: unknown format, empty, or a missing required column."""
-
-
-def sql_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def clipped(text: str, limit: int = _MESSAGE_CHARS) -> str:

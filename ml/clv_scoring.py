@@ -23,6 +23,8 @@ from touchpoint.ml.model_runs import ModelRun, save_model, skipped
 CLV_HORIZON_DAYS = 365
 ANNUAL_DISCOUNT_RATE = 0.10
 BACKTEST_HOLDOUT_DAYS = 90
+BG_FEATURES = ("frequency", "recency", "T")
+GG_FEATURES = ("frequency", "monetary_value")
 
 CLV_COLUMNS = [
     "person_id",
@@ -61,6 +63,99 @@ def _backtest(purchases: pd.DataFrame, as_of: date, summary: pd.DataFrame) -> di
 def fit_and_score_clv(purchases: pd.DataFrame, as_of: date, trained_at: datetime, model_folder: Path) -> ClvOutcome:
     """purchases: person_id, purchase_date, amount (see features.load_purchases)."""
     summary = clv.rfm_summary(purchases, as_of)
+    scores = _unscored_rows(summary, as_of)
+    window = f"{summary['first_purchase_date'].min().date().isoformat()}..{as_of.isoformat()}" if len(summary) else None
+    records = _RunRecords(as_of, trained_at, window)
+
+    if summary.empty:
+        reason = "no purchases on or before as_of"
+        return ClvOutcome(
+            scores[CLV_COLUMNS],
+            [records.skipped("bg_nbd", reason, BG_FEATURES), records.skipped("gamma_gamma", reason, GG_FEATURES)],
+        )
+
+    x, t_x, big_t = summary["frequency"], summary["recency"], summary["T"]
+    data_metrics = {
+        "customers": len(summary),
+        "repeat_customers": int((x > 0).sum()),
+        "purchase_days": float(x.sum() + len(summary)),
+    }
+    try:
+        bg = clv.fit_bgnbd(x, t_x, big_t)
+    except clv.ModelFitError as error:
+        return ClvOutcome(
+            scores[CLV_COLUMNS],
+            [
+                records.skipped("bg_nbd", f"BG/NBD not fitted: {error}", BG_FEATURES, metrics=data_metrics),
+                records.skipped("gamma_gamma", "BG/NBD was not fitted", GG_FEATURES),
+            ],
+        )
+
+    scores["expected_purchases_90d"] = clv.expected_purchases(bg, 90, x, t_x, big_t)
+    scores["expected_purchases_365d"] = clv.expected_purchases(bg, 365, x, t_x, big_t)
+    scores["probability_alive"] = clv.probability_alive(bg, x, t_x, big_t)
+    bg_run = _bg_nbd_run(records, bg, purchases, summary, data_metrics)
+    save_model(bg_run, bg, model_folder)
+    runs = [bg_run]
+
+    try:
+        gg = clv.fit_gamma_gamma(x, summary["monetary_value"])
+        spend = clv.expected_average_spend(gg, x, summary["monetary_value"])
+    except clv.ModelFitError as error:
+        # BG/NBD's expected purchases are still worth publishing: only spend and CLV stay null.
+        runs.append(records.skipped("gamma_gamma", f"Gamma-Gamma not fitted: {error}", GG_FEATURES))
+        return ClvOutcome(scores[CLV_COLUMNS], runs)
+
+    gg_run = _gamma_gamma_run(records, gg, spend, summary)
+    save_model(gg_run, gg, model_folder)
+    runs.append(gg_run)
+    scores["expected_avg_spend"] = spend
+    scores["clv"] = clv.customer_lifetime_value(
+        bg, spend, x, t_x, big_t, horizon_days=CLV_HORIZON_DAYS, annual_discount_rate=ANNUAL_DISCOUNT_RATE
+    )
+    return ClvOutcome(scores[CLV_COLUMNS], runs)
+
+
+@dataclass(frozen=True)
+class _RunRecords:
+    """Builds the ml.model_runs records of one CLV fit, which share the as-of, the time of training and the
+    training window."""
+
+    as_of: date
+    trained_at: datetime
+    training_window: str | None
+
+    def skipped(
+        self, model_name: str, reason: str, features: tuple[str, ...], metrics: dict | None = None
+    ) -> ModelRun:
+        extra = {} if metrics is None else {"metrics": metrics}
+        return skipped(
+            model_name,
+            self.as_of,
+            self.trained_at,
+            reason,
+            features=list(features),
+            training_window=self.training_window,
+            time_unit=clv.TIME_UNIT,
+            **extra,
+        )
+
+    def trained(self, model_name: str, parameters: dict, metrics: dict, features: tuple[str, ...]) -> ModelRun:
+        return ModelRun(
+            model_name,
+            self.as_of,
+            self.trained_at,
+            parameters=parameters,
+            metrics=metrics,
+            features=list(features),
+            training_window=self.training_window,
+            time_unit=clv.TIME_UNIT,
+        )
+
+
+def _unscored_rows(summary: pd.DataFrame, as_of: date) -> pd.DataFrame:
+    """One row per customer with the RFM summary and null predictions: what is published when a model cannot
+    be fitted (every buyer keeps a row, a missing score is visible as null)."""
     scores = pd.DataFrame(
         {
             "person_id": summary["person_id"].astype("object"),
@@ -81,102 +176,45 @@ def fit_and_score_clv(purchases: pd.DataFrame, as_of: date, trained_at: datetime
         scores[column] = np.nan
     scores["clv_horizon_days"] = CLV_HORIZON_DAYS
     scores["discount_rate"] = ANNUAL_DISCOUNT_RATE
-    window = f"{summary['first_purchase_date'].min().date().isoformat()}..{as_of.isoformat()}" if len(summary) else None
-    common = {"training_window": window, "time_unit": clv.TIME_UNIT}
-    bg_features = ["frequency", "recency", "T"]
-    gg_features = ["frequency", "monetary_value"]
+    return scores
 
-    if summary.empty:
-        reason = "no purchases on or before as_of"
-        return ClvOutcome(
-            scores[CLV_COLUMNS],
-            [
-                skipped("bg_nbd", as_of, trained_at, reason, features=bg_features, **common),
-                skipped("gamma_gamma", as_of, trained_at, reason, features=gg_features, **common),
-            ],
-        )
 
+def _bg_nbd_run(
+    records: _RunRecords,
+    bg: clv.BgNbdParams,
+    purchases: pd.DataFrame,
+    summary: pd.DataFrame,
+    data_metrics: dict[str, float],
+) -> ModelRun:
+    """The fitted BG/NBD's record: fit quality, what it expects of a new customer, and a holdout backtest."""
     x, t_x, big_t = summary["frequency"], summary["recency"], summary["T"]
-    data_metrics = {
-        "customers": len(summary),
-        "repeat_customers": int((x > 0).sum()),
-        "purchase_days": float(x.sum() + len(summary)),
-    }
-    try:
-        bg = clv.fit_bgnbd(x, t_x, big_t)
-    except clv.ModelFitError as error:
-        reason = f"BG/NBD not fitted: {error}"
-        return ClvOutcome(
-            scores[CLV_COLUMNS],
-            [
-                skipped("bg_nbd", as_of, trained_at, reason, features=bg_features, metrics=data_metrics, **common),
-                skipped("gamma_gamma", as_of, trained_at, "BG/NBD was not fitted", features=gg_features, **common),
-            ],
-        )
-
-    scores["expected_purchases_90d"] = clv.expected_purchases(bg, 90, x, t_x, big_t)
-    scores["expected_purchases_365d"] = clv.expected_purchases(bg, 365, x, t_x, big_t)
-    scores["probability_alive"] = clv.probability_alive(bg, x, t_x, big_t)
     log_likelihood = clv.bgnbd_log_likelihood(
         np.array([bg.r, bg.alpha, bg.a, bg.b]), x.to_numpy(), t_x.to_numpy(), big_t.to_numpy()
     )
-    bg_run = ModelRun(
-        "bg_nbd",
-        as_of,
-        trained_at,
-        parameters=bg.as_dict(),
-        metrics={
-            **data_metrics,
-            "mean_log_likelihood": float(log_likelihood.mean()),
-            "expected_purchases_365d_new_customer": clv.expected_purchases_new_customer(bg, 365),
-            "backtest": _backtest(purchases, as_of, summary),
-        },
-        features=bg_features,
-        **common,
-    )
-    save_model(bg_run, bg, model_folder)
-    runs = [bg_run]
+    metrics = {
+        **data_metrics,
+        "mean_log_likelihood": float(log_likelihood.mean()),
+        "expected_purchases_365d_new_customer": clv.expected_purchases_new_customer(bg, 365),
+        "backtest": _backtest(purchases, records.as_of, summary),
+    }
+    return records.trained("bg_nbd", bg.as_dict(), metrics, BG_FEATURES)
 
-    try:
-        gg = clv.fit_gamma_gamma(x, summary["monetary_value"])
-        spend = clv.expected_average_spend(gg, x, summary["monetary_value"])
-    except clv.ModelFitError as error:
-        runs.append(
-            skipped(
-                "gamma_gamma",
-                as_of,
-                trained_at,
-                f"Gamma-Gamma not fitted: {error}",
-                features=gg_features,
-                **common,
-            )
-        )
-        return ClvOutcome(scores[CLV_COLUMNS], runs)
 
+def _gamma_gamma_run(
+    records: _RunRecords, gg: clv.GammaGammaParams, spend: np.ndarray, summary: pd.DataFrame
+) -> ModelRun:
+    """The fitted Gamma-Gamma's record: how its spend estimate compares with what repeat buyers spent."""
+    x = summary["frequency"]
     repeaters = (x > 0) & (summary["monetary_value"] > 0)
     observed = summary.loc[repeaters, "monetary_value"]
     varies = repeaters.sum() > 2 and x[repeaters].std() > 0 and observed.std() > 0
     correlation = float(np.corrcoef(x[repeaters], observed)[0, 1]) if varies else None
-    gg_run = ModelRun(
-        "gamma_gamma",
-        as_of,
-        trained_at,
-        parameters=gg.as_dict(),
-        metrics={
-            "customers_fitted": int(repeaters.sum()),
-            "population_mean_spend": gg.gamma * gg.p / (gg.q - 1),
-            "observed_mean_spend": float(observed.mean()),
-            "mean_abs_error_spend_vs_observed": float(np.abs(spend[repeaters.to_numpy()] - observed).mean()),
-            # Gamma-Gamma assumes spend is independent of frequency; a strong correlation weakens it.
-            "frequency_spend_correlation": correlation,
-        },
-        features=gg_features,
-        **common,
-    )
-    save_model(gg_run, gg, model_folder)
-    runs.append(gg_run)
-    scores["expected_avg_spend"] = spend
-    scores["clv"] = clv.customer_lifetime_value(
-        bg, spend, x, t_x, big_t, horizon_days=CLV_HORIZON_DAYS, annual_discount_rate=ANNUAL_DISCOUNT_RATE
-    )
-    return ClvOutcome(scores[CLV_COLUMNS], runs)
+    metrics = {
+        "customers_fitted": int(repeaters.sum()),
+        "population_mean_spend": gg.gamma * gg.p / (gg.q - 1),
+        "observed_mean_spend": float(observed.mean()),
+        "mean_abs_error_spend_vs_observed": float(np.abs(spend[repeaters.to_numpy()] - observed).mean()),
+        # Gamma-Gamma assumes spend is independent of frequency; a strong correlation weakens it.
+        "frequency_spend_correlation": correlation,
+    }
+    return records.trained("gamma_gamma", gg.as_dict(), metrics, GG_FEATURES)

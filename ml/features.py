@@ -1,8 +1,11 @@
 """Reading the marts and building model features, point in time.
 
-Everything is computed from `marts.fct_orders` (and, for segments, `marts.customer_360`) as of a cut-off:
+Everything is computed from `marts.fct_orders` (and, for segments, `marts.customer_activity`) as of a cut-off:
 an order counts when `ordered_at < cutoff`. Labels for propensity come from the window after the cut-off
 only, so no feature sees anything at or after it.
+
+Not from `marts.customer_360`: that table carries this stage's scores, so dbt builds it after this stage
+(the layer 'scored'); `marts.customer_activity` holds its behavioural columns and is built before.
 """
 
 from __future__ import annotations
@@ -17,6 +20,11 @@ import pandas as pd
 # refunded, returned and negative orders are not purchases; zero-value orders are). Deciding it again here
 # left 86 demo buyers and 68 CDNOW buyers in customer_rfm without a propensity or CLV row.
 PURCHASE_FILTER = "is_purchase and person_id is not null"
+
+# Persons who did not grant profiling (marts.dim_consents, one row per person and purpose) are neither trained
+# on nor scored: their orders are left out of every frame the models see. The ML gate checks no score of theirs
+# is written (expectations/suites/ml.py).
+NOT_PROFILED = "select person_id from marts.dim_consents where purpose = 'profiling' and not is_granted"
 
 # When an order happened (a row with only a date counts from the start of that day).
 ORDER_TIME = "coalesce(ordered_at::timestamp, order_date::timestamp)"
@@ -59,15 +67,24 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> boo
     return bool(rows)
 
 
+def profiled_orders(con: duckdb.DuckDBPyConnection) -> str:
+    """SQL condition on marts.fct_orders rows: a purchase of a person the ML stage may profile. Without
+    marts.dim_consents (marts built for the ML stage alone) everyone may."""
+    if not table_exists(con, "marts", "dim_consents"):
+        return PURCHASE_FILTER
+    return f"{PURCHASE_FILTER} and person_id not in ({NOT_PROFILED})"
+
+
 def load_purchases(con: duckdb.DuckDBPyConnection, as_of: date) -> pd.DataFrame:
-    """Purchase orders on or before as_of: person_id, ordered_at, purchase_date, channel, amount."""
+    """Purchase orders on or before as_of of the persons the stage may profile: person_id, ordered_at,
+    purchase_date, channel, amount."""
     frame = con.execute(
         f"""
         select person_id::varchar as person_id,
                {ORDER_TIME} as ordered_at,
                order_date::date as purchase_date, channel, net_amount::double as amount
         from marts.fct_orders
-        where {PURCHASE_FILTER} and {ORDER_TIME} < ?
+        where {profiled_orders(con)} and {ORDER_TIME} < ?
         order by person_id, ordered_at, order_id
         """,
         [day_end(as_of)],
@@ -128,35 +145,38 @@ def labelled_snapshot(purchases: pd.DataFrame, cutoff: datetime, horizon_days: i
     return features
 
 
+# The mart the segment features are read from: (schema, table), one row per person, built before the ML stage.
+SEGMENT_SOURCE = ("marts", "customer_activity")
+
+
 def segment_features(con: duckdb.DuckDBPyConnection, as_of: date) -> pd.DataFrame:
-    """Behavioural features per person with >= 1 purchase, from marts.customer_360 and fct_orders."""
+    """Behavioural features per person with >= 1 purchase, from marts.customer_activity and fct_orders.
+
+    recency, frequency, monetary and average order value are customer_rfm's (customer_activity's
+    last_order_date, orders_count, revenue and avg_order_value are the same measures of the same orders).
+    """
     frame = con.execute(
         f"""
         with channel_mix as (
-            select person_id, avg(case when channel = 'online' then 1.0 else 0.0 end) as online_share,
-                   min(order_date) as first_purchase_date, max(order_date) as last_purchase_date,
-                   count(*) as purchases, sum(net_amount) as purchase_amount
+            select person_id, avg(case when channel = 'online' then 1.0 else 0.0 end) as online_share
             from marts.fct_orders
-            where {PURCHASE_FILTER} and {ORDER_TIME} < $cutoff
+            where {profiled_orders(con)} and {ORDER_TIME} < $cutoff
             group by person_id
         )
-        select c.person_id::varchar as person_id,
-               -- customer_360 first; the purchase aggregates if the marts left a gap
-               coalesce(c.recency_days, date_diff('day', m.last_purchase_date, $as_of))::double
-                   as recency_days,
-               coalesce(c.frequency, m.purchases)::double as frequency,
-               coalesce(c.monetary, m.purchase_amount)::double as monetary,
-               coalesce(c.avg_order_value, m.purchase_amount / m.purchases)::double as avg_order_value,
-               date_diff('day', coalesce(c.first_order_date, m.first_purchase_date), $as_of)::double
-                   as tenure_days,
-               coalesce(c.web_sessions, 0)::double as web_sessions,
-               coalesce(c.email_open_rate, 0)::double as email_open_rate,
-               coalesce(c.email_click_rate, 0)::double as email_click_rate,
+        select a.person_id::varchar as person_id,
+               date_diff('day', a.last_order_date, $as_of)::double as recency_days,
+               a.orders_count::double as frequency,
+               a.revenue::double as monetary,
+               a.avg_order_value::double as avg_order_value,
+               date_diff('day', a.first_order_date, $as_of)::double as tenure_days,
+               a.web_sessions::double as web_sessions,
+               coalesce(a.email_open_rate, 0)::double as email_open_rate,
+               coalesce(a.email_click_rate, 0)::double as email_click_rate,
                m.online_share,
-               coalesce(c.preferred_category, 'unknown') as preferred_category
-        from marts.customer_360 as c
-        inner join channel_mix as m on m.person_id = c.person_id
-        order by c.person_id
+               coalesce(a.preferred_category, 'unknown') as preferred_category
+        from {".".join(SEGMENT_SOURCE)} as a
+        inner join channel_mix as m on m.person_id = a.person_id
+        order by a.person_id
         """,
         {"cutoff": day_end(as_of), "as_of": as_of},
     ).df()

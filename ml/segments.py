@@ -300,23 +300,9 @@ def fit_segments(
 
     Raises NotEnoughCustomers on tiny or degenerate data.
     """
-    if len(frame) < MIN_CUSTOMERS:
-        raise NotEnoughCustomers(f"{len(frame)} customers with purchases; segments need >= {MIN_CUSTOMERS}")
-    transformer = feature_transformer().fit(frame[FEATURES])
-    matrix = transformer.transform(frame[FEATURES])
-    if np.unique(matrix.round(9), axis=0).shape[0] < 3:
-        raise NotEnoughCustomers("fewer than three distinct customer profiles: nothing to segment")
-    k, curves = choose_k(matrix)
-    pipeline = segment_pipeline(k).fit(frame[FEATURES])
-    kmeans_labels = pipeline.named_steps["model"].labels_
-    comparison = compare_algorithms(matrix, k, kmeans_labels)
-    mixture = comparison.pop("mixture")
-    production = pipeline
-    labels = kmeans_labels
-    if comparison["chosen_algorithm"] == "gaussian_mixture":
-        production = Pipeline([("features", transformer), ("model", mixture)])
-        labels = mixture.predict(matrix)
-
+    transformer, matrix = _feature_matrix(frame)
+    clustering = _cluster(frame, transformer, matrix)
+    labels = clustering.labels
     numeric_index = list(range(len(NUMERIC_FEATURES)))
     profiles = _profile(frame, matrix, labels, numeric_index)
     mapping, matching = _match_ids(profiles, previous_profiles, frame)
@@ -330,14 +316,81 @@ def fit_segments(
             "segment_name": [names[lab] for lab in labels],
         }
     )
-    profile_rows = (
+    profile_rows = _profile_rows(profiles, mapping, names, len(frame))
+    changes = membership_changes(assignments, previous_assignments, previous_as_of)
+    run = ModelRun(
+        "segments",
+        as_of,
+        trained_at,
+        training_window=f"customers with purchases up to {as_of.isoformat()}",
+        time_unit="day",
+        parameters={
+            "k": clustering.k,
+            "algorithm": clustering.comparison["chosen_algorithm"],
+            "k_range": [min(K_RANGE), max(K_RANGE)],
+            "n_init": 4,
+            "random_state": RANDOM_STATE,
+            "silhouette_sample": SILHOUETTE_SAMPLE,
+        },
+        metrics={
+            "customers": len(frame),
+            **clustering.curves,
+            **clustering.comparison,
+            **matching,
+            "segment_sizes": {str(r.segment_id): int(r.size) for r in profile_rows.itertuples()},
+            "membership_changes": int(len(changes)),
+        },
+        features=list(FEATURES),
+    )
+    return SegmentOutcome(assignments, profile_rows, changes, run, clustering.production)
+
+
+def _feature_matrix(frame: pd.DataFrame) -> tuple[ColumnTransformer, np.ndarray]:
+    """The fitted feature transformer and the customers in its space; raises NotEnoughCustomers when there
+    is too little to cluster (the smallest k, 2, must stay below the number of distinct profiles)."""
+    if len(frame) < MIN_CUSTOMERS:
+        raise NotEnoughCustomers(f"{len(frame)} customers with purchases; segments need >= {MIN_CUSTOMERS}")
+    transformer = feature_transformer().fit(frame[FEATURES])
+    matrix = transformer.transform(frame[FEATURES])
+    if np.unique(matrix.round(9), axis=0).shape[0] < 3:
+        raise NotEnoughCustomers("fewer than three distinct customer profiles: nothing to segment")
+    return transformer, matrix
+
+
+@dataclass
+class _Clustering:
+    k: int
+    curves: dict[str, dict[int, float]]  # elbow inertia and silhouette per k
+    comparison: dict[str, object]  # silhouettes by algorithm, the chosen one and why
+    production: Pipeline  # features -> the chosen model, able to assign new customers
+    labels: np.ndarray  # raw cluster label per customer, from the chosen model
+
+
+def _cluster(frame: pd.DataFrame, transformer: ColumnTransformer, matrix: np.ndarray) -> _Clustering:
+    """k by silhouette, KMeans at that k, and the Gaussian mixture in its place when it clearly wins."""
+    k, curves = choose_k(matrix)
+    pipeline = segment_pipeline(k).fit(frame[FEATURES])
+    kmeans_labels = pipeline.named_steps["model"].labels_
+    comparison = compare_algorithms(matrix, k, kmeans_labels)
+    mixture = comparison.pop("mixture")
+    if comparison["chosen_algorithm"] == "gaussian_mixture":
+        production = Pipeline([("features", transformer), ("model", mixture)])
+        return _Clustering(k, curves, comparison, production, mixture.predict(matrix))
+    return _Clustering(k, curves, comparison, pipeline, kmeans_labels)
+
+
+def _profile_rows(
+    profiles: dict[int, dict], mapping: dict[int, int], names: dict[int, str], customers: int
+) -> pd.DataFrame:
+    """ml.segment_profiles rows, by stable segment id; centroid and top features as JSON."""
+    return (
         pd.DataFrame(
             [
                 {
                     "segment_id": mapping[lab],
                     "segment_name": names[lab],
                     "size": profiles[lab]["size"],
-                    "share": profiles[lab]["size"] / len(frame),
+                    "share": profiles[lab]["size"] / customers,
                     "centroid": json.dumps(profiles[lab]["centroid"], sort_keys=True),
                     "top_features": json.dumps(profiles[lab]["top_features"]),
                 }
@@ -347,32 +400,6 @@ def fit_segments(
         .sort_values("segment_id")
         .reset_index(drop=True)
     )
-    changes = membership_changes(assignments, previous_assignments, previous_as_of)
-    run = ModelRun(
-        "segments",
-        as_of,
-        trained_at,
-        training_window=f"customers with purchases up to {as_of.isoformat()}",
-        time_unit="day",
-        parameters={
-            "k": k,
-            "algorithm": comparison["chosen_algorithm"],
-            "k_range": [min(K_RANGE), max(K_RANGE)],
-            "n_init": 4,
-            "random_state": RANDOM_STATE,
-            "silhouette_sample": SILHOUETTE_SAMPLE,
-        },
-        metrics={
-            "customers": len(frame),
-            **curves,
-            **comparison,
-            **matching,
-            "segment_sizes": {str(r.segment_id): int(r.size) for r in profile_rows.itertuples()},
-            "membership_changes": int(len(changes)),
-        },
-        features=list(FEATURES),
-    )
-    return SegmentOutcome(assignments, profile_rows, changes, run, production)
 
 
 def membership_changes(

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
+from pathlib import Path
 
 import duckdb
 import pandas as pd
 
 from touchpoint.config import RunContext
 from touchpoint.ml.clv_scoring import CLV_COLUMNS, fit_and_score_clv
-from touchpoint.ml.features import day_end, load_purchases, segment_features, table_exists
+from touchpoint.ml.features import SEGMENT_SOURCE, day_end, load_purchases, segment_features, table_exists
 from touchpoint.ml.model_runs import ModelRun, save_model, skipped, write_model_runs
 from touchpoint.ml.propensity import score_all
 from touchpoint.ml.segments import FEATURES as SEGMENT_FEATURES
@@ -49,6 +50,7 @@ TABLES_DDL = {
             probability_alive double, expected_avg_spend double, clv double, clv_horizon_days integer,
             discount_rate double, primary key (person_id, as_of))""",
 }
+SEGMENT_TABLES = ("customer_segments", "segment_profiles", "segment_membership_changes")
 TABLE_COLUMNS = {
     "customer_segments": ["person_id", "segment_id", "segment_name", "as_of"],
     "segment_profiles": ["segment_id", "segment_name", "size", "share", "centroid", "top_features", "as_of"],
@@ -138,78 +140,76 @@ def run_ml(ctx: RunContext, con: duckdb.DuckDBPyConnection) -> MlResult:
     trained_at = day_end(as_of)
     model_folder = ctx.run_artifacts / "models"
     ensure_tables(con)
-    seconds: dict[str, float] = {}
-    started = time.perf_counter()
+    clock = _StepClock()
     purchases = load_purchases(con, as_of)
-    runs: list[ModelRun] = []
-    seconds["load"] = time.perf_counter() - started
-
-    # Segments
-    previous_profiles, previous_assignments, previous_as_of = _previous_segments(con, as_of)
-    segment_frames = {
-        "customer_segments": pd.DataFrame(columns=TABLE_COLUMNS["customer_segments"]),
-        "segment_profiles": pd.DataFrame(columns=TABLE_COLUMNS["segment_profiles"]),
-        "segment_membership_changes": pd.DataFrame(columns=TABLE_COLUMNS["segment_membership_changes"]),
-    }
-    if not table_exists(con, "marts", "customer_360"):
-        runs.append(
-            skipped(
-                "segments",
-                as_of,
-                trained_at,
-                "marts.customer_360 is missing",
-                features=list(SEGMENT_FEATURES),
-            )
-        )
-    else:
-        try:
-            outcome = fit_segments(
-                segment_features(con, as_of),
-                as_of,
-                trained_at,
-                previous_profiles,
-                previous_assignments,
-                previous_as_of,
-            )
-        except NotEnoughCustomers as error:
-            runs.append(
-                skipped(
-                    "segments",
-                    as_of,
-                    trained_at,
-                    str(error),
-                    time_unit="day",
-                    features=list(SEGMENT_FEATURES),
-                )
-            )
-        else:
-            save_model(outcome.run, outcome.model, model_folder)
-            runs.append(outcome.run)
-            segment_frames = {
-                "customer_segments": outcome.assignments,
-                "segment_profiles": outcome.profiles,
-                "segment_membership_changes": outcome.changes,
-            }
-
-    seconds["segments"] = time.perf_counter() - started - sum(seconds.values())
+    clock.lap("load")
+    segment_frames, segment_run = fit_and_assign_segments(con, as_of, trained_at, model_folder)
+    clock.lap("segments")
     propensity, propensity_runs = score_all(purchases, as_of, trained_at, model_folder)
-    runs.extend(propensity_runs)
-    seconds["propensity"] = time.perf_counter() - started - sum(seconds.values())
-    clv_outcome = fit_and_score_clv(purchases, as_of, trained_at, model_folder)
-    runs.extend(clv_outcome.runs)
-    seconds["clv"] = time.perf_counter() - started - sum(seconds.values())
+    clock.lap("propensity")
+    clv = fit_and_score_clv(purchases, as_of, trained_at, model_folder)
+    clock.lap("clv")
+    runs = [segment_run, *propensity_runs, *clv.runs]
+    outputs = {**segment_frames, "customer_propensity": propensity, "customer_clv": clv.scores}
+    rows_written = write_outputs(con, outputs, runs, as_of)
+    clock.lap("write")
+    return MlResult(as_of=as_of, rows_written=rows_written, runs=runs, seconds=clock.seconds)
 
-    rows_written = {}
+
+@dataclass
+class _StepClock:
+    """Wall time per step, each measured from the end of the previous one."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    _since: float = field(default_factory=time.perf_counter)
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = now - self._since
+        self._since = now
+
+
+def fit_and_assign_segments(
+    con: duckdb.DuckDBPyConnection, as_of: date, trained_at: datetime, model_folder: Path
+) -> tuple[dict[str, pd.DataFrame], ModelRun]:
+    """Fit the segmentation on marts.customer_activity and assign every buyer (stable ids against the previous
+    as-of).
+
+    Returns the frames of the segment tables and the model run; without customer_activity or with too few
+    customers, empty frames and a skipped run saying why.
+    """
+    empty = {table: pd.DataFrame(columns=TABLE_COLUMNS[table]) for table in SEGMENT_TABLES}
+    if not table_exists(con, *SEGMENT_SOURCE):
+        reason = f"{'.'.join(SEGMENT_SOURCE)} is missing"
+        return empty, skipped("segments", as_of, trained_at, reason, features=list(SEGMENT_FEATURES))
+    previous_profiles, previous_assignments, previous_as_of = _previous_segments(con, as_of)
+    try:
+        outcome = fit_segments(
+            segment_features(con, as_of), as_of, trained_at, previous_profiles, previous_assignments, previous_as_of
+        )
+    except NotEnoughCustomers as error:
+        run = skipped("segments", as_of, trained_at, str(error), time_unit="day", features=list(SEGMENT_FEATURES))
+        return empty, run
+    save_model(outcome.run, outcome.model, model_folder)
+    frames = {
+        "customer_segments": outcome.assignments,
+        "segment_profiles": outcome.profiles,
+        "segment_membership_changes": outcome.changes,
+    }
+    return frames, outcome.run
+
+
+def write_outputs(
+    con: duckdb.DuckDBPyConnection, outputs: dict[str, pd.DataFrame], runs: list[ModelRun], as_of: date
+) -> dict[str, int]:
+    """Replace the as-of partition of every ml table and record the model runs, in one transaction; returns the
+    rows written per table."""
     con.execute("begin transaction")
     try:
-        for table, frame in segment_frames.items():
-            rows_written[table] = replace_partition(con, table, frame, as_of)
-        rows_written["customer_propensity"] = replace_partition(con, "customer_propensity", propensity, as_of)
-        rows_written["customer_clv"] = replace_partition(con, "customer_clv", clv_outcome.scores, as_of)
+        rows_written = {table: replace_partition(con, table, frame, as_of) for table, frame in outputs.items()}
         write_model_runs(con, runs)
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
         raise
-    seconds["write"] = time.perf_counter() - started - sum(seconds.values())
-    return MlResult(as_of=as_of, rows_written=rows_written, runs=runs, seconds=seconds)
+    return rows_written

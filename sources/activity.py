@@ -67,13 +67,40 @@ def _activity_end(seed: int, world: World) -> np.ndarray:
     return np.where(np.isnan(last), world.persons["acquired_day"].to_numpy() + rng.exponential(200, n), last)
 
 
-def web_events(seed: int, world: World, days: int) -> pd.DataFrame:
-    """All web events on days [0, days): numeric columns; strings are built by the writer."""
+# Numeric columns of a web event while sessions are drawn; session_key and session_start only serve to number
+# the sessions of a day and are dropped once they are.
+_EVENT_COLUMNS = (
+    "t",
+    "session_start",
+    "session_key",
+    "pos",
+    "etype",
+    "person_idx",
+    "device",
+    "customer_id",
+    "product_id",
+    "page",
+    "channel",
+    "day",
+)
+
+
+@dataclass(frozen=True)
+class _Browsers:
+    """Per person: from when and how often they browse, and the shop account a login reveals."""
+
+    acquired: np.ndarray  # day the person arrives
+    activity_end: np.ndarray  # day after which they browse at 15% of their rate
+    rate: np.ndarray  # browsing sessions per day while active
+    account_id: np.ndarray  # customer_id of their (first) account, -1 without one
+    account_created: np.ndarray  # inf without an account
+    account_deleted: np.ndarray  # inf while the account exists
+
+
+def _browsers(seed: int, world: World) -> _Browsers:
     n = len(world.persons)
-    dev = devices(seed, n)
-    end = _activity_end(seed, world)
-    acquired = world.persons["acquired_day"].to_numpy()
-    rate = world.persons["web_sessions_per_day"].to_numpy()
+    activity_end = _activity_end(seed, world)
+    # Web logins use the person's original account, never a duplicate one.
     acc = world.accounts[~world.accounts["is_duplicate"]]
     acc_id = np.full(n, -1, dtype=np.int64)
     acc_id[acc["person_idx"].to_numpy()] = acc["customer_id"].to_numpy()
@@ -81,75 +108,90 @@ def web_events(seed: int, world: World, days: int) -> pd.DataFrame:
     acc_created[acc["person_idx"].to_numpy()] = acc["created_day"].to_numpy()
     acc_deleted = np.full(n, np.inf)
     acc_deleted[acc["person_idx"].to_numpy()] = acc["deleted_day"].to_numpy()
-    purchase_sessions = _purchase_sessions(seed, world, dev)
+    return _Browsers(
+        acquired=world.persons["acquired_day"].to_numpy(),
+        activity_end=activity_end,
+        rate=world.persons["web_sessions_per_day"].to_numpy(),
+        account_id=acc_id,
+        account_created=acc_created,
+        account_deleted=acc_deleted,
+    )
 
-    cols: dict[str, list[np.ndarray]] = {
-        k: []
-        for k in (
-            "t",
-            "session_start",
-            "session_key",
-            "pos",
-            "etype",
-            "person_idx",
-            "device",
-            "customer_id",
-            "product_id",
-            "page",
-            "channel",
-            "day",
-        )
-    }
+
+def web_events(seed: int, world: World, days: int) -> pd.DataFrame:
+    """All web events on days [0, days): numeric columns; strings are built by the writer."""
+    dev = devices(seed, len(world.persons))
+    browsers = _browsers(seed, world)
+    purchase_sessions = _purchase_sessions(seed, world, dev)
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in _EVENT_COLUMNS}
     n_sessions = 0
     for d in range(days):
+        # One stream per day: the events up to day D do not depend on how many days are written after it.
         rng = np.random.default_rng([seed, 7, d])
-        r = np.where(acquired < d + 1, np.where(d < end, rate, 0.15 * rate), 0.0)
-        count = rng.poisson(r)
-        person = np.repeat(np.arange(n), count)
-        s = len(person)
-        start = d + rng.uniform(6, 23, s) / 24
-        device = dev.person_first[person] + np.floor(rng.random(s) * dev.count[person]).astype(np.int64)
-        login = (acc_created[person] < start) & (acc_deleted[person] > start) & (rng.random(s) < LOGIN_RATE)
-        n_ev = 1 + np.minimum(rng.poisson(2.5, s), 11)
-        n_ev = np.where(login, np.maximum(n_ev, 2), n_ev)
-        channel = rng.choice(len(CHANNELS), s, p=CHANNEL_P)
-        sess = np.repeat(np.arange(s), n_ev)
-        k = len(sess)
-        first = np.cumsum(n_ev) - n_ev
-        pos = np.arange(k) - np.repeat(first, n_ev)
-        u = rng.random(k)
-        etype = np.where(u < 0.45, PAGE_VIEW, np.where(u < 0.9, PRODUCT_VIEW, ADD_TO_CART))
-        etype = np.where(pos == 0, PAGE_VIEW, etype)
-        etype = np.where(login[sess] & (pos == 1), LOGIN, etype)
-        gaps = rng.uniform(10, 120, k)
-        gaps[pos == 0] = 0
-        offset = np.cumsum(gaps)
-        offset = offset - np.repeat(offset[first], n_ev)
-        product = np.where(
-            (etype == PRODUCT_VIEW) | (etype == ADD_TO_CART), rng.integers(1, len(world.products) + 1, k), 0
-        )
-        page = rng.integers(0, len(PAGES), k)
-        for key, value in (
-            ("t", start[sess] + offset / 86400),
-            ("session_start", start[sess]),
-            ("session_key", sess + n_sessions),
-            ("pos", pos),
-            ("etype", etype),
-            ("person_idx", person[sess]),
-            ("device", device[sess]),
-            ("customer_id", np.where(login[sess] & (pos >= 1), acc_id[person[sess]], -1)),
-            ("product_id", product),
-            ("page", page),
-            ("channel", channel[sess]),
-            ("day", np.full(k, d)),
-        ):
-            cols[key].append(value)
-        n_sessions += s
+        day_events, sessions = _browsing_sessions(rng, d, browsers, dev, len(world.products), n_sessions)
+        for key in _EVENT_COLUMNS:
+            cols[key].append(day_events[key])
+        n_sessions += sessions
     ps = purchase_sessions[purchase_sessions["day"] < days]
     for key in cols:
         extra = ps[key].to_numpy() + (n_sessions if key == "session_key" else 0)
         cols[key].append(extra)
     ev = {k: np.concatenate(v) for k, v in cols.items()}
+    return _in_day_order(ev, dev)
+
+
+def _browsing_sessions(
+    rng: np.random.Generator, d: int, browsers: _Browsers, dev: Devices, n_products: int, first_key: int
+) -> tuple[dict[str, np.ndarray], int]:
+    """The browsing sessions of day `d` and their events (keyed from `first_key`); and the session count."""
+    b = browsers
+    r = np.where(b.acquired < d + 1, np.where(d < b.activity_end, b.rate, 0.15 * b.rate), 0.0)
+    count = rng.poisson(r)
+    person = np.repeat(np.arange(len(r)), count)
+    s = len(person)
+    start = d + rng.uniform(6, 23, s) / 24
+    device = dev.person_first[person] + np.floor(rng.random(s) * dev.count[person]).astype(np.int64)
+    login = (
+        (b.account_created[person] < start) & (b.account_deleted[person] > start) & (rng.random(s) < LOGIN_RATE)
+    )
+    n_ev = 1 + np.minimum(rng.poisson(2.5, s), 11)
+    n_ev = np.where(login, np.maximum(n_ev, 2), n_ev)  # a login is the second event of its session
+    channel = rng.choice(len(CHANNELS), s, p=CHANNEL_P)
+    sess = np.repeat(np.arange(s), n_ev)
+    k = len(sess)
+    first = np.cumsum(n_ev) - n_ev
+    pos = np.arange(k) - np.repeat(first, n_ev)
+    u = rng.random(k)
+    etype = np.where(u < 0.45, PAGE_VIEW, np.where(u < 0.9, PRODUCT_VIEW, ADD_TO_CART))
+    etype = np.where(pos == 0, PAGE_VIEW, etype)
+    etype = np.where(login[sess] & (pos == 1), LOGIN, etype)
+    gaps = rng.uniform(10, 120, k)
+    gaps[pos == 0] = 0
+    offset = np.cumsum(gaps)
+    offset = offset - np.repeat(offset[first], n_ev)
+    product = np.where((etype == PRODUCT_VIEW) | (etype == ADD_TO_CART), rng.integers(1, n_products + 1, k), 0)
+    page = rng.integers(0, len(PAGES), k)
+    events = {
+        "t": start[sess] + offset / 86400,
+        "session_start": start[sess],
+        "session_key": sess + first_key,
+        "pos": pos,
+        "etype": etype,
+        "person_idx": person[sess],
+        "device": device[sess],
+        # customer_id is known from the login event on
+        "customer_id": np.where(login[sess] & (pos >= 1), b.account_id[person[sess]], -1),
+        "product_id": product,
+        "page": page,
+        "channel": channel[sess],
+        "day": np.full(k, d),
+    }
+    return events, s
+
+
+def _in_day_order(ev: dict[str, np.ndarray], dev: Devices) -> pd.DataFrame:
+    """Events ordered by time within their day, with session and event numbers that restart every day (the
+    ids the writer builds from them are stable however many days are written)."""
     # Sessions numbered by start time within their day; events ordered by time within the day.
     keys, first_idx = np.unique(ev["session_key"], return_index=True)
     s_day, s_start = ev["day"][first_idx], ev["session_start"][first_idx]

@@ -20,44 +20,18 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from touchpoint.ingest.contract import ENTITY_SPECS
+
 from . import activity, people, population, records, writers
+from .consents import consent_events, consent_table
 from .world import CANCEL_RATE, REFUND_RATE, RETURN_RATE, World, build_world
 
 GENERATOR_VERSION = 1
 WEB_BLOCK_DAYS = 61
 TRUTH_FUTURE_DAYS = 365
-CRM_COLUMNS = [
-    "contact_id",
-    "first_name",
-    "last_name",
-    "email",
-    "phone",
-    "address_line1",
-    "address_line2",
-    "city",
-    "postcode",
-    "region",
-    "country",
-    "birth_date",
-    "email_opt_in",
-    "updated_at",
-]
-CUSTOMER_COLUMNS = [
-    "customer_id",
-    "email",
-    "first_name",
-    "last_name",
-    "phone",
-    "address_line1",
-    "address_line2",
-    "city",
-    "postcode",
-    "region",
-    "country",
-    "birth_date",
-    "created_at",
-    "updated_at",
-]
+# The demo systems write the landing contract's columns, in its order (ingest/contract.py is their one list).
+CRM_COLUMNS = list(ENTITY_SPECS["crm_contacts"].column_names)
+CUSTOMER_COLUMNS = list(ENTITY_SPECS["shop_customers"].column_names)
 WEB_COLUMNS = [
     "event_id",
     "occurred_at",
@@ -140,6 +114,18 @@ def last_day(out: Path) -> date:
     return date.fromisoformat(meta["start"]) + timedelta(days=meta["days"] - 1)
 
 
+@dataclass(frozen=True)
+class _DailyRecords:
+    """What the daily files hold, kept so the truth can map every written record to its person."""
+
+    crm: pd.DataFrame  # CRM contact versions written (valid before the end)
+    web: pd.DataFrame  # every web event of the whole range, in file order
+    web_ids: np.ndarray  # event_id of each row of `web`
+    email_ids: np.ndarray  # event_id of each written email event
+    email_person: np.ndarray  # person index of each written email event
+    pos: pd.DataFrame  # POS transactions written
+
+
 def _run(
     out: Path, *, seed: int, customers: int, start: date, days: int, first_new_day: int
 ) -> GenerateSummary:
@@ -148,9 +134,37 @@ def _run(
     end = float(days)  # everything strictly before day index `days` exists in the systems
     new_days = range(first_new_day, days)
     systems, truth = out / "systems", out / "truth"
-    rows: dict[str, int] = {}
 
-    # Daily files.
+    daily, rows = _write_daily_files(systems, seed, world, start, days, new_days)
+
+    # Shop database: the state at the end of the last day.
+    shop, shop_rows = _shop_state(start, world, end)
+    writers.write_sqlite(systems / "shop.sqlite", shop)
+    rows.update(shop_rows)
+
+    _write_truth(truth, start, world, end, daily)
+    _write_params(truth / "params.json", seed, customers, start)
+    _write_meta(out / "generator.json", seed, customers, start, days)
+    return GenerateSummary(
+        out=out,
+        first_day=start,
+        last_day=start + timedelta(days=days - 1),
+        days_written=len(new_days),
+        rows=rows,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _write_daily_files(
+    systems: Path, seed: int, world: World, start: date, days: int, new_days: range
+) -> tuple[_DailyRecords, dict[str, int]]:
+    """Write the CRM, web, email and POS files of `new_days`; return what they hold and the rows per entity.
+
+    The order of the steps is the order of the random draws (CRM with email, then web): changing it would
+    change every world generated for a seed.
+    """
+    end = float(days)
+    rows: dict[str, int] = {}
     contacts, unsub = _crm_versions(seed, world, start, days)
     crm = contacts[contacts["valid_day"] < end]
     rows["crm_contacts"] = writers.write_daily_csv(
@@ -163,23 +177,19 @@ def _run(
     )
 
     web = activity.web_events(seed, world, days)
-    web_days = web["day"].to_numpy()
     web_ids = _web_event_ids(start, web)
-    rows["web_events"] = 0
-    # JSON lines are built a block of days at a time to bound memory; untouched blocks are skipped.
-    for block in range(0, days, WEB_BLOCK_DAYS):
-        block_days = [d for d in new_days if block <= d < block + WEB_BLOCK_DAYS]
-        if not block_days:
-            continue
-        lo, hi = np.searchsorted(web_days, [block, block + WEB_BLOCK_DAYS])
-        lines = writers.jsonl_lines(_web_table(start, web.iloc[lo:hi], web_ids[lo:hi]))
-        rows["web_events"] += writers.write_daily_jsonl(
-            systems / "web", "events", start, lines, web_days[lo:hi], block_days
-        )
+    rows["web_events"] = _write_web_files(systems / "web", start, web, web_ids, days, new_days)
 
     email_ids, email_table, email_days, email_person = _email_table(start, unsub["_events"], end)
     rows["email_events"] = writers.write_daily_csv(
         systems / "email", "events", start, email_table, email_days, new_days
+    )
+
+    consents = consent_events(seed, world, days)
+    consents = consents[consents["day"] < end]
+    rows["consent_events"] = writers.write_daily_csv(
+        systems / "crm", "consents", start, consent_table(start, consents), np.floor(consents["day"].to_numpy()),
+        new_days,
     )
 
     pos = world.pos[world.pos["t"] < end]
@@ -191,36 +201,36 @@ def _run(
         np.floor(pos["t"].to_numpy()),
         new_days,
     )
+    return _DailyRecords(crm, web, web_ids, email_ids, email_person, pos), rows
 
-    # Shop database: the state at the end of the last day.
-    shop, shop_rows = _shop_state(start, world, end)
-    writers.write_sqlite(systems / "shop.sqlite", shop)
-    rows.update(shop_rows)
 
-    # Truth.
-    _write_truth(truth, start, world, end, crm, web, web_ids, email_ids, email_person, pos)
-    _write_params(truth / "params.json", seed, customers, start)
-    (out / "generator.json").write_text(
-        json.dumps(
-            {
-                "generator_version": GENERATOR_VERSION,
-                "seed": seed,
-                "customers": customers,
-                "start": start.isoformat(),
-                "days": days,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    return GenerateSummary(
-        out=out,
-        first_day=start,
-        last_day=start + timedelta(days=days - 1),
-        days_written=len(new_days),
-        rows=rows,
-        seconds=time.perf_counter() - t0,
-    )
+def _write_web_files(
+    folder: Path, start: date, web: pd.DataFrame, web_ids: np.ndarray, days: int, new_days: range
+) -> int:
+    """Write the web events of `new_days` as daily JSON lines; return the number of events written."""
+    web_days = web["day"].to_numpy()
+    written = 0
+    # JSON lines are built a block of days at a time to bound memory; untouched blocks are skipped.
+    for block in range(0, days, WEB_BLOCK_DAYS):
+        block_days = [d for d in new_days if block <= d < block + WEB_BLOCK_DAYS]
+        if not block_days:
+            continue
+        lo, hi = np.searchsorted(web_days, [block, block + WEB_BLOCK_DAYS])
+        lines = writers.jsonl_lines(_web_table(start, web.iloc[lo:hi], web_ids[lo:hi]))
+        written += writers.write_daily_jsonl(folder, "events", start, lines, web_days[lo:hi], block_days)
+    return written
+
+
+def _write_meta(path: Path, seed: int, customers: int, start: date, days: int) -> None:
+    """generator.json: what `advance` needs to rebuild the same world and append days to it."""
+    meta = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        "customers": customers,
+        "start": start.isoformat(),
+        "days": days,
+    }
+    path.write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def _crm_versions(seed: int, world: World, start: date, days: int) -> tuple[pd.DataFrame, dict]:
@@ -397,19 +407,18 @@ def _shop_state(start: date, world: World, end: float) -> tuple[dict[str, list[t
     return tables, counts
 
 
-def _write_truth(
-    truth: Path,
-    start: date,
-    world: World,
-    end: float,
-    crm: pd.DataFrame,
-    web: pd.DataFrame,
-    web_ids: np.ndarray,
-    email_ids: np.ndarray,
-    email_person: np.ndarray,
-    pos: pd.DataFrame,
-) -> None:
+def _write_truth(truth: Path, start: date, world: World, end: float, daily: _DailyRecords) -> None:
+    """truth/: who each written record belongs to, who the people are, and every purchase up to a year on."""
     pid = world.persons["true_person_id"].to_numpy(dtype=object)
+    writers.write_parquet(truth / "record_persons.parquet", _record_persons(world, end, daily, pid))
+    persons = _truth_persons(start, world, end, pid)
+    writers.write_parquet(truth / "persons.parquet", pa.Table.from_pandas(persons, preserve_index=False))
+    purchases = _truth_purchases(start, world, end, pid)
+    writers.write_parquet(truth / "purchases.parquet", pa.Table.from_pandas(purchases, preserve_index=False))
+
+
+def _record_persons(world: World, end: float, daily: _DailyRecords, pid: np.ndarray) -> pa.Table:
+    """source_entity, source_record_id -> true_person_id for every record the systems hold at `end`."""
     contacts = world.contact_index[world.contact_index["created_day"] < end]
     accounts = world.accounts[world.accounts["created_day"] < end].sort_values("customer_id")
     orders = world.orders[world.orders["t"] < end]
@@ -425,11 +434,15 @@ def _write_truth(
             orders["order_id"].astype(str).to_numpy(dtype=object),
             orders["person_idx"].to_numpy(),
         ),
-        ("pos_transactions", pos["transaction_id"].to_numpy(dtype=object), pos["person_idx"].to_numpy()),
-        ("web_events", web_ids, web["person_idx"].to_numpy()),
-        ("email_events", email_ids, email_person),
+        (
+            "pos_transactions",
+            daily.pos["transaction_id"].to_numpy(dtype=object),
+            daily.pos["person_idx"].to_numpy(),
+        ),
+        ("web_events", daily.web_ids, daily.web["person_idx"].to_numpy()),
+        ("email_events", daily.email_ids, daily.email_person),
     ]
-    record_persons = writers.to_table(
+    return writers.to_table(
         {
             "source_entity": np.concatenate(
                 [np.full(len(ids), name, dtype=object) for name, ids, _ in parts]
@@ -438,10 +451,12 @@ def _write_truth(
             "true_person_id": np.concatenate([pid[idx.astype(np.int64)] for _, _, idx in parts]),
         }
     )
-    writers.write_parquet(truth / "record_persons.parquet", record_persons)
 
+
+def _truth_persons(start: date, world: World, end: float, pid: np.ndarray) -> pd.DataFrame:
+    """One row per person: the latent buying process (what the ML stage estimates) and the true identity."""
     p, pe = world.persons, world.people
-    persons = pd.DataFrame(
+    return pd.DataFrame(
         {
             "true_person_id": p["true_person_id"],
             "latent_type": p["latent_type"],
@@ -476,8 +491,14 @@ def _write_truth(
             "is_acquired": p["acquired_day"] < end,
         }
     )
-    writers.write_parquet(truth / "persons.parquet", pa.Table.from_pandas(persons, preserve_index=False))
 
+
+def _truth_purchases(start: date, world: World, end: float, pid: np.ndarray) -> pd.DataFrame:
+    """Online orders and POS sales up to TRUTH_FUTURE_DAYS after `end`, flagged when after the last day.
+
+    The purchases after the last day are never written to the systems: they are what a model scored as of
+    the last day should predict.
+    """
     horizon = end + TRUTH_FUTURE_DAYS
     o = world.orders[world.orders["t"] < horizon]
     s = world.pos[world.pos["t"] < horizon]
@@ -512,8 +533,7 @@ def _write_truth(
         1, "purchased_at", pd.to_datetime(writers.timestamps(start, purchases["t"].to_numpy()).astype(str))
     )
     purchases["is_after_last_day"] = purchases["t"] >= end
-    purchases = purchases.drop(columns="t")
-    writers.write_parquet(truth / "purchases.parquet", pa.Table.from_pandas(purchases, preserve_index=False))
+    return purchases.drop(columns="t")
 
 
 def _write_params(path: Path, seed: int, customers: int, start: date) -> None:

@@ -14,6 +14,8 @@ phone or email, different person).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -154,7 +156,11 @@ def _household_ages(
 
 
 def draw_people(rng: np.random.Generator, persons: pd.DataFrame) -> pd.DataFrame:
-    """True attributes for every person, including a possible move (new address from `moved_day`)."""
+    """True attributes for every person, including a possible move (new address from `moved_day`).
+
+    The steps draw from `rng` in a fixed order (own attributes, households, emails, moves): reordering them
+    changes every world generated for a seed.
+    """
     n = len(persons)
     female = rng.random(n) < 0.5
     first = _given_names(rng, female)
@@ -181,16 +187,64 @@ def draw_people(rng: np.random.Generator, persons: pd.DataFrame) -> pd.DataFrame
     birth = (np.datetime64("2024-07-01") - age_days.astype("timedelta64[D]")).astype(object)
     for k in addr:
         addr[k] = np.where(joiner, addr[k][head], addr[k])
-    shared_phone = joiner & (rng.random(n) < SHARED_PHONE_IN_HOUSEHOLD)
-    landline_head = np.zeros(n, dtype=bool)
+    shared_phone = _share_landlines(rng, phones, addr, joiner, head)
+
+    primary_email, secondary_email = _emails(rng, first, last, addr["country"])
+    shared_email = joiner & (rng.random(n) < SHARED_EMAIL_IN_HOUSEHOLD)
+    move = _moves(rng, persons, addr, phones, numbers[n:], joiner, head, shared_phone)
+
+    out = pd.DataFrame(
+        {
+            "first_name": first,
+            "second_given_name": second,
+            "last_name": last,
+            "is_female": female,
+            "birth_date": birth,
+            **{k: v for k, v in addr.items()},
+            **phones,
+            "email": primary_email,
+            "secondary_email": secondary_email,
+            "household_head_idx": np.where(joiner, head, -1),
+            "uses_household_email": shared_email,
+            "email_used": np.where(shared_email, primary_email[head], primary_email),
+            "moved": move.moved,
+            "moved_day": np.where(move.moved, move.moved_day, np.inf),
+        }
+    )
+    for k, v in move.new_address.items():
+        out["new_" + k] = v
+    out["new_phone_area"] = move.new_phone_area
+    out["new_phone_subscriber"] = move.new_phone_subscriber
+    out["phone_e164"] = "+" + out["phone_cc"] + out["phone_area"] + out["phone_subscriber"]
+    return out
+
+
+def _share_landlines(
+    rng: np.random.Generator,
+    phones: dict[str, np.ndarray],
+    addr: dict[str, np.ndarray],
+    joiner: np.ndarray,
+    head: np.ndarray,
+) -> np.ndarray:
+    """Joiners who give the household phone take the head's, made a landline (a shared mobile would be
+    odd); `phones` is changed in place. Returns who shares the head's phone."""
+    shared_phone = joiner & (rng.random(len(joiner)) < SHARED_PHONE_IN_HOUSEHOLD)
+    landline_head = np.zeros(len(joiner), dtype=bool)
     landline_head[head[shared_phone]] = True  # the phone the household shares is the head's landline
     city_area = np.array([c[4] for c in names.CITIES], dtype=object)[addr["city_idx"]]
     phones["phone_area"] = np.where(landline_head, city_area, phones["phone_area"])
     phones["is_mobile"] = phones["is_mobile"] & ~landline_head
     for k in phones:
         phones[k] = np.where(shared_phone, phones[k][head], phones[k])
+    return shared_phone
 
-    country = addr["country"]
+
+def _emails(
+    rng: np.random.Generator, first: np.ndarray, last: np.ndarray, country: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Primary (a private provider of the country) and secondary (work) addresses, each unique to a person;
+    the secondary is None for those who have none."""
+    n = len(first)
     f_ascii = np.array([fold_ascii(v).lower() for v in first], dtype=object)
     l_ascii = np.array([fold_ascii(v).lower() for v in last], dtype=object)
     style = rng.integers(0, 4, n)
@@ -215,23 +269,45 @@ def draw_people(rng: np.random.Generator, persons: pd.DataFrame) -> pd.DataFrame
         + "@"
         + np.array(_WORK_DOMAINS, dtype=object)[rng.integers(0, len(_WORK_DOMAINS), n)]
     )
+    # Made unique together, so a work address never equals another person's private one either.
     both = _unique(np.concatenate([local + "@" + domain, secondary]))
-    primary_email, secondary_email = both[:n], np.where(has_secondary, both[n:], None)
-    shared_email = joiner & (rng.random(n) < SHARED_EMAIL_IN_HOUSEHOLD)
+    return both[:n], np.where(has_secondary, both[n:], None)
 
-    # Moves: households move together (the joiner follows the head's move).
+
+@dataclass(frozen=True)
+class _Move:
+    moved: np.ndarray
+    moved_day: np.ndarray  # drawn for everyone; meaningful where `moved`
+    new_address: dict[str, np.ndarray]
+    new_phone_area: np.ndarray
+    new_phone_subscriber: np.ndarray
+
+
+def _moves(
+    rng: np.random.Generator,
+    persons: pd.DataFrame,
+    addr: dict[str, np.ndarray],
+    phones: dict[str, np.ndarray],
+    spare_numbers: np.ndarray,
+    joiner: np.ndarray,
+    head: np.ndarray,
+    shared_phone: np.ndarray,
+) -> _Move:
+    """Who moves (within their country), when, where to, and the landline number that comes with it."""
+    n = len(joiner)
+    country = addr["country"]
     moved = rng.random(n) < MOVE_RATE
     moved_day = persons["acquired_day"].to_numpy() + rng.uniform(30, 900, n)
     new_addr = _addresses(rng, n, np.where(rng.random(n) < 0.7, addr["city_idx"], rng.integers(0, 60, n)))
-    new_addr_country = new_addr["country"]
-    same_country = new_addr_country == country
+    same_country = new_addr["country"] == country
     moved &= same_country
+    # Households move together (the joiner follows the head's move).
     moved = np.where(joiner, moved[head], moved)
     moved_day = np.where(joiner, moved_day[head], moved_day)
     for k in new_addr:
         new_addr[k] = np.where(joiner, new_addr[k][head], new_addr[k])
     new_landline = moved & ~phones["is_mobile"]
-    new_phone_sub = np.where(new_landline, numbers[n:].astype(str).astype(object), phones["phone_subscriber"])
+    new_phone_sub = np.where(new_landline, spare_numbers.astype(str).astype(object), phones["phone_subscriber"])
     new_phone_area = np.where(
         new_landline,
         np.array([c[4] for c in names.CITIES], dtype=object)[new_addr["city_idx"]],
@@ -240,28 +316,4 @@ def draw_people(rng: np.random.Generator, persons: pd.DataFrame) -> pd.DataFrame
     # The shared landline moves with the household: one new number for all who share it.
     new_phone_sub = np.where(shared_phone, new_phone_sub[head], new_phone_sub)
     new_phone_area = np.where(shared_phone, new_phone_area[head], new_phone_area)
-
-    out = pd.DataFrame(
-        {
-            "first_name": first,
-            "second_given_name": second,
-            "last_name": last,
-            "is_female": female,
-            "birth_date": birth,
-            **{k: v for k, v in addr.items()},
-            **phones,
-            "email": primary_email,
-            "secondary_email": secondary_email,
-            "household_head_idx": np.where(joiner, head, -1),
-            "uses_household_email": shared_email,
-            "email_used": np.where(shared_email, primary_email[head], primary_email),
-            "moved": moved,
-            "moved_day": np.where(moved, moved_day, np.inf),
-        }
-    )
-    for k, v in new_addr.items():
-        out["new_" + k] = v
-    out["new_phone_area"] = new_phone_area
-    out["new_phone_subscriber"] = new_phone_sub
-    out["phone_e164"] = "+" + out["phone_cc"] + out["phone_area"] + out["phone_subscriber"]
-    return out
+    return _Move(moved, moved_day, new_addr, new_phone_area, new_phone_sub)

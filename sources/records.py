@@ -31,6 +31,7 @@ one record share its name, email, phone and birth date noise (address noise is d
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
@@ -219,12 +220,48 @@ def written_records(
 
     Returns columns record_idx, version, valid_day, person_idx and the written contract fields.
     Version 0 holds the address valid at creation; version 1 (movers who update) the new address.
+    The steps draw from `rng` in a fixed order (names, email, phone, birth date, country, move, addresses):
+    reordering them changes every world generated for a seed.
     """
     rates = NOISE_RATES[system]
+    p = _people_as_text(people, person_idx)
+    n = len(p)
+    first, last = _written_names(rng, p, rates)
+    email = _written_emails(rng, p, rates, email_choice)
+    phones = _PhoneChoice(
+        present=rng.random(n) < rates["phone"],
+        style=rng.integers(0, 6, n),
+        placeholder=rng.random(n) < rates["placeholder"],
+        placeholder_value=PLACEHOLDER_PHONES[rng.integers(0, len(PLACEHOLDER_PHONES), n)],
+    )
+    birth = _birth_noise(rng, p["birth_date"].to_numpy(dtype=object), rates)
+    country = _written_countries(rng, p, system)
+    fields = {"first_name": first, "last_name": last, "email": email, "country": country, "birth_date": birth}
+    return _record_versions(rng, p, person_idx, created_day, rates, fields, phones)
+
+
+@dataclass(frozen=True)
+class _PhoneChoice:
+    """Per record: whether a phone is written, in which of the six formats, and whether a placeholder
+    replaces it. Drawn once per record, so a record's versions differ only by the number a move changed."""
+
+    present: np.ndarray
+    style: np.ndarray
+    placeholder: np.ndarray
+    placeholder_value: np.ndarray
+
+
+def _people_as_text(people: pd.DataFrame, person_idx: np.ndarray) -> pd.DataFrame:
+    """The people behind the records, one row per record, text columns as object arrays for the noise."""
     p = people.iloc[person_idx].reset_index(drop=True)
     for col in p.columns:
         if col != "birth_date" and (p[col].dtype == object or pd.api.types.is_string_dtype(p[col])):
             p[col] = pd.Series(noise.texts(p[col]), dtype=object)
+    return p
+
+
+def _written_names(rng: np.random.Generator, p: pd.DataFrame, rates: dict) -> tuple[np.ndarray, np.ndarray]:
+    """First and last name as typed: noised, sometimes swapped or both in the first-name field."""
     n = len(p)
     first = _name_noise(
         rng, p["first_name"].to_numpy(dtype=object), rates, given=p["second_given_name"].to_numpy(dtype=object)
@@ -236,7 +273,14 @@ def written_records(
     full = (rng.random(n) < rates["full_name"]) & ~swap & (first != None) & (last != None)  # noqa: E711
     first[full] = [f"{a.strip()} {b.strip()}" for a, b in zip(first[full], last[full], strict=True)]
     last[full] = None
+    return first, last
 
+
+def _written_emails(
+    rng: np.random.Generator, p: pd.DataFrame, rates: dict, email_choice: np.ndarray | None
+) -> np.ndarray:
+    """The address given (usual or secondary) with case changes, typos and blanks."""
+    n = len(p)
     email = p["email_used"].to_numpy(dtype=object).copy()
     sec = p["secondary_email"].to_numpy(dtype=object)
     use_sec = (sec != None) & (rng.random(n) < rates["email_secondary"])  # noqa: E711
@@ -245,21 +289,34 @@ def written_records(
     email = np.where(use_sec, sec, email)
     email = noise.change_case(email, rng.random(n) < rates["email_case"], rng)
     email = noise.typos(email, rng.random(n) < rates["email_typo"], rng)
-    email = noise.blank(email, rng.random(n) < rates["email_missing"])
+    return noise.blank(email, rng.random(n) < rates["email_missing"])
 
-    has_phone = rng.random(n) < rates["phone"]
-    phone_style = rng.integers(0, 6, n)
-    placeholder = rng.random(n) < rates["placeholder"]
-    placeholder_value = PLACEHOLDER_PHONES[rng.integers(0, len(PLACEHOLDER_PHONES), n)]
-    birth = _birth_noise(rng, p["birth_date"].to_numpy(dtype=object), rates)
-    spelling = rng.integers(0, 4, n)
+
+def _written_countries(rng: np.random.Generator, p: pd.DataFrame, system: str) -> np.ndarray:
+    """Country codes; the CRM spells them several ways (DE, Germany, Deutschland)."""
+    # Drawn for the shop too, where it is unused: the draws after it stay where they have always been.
+    spelling = rng.integers(0, 4, len(p))
     country = p["country"].to_numpy(dtype=object)
     country_text = country.copy()
     if system == "crm":
         for c, spellings in COUNTRY_SPELLINGS.items():
             m = country == c
             country_text[m] = np.array(spellings, dtype=object)[spelling[m]]
+    return country_text
 
+
+def _record_versions(
+    rng: np.random.Generator,
+    p: pd.DataFrame,
+    person_idx: np.ndarray,
+    created_day: np.ndarray,
+    rates: dict,
+    fields: dict[str, np.ndarray],
+    phones: _PhoneChoice,
+) -> pd.DataFrame:
+    """Version 0 of every record, plus version 1 for records created before their person's move and updated
+    after it. Address noise is drawn per version, so an update can also fix or introduce a typo."""
+    n = len(p)
     moved_day = p["moved_day"].to_numpy()
     updates = (moved_day < np.inf) & (rng.random(n) < rates["move_update"])
     update_day = moved_day + rng.uniform(0, 30, n)
@@ -274,21 +331,21 @@ def written_records(
         noisy = _address_noise(rng, addr, rates)
         area = np.where(use_new, p["new_phone_area"], p["phone_area"])
         sub = np.where(use_new, p["new_phone_subscriber"], p["phone_subscriber"])
-        phone = noise.format_phones(np.where(has_phone, p["phone_cc"], None), area, sub, phone_style)
-        phone = np.where(placeholder, placeholder_value, phone)
+        phone = noise.format_phones(np.where(phones.present, p["phone_cc"], None), area, sub, phones.style)
+        phone = np.where(phones.placeholder, phones.placeholder_value, phone)
         frame = pd.DataFrame(
             {
                 "record_idx": np.arange(n),
                 "version": version,
                 "valid_day": created_day if version == 0 else update_day,
                 "person_idx": person_idx,
-                "first_name": first,
-                "last_name": last,
-                "email": email,
+                "first_name": fields["first_name"],
+                "last_name": fields["last_name"],
+                "email": fields["email"],
                 "phone": phone,
                 **noisy,
-                "country": country_text,
-                "birth_date": birth,
+                "country": fields["country"],
+                "birth_date": fields["birth_date"],
             }
         )
         versions.append(frame.iloc[rows])

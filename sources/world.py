@@ -100,23 +100,67 @@ def _products(rng: np.random.Generator) -> pd.DataFrame:
 
 
 def build_world(seed: int, customers: int) -> World:
+    """Everyone's behaviour and records, from streams seeded by (seed, part): people, purchases and each
+    system's records have their own stream, so changing how one is drawn leaves the others as they were.
+    Within the shared stream [seed, 4] the order of the steps below is the order of the draws."""
     rng = np.random.default_rng([seed, 1])
     persons = population.draw_persons(rng, customers)
     people = draw_people(np.random.default_rng([seed, 2]), persons)
     purchases = population.simulate_purchases(np.random.default_rng([seed, 3]), persons)
     rng = np.random.default_rng([seed, 4])
-    n = customers
+    purchases = _timed_purchases(rng, purchases)
+    products = _products(rng)
+    accounts = _shop_accounts(rng, persons, purchases)
+    cust_versions = _shop_customer_versions(np.random.default_rng([seed, 5]), people, accounts)
+    contacts_idx, in_crm, dup_choice = _crm_contacts(rng, persons)
+    contact_versions = records.written_records(
+        np.random.default_rng([seed, 6]),
+        people,
+        contacts_idx["person_idx"].to_numpy(),
+        contacts_idx["created_day"].to_numpy(),
+        "crm",
+        email_choice=dup_choice,
+    )
+    contact_versions["contact_id"] = contacts_idx["contact_id"].to_numpy()[contact_versions["record_idx"]]
+    contact_versions["email_opt_in"] = contacts_idx["opt_in"].to_numpy()[contact_versions["record_idx"]]
+
+    # Online orders: one per online purchase, from the (latest existing) account of the person.
+    orders, items = _orders(rng, purchases, accounts, products, people)
+    pos = _pos(rng, purchases, people, in_crm, seed)
+    return World(
+        persons,
+        people,
+        purchases,
+        products,
+        cust_versions,
+        contact_versions,
+        orders,
+        items,
+        pos,
+        accounts,
+        contacts_idx,
+    )
+
+
+def _timed_purchases(rng: np.random.Generator, purchases: pd.DataFrame) -> pd.DataFrame:
+    """Purchase days given a time of day (online from early to late, in store during opening hours), sorted
+    by time: the order every later id (orders, transactions) follows."""
     purchases["t"] = np.where(
         purchases["is_online"],
         _time_of_day(rng, purchases["t"].to_numpy(), ONLINE_HOURS),
         _time_of_day(rng, purchases["t"].to_numpy(), STORE_OPEN_HOURS),
     )
-    purchases = purchases.sort_values(["t", "person_idx"], kind="stable").reset_index(drop=True)
-    products = _products(rng)
+    return purchases.sort_values(["t", "person_idx"], kind="stable").reset_index(drop=True)
 
-    # Shop accounts: everyone who buys online (created just before the first online order) and 30% of
-    # browsers (they log in to browse); 2.5% get a second account later; 1.5% are deleted after their
-    # last online order.
+
+def _shop_accounts(rng: np.random.Generator, persons: pd.DataFrame, purchases: pd.DataFrame) -> pd.DataFrame:
+    """One row per shop account: person_idx, created_day, deleted_day, is_duplicate, customer_id.
+
+    Everyone who buys online has one (created just before the first online order) and 30% of browsers
+    (they log in to browse); 2.5% get a second account later; 1.5% are deleted after their last online
+    order.
+    """
+    n = len(persons)
     on = purchases[purchases["is_online"]]
     first_online = on.groupby("person_idx")["t"].min().reindex(range(n)).to_numpy()
     last_online = on.groupby("person_idx")["t"].max().reindex(range(n)).to_numpy()
@@ -149,8 +193,13 @@ def build_world(seed: int, customers: int) -> World:
         .reset_index(drop=True)
     )
     accounts["customer_id"] = CUSTOMER_ID_BASE + 1 + np.arange(len(accounts))
+    return accounts
+
+
+def _shop_customer_versions(rng: np.random.Generator, people: pd.DataFrame, accounts: pd.DataFrame) -> pd.DataFrame:
+    """The shop's customer rows (versions) for `accounts`, as written: noised, with ids and lifetimes."""
     cust_versions = records.written_records(
-        np.random.default_rng([seed, 5]),
+        rng,
         people,
         accounts["person_idx"].to_numpy(),
         accounts["created_day"].to_numpy(),
@@ -166,12 +215,20 @@ def build_world(seed: int, customers: int) -> World:
     emails = noise.texts(cust_versions["email"])
     emails[same] = [e.replace("@", "+shop@", 1) if e else e for e in emails[same]]
     cust_versions["email"] = pd.Series(emails, dtype=object)
+    return cust_versions
 
-    # CRM contacts: 70% of buyers, 20% of browsers; 6% get a duplicate contact later.
+
+def _crm_contacts(rng: np.random.Generator, persons: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """One row per CRM contact (person_idx, created_day, is_duplicate, contact_id, opt_in); who is in the CRM
+    (per person); and which duplicate contacts use the person's secondary email.
+
+    70% of buyers and 20% of browsers are in the CRM; 6% get a duplicate contact later.
+    """
+    n = len(persons)
     buys = persons["buys"].to_numpy()
     in_crm = rng.random(n) < np.where(buys, 0.7, 0.2)
     crm_person = np.flatnonzero(in_crm)
-    crm_created = acquired[crm_person] + rng.exponential(5, len(crm_person))
+    crm_created = persons["acquired_day"].to_numpy()[crm_person] + rng.exponential(5, len(crm_person))
     cdup = rng.random(len(crm_person)) < records.CRM_RATES["duplicate"]
     contacts_idx = (
         pd.DataFrame(
@@ -191,33 +248,7 @@ def build_world(seed: int, customers: int) -> World:
     contacts_idx["contact_id"] = writers.prefixed("C", np.arange(1, len(contacts_idx) + 1), 7)
     contacts_idx["opt_in"] = rng.random(len(contacts_idx)) < 0.6
     dup_choice = contacts_idx["is_duplicate"].to_numpy() & (rng.random(len(contacts_idx)) < 0.5)
-    contact_versions = records.written_records(
-        np.random.default_rng([seed, 6]),
-        people,
-        contacts_idx["person_idx"].to_numpy(),
-        contacts_idx["created_day"].to_numpy(),
-        "crm",
-        email_choice=dup_choice,
-    )
-    contact_versions["contact_id"] = contacts_idx["contact_id"].to_numpy()[contact_versions["record_idx"]]
-    contact_versions["email_opt_in"] = contacts_idx["opt_in"].to_numpy()[contact_versions["record_idx"]]
-
-    # Online orders: one per online purchase, from the (latest existing) account of the person.
-    orders, items = _orders(rng, purchases, accounts, products, people)
-    pos = _pos(rng, purchases, people, in_crm, seed)
-    return World(
-        persons,
-        people,
-        purchases,
-        products,
-        cust_versions,
-        contact_versions,
-        orders,
-        items,
-        pos,
-        accounts,
-        contacts_idx,
-    )
+    return contacts_idx, in_crm, dup_choice
 
 
 def _orders(

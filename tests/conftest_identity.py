@@ -98,6 +98,15 @@ ENTITIES: dict[str, list[tuple[str, str]]] = {
         ("event_type*", "varchar"),
         ("campaign_id", "varchar"),
     ],
+    "consent_events": [
+        ("subject_email", "varchar"),
+        ("subject_phone", "varchar"),
+        ("customer_id", "varchar"),
+        ("purpose*", "varchar"),
+        ("granted*", "boolean"),
+        ("occurred_at*", "timestamp"),
+        ("source", "varchar"),
+    ],
     "pos_transactions": [
         ("transaction_id*", "varchar"),
         ("purchased_at*", "timestamp"),

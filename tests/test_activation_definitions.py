@@ -18,7 +18,7 @@ VALID = {
     "name": "vip",
     "source": {"table": "marts.customer_360"},
     "fields": ["person_id", "email"],
-    "consent": "email_marketing",
+    "purpose": "email_marketing",
     "email_field": "email",
     "destination": {"type": "file"},
 }
@@ -35,7 +35,7 @@ def test_shipped_definitions_are_valid_and_the_file_one_needs_no_connection() ->
 
 def test_defaults_and_source_forms() -> None:
     sync = parse_sync_definition(VALID)
-    assert sync.source_sql == "select * from marts.customer_360"
+    assert sync.source_sql == 'select * from "marts"."customer_360"'
     assert sync.destination.options["formats"] == ["csv", "parquet"] and sync.batch_size == 100_000
     sql = parse_sync_definition({**VALID, "source": {"sql": "select * from ml.customer_clv;"}})
     assert sql.source_sql == "select * from ml.customer_clv"
@@ -61,6 +61,10 @@ def test_defaults_and_source_forms() -> None:
             "unknown http destination options",
         ),
         ({"colour": "red"}, "unknown keys"),
+        ({"purpose": None}, "a sync without a purpose is refused"),
+        ({"consent": "profiling"}, "disagree"),
+        ({"purpose": "Email Marketing"}, "purpose"),
+        ({"primary_key": "email", "fields": ["email"]}, "must include person_id"),
     ],
 )
 def test_invalid_definitions_are_refused_with_a_reason(change: dict, message: str) -> None:
@@ -68,9 +72,15 @@ def test_invalid_definitions_are_refused_with_a_reason(change: dict, message: st
         parse_sync_definition({**VALID, **change}, where="x.yml")
 
 
+def test_consent_is_the_former_name_of_purpose() -> None:
+    former = {key: value for key, value in VALID.items() if key != "purpose"}
+    assert parse_sync_definition({**former, "consent": "profiling"}).consent_purpose == "profiling"
+
+
 def test_folder_loading_rejects_duplicate_names_and_bad_yaml(tmp_path: Path) -> None:
     (tmp_path / "a.yml").write_text(
-        "name: same\nsource: marts.customer_360\nfields: [person_id]\ndestination: {type: file}\n"
+        "name: same\nsource: marts.customer_360\nfields: [person_id]\npurpose: profiling\n"
+        "destination: {type: file}\n"
     )
     (tmp_path / "b.yaml").write_text((tmp_path / "a.yml").read_text())
     with pytest.raises(SyncDefinitionError, match="defined twice"):

@@ -9,16 +9,16 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from tests.doubles.activation import person, write_published_warehouse
 from touchpoint.activation import (
     load_sync_definitions,
     plan_sync,
-    plan_syncs,
     run_sync,
+    run_syncs,
     sync_audit_tables,
 )
 from touchpoint.activation.definitions import parse_sync_definition
 from touchpoint.activation.destinations.files import neutralise_formulas
-from touchpoint.activation.testing import person, write_published_warehouse
 from touchpoint.config import RunContext
 
 AS_OF = date(2026, 3, 31)
@@ -185,10 +185,11 @@ def test_shipped_syncs_run_on_a_published_warehouse(tmp_path: Path, monkeypatch:
     audience = pq.read_table(tmp_path / "activation" / "high_clv_audience" / "audience.parquet").to_pylist()
     assert sorted(r["person_id"] for r in audience) == ["P18", "P19"]  # top decile of 20 by CLV
     # the skipped ones still plan fine against the same warehouse (their SQL is valid)
-    plans = {p.sync_name: p for p in plan_syncs(make_ctx(tmp_path, "r2"), syncs)}
-    assert plans["high_clv_audience"].changes == 0 and plans["high_clv_audience"].skipped_reason is None
+    planned = {r.sync_name: r for r in run_syncs(make_ctx(tmp_path, "r2"), syncs, dry_run=True)}
+    assert planned["high_clv_audience"].status == "dry_run" and planned["high_clv_audience"].plan.changes == 0
     for name in ("churn_risk_audience", "segments_api"):
-        assert plans[name].skipped_reason and plans[name].inserts > 0
+        assert planned[name].status == "skipped" and planned[name].message == planned[name].plan.skipped_reason
+        assert planned[name].plan.inserts > 0
 
 
 def test_audit_log_loads_into_a_warehouse_idempotently(tmp_path: Path) -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.doubles.activation import FakeAudienceApi, person, write_published_warehouse
 from touchpoint.activation import run_sync, sync_audit_tables
 from touchpoint.activation.connections import parse_connection_uri
 from touchpoint.activation.definitions import parse_sync_definition
 from touchpoint.activation.destinations.http import HttpDestination, retry_after_seconds
-from touchpoint.activation.testing import FakeAudienceApi, person, write_published_warehouse
 from touchpoint.config import RunContext
 
 TOKEN = "s3cret-token"
@@ -108,6 +108,7 @@ def test_failed_run_resumes_without_resending_acknowledged_batches(tmp_path: Pat
         failed = run_sync(ctx(tmp_path, "r1"), api_sync())
         assert failed.status == "failed" and "gave up after 4 attempts" in failed.message
         assert failed.message.startswith("HttpRetriesExhaustedError: ")
+        assert failed.retryable  # the API was away: the DAG retries the task, and the retry resumes
         assert sorted(api.records) == ["P0", "P1"]
         resumed = run_sync(ctx(tmp_path, "r1"), api_sync())
         assert resumed.plan.inserts == 4 and resumed.sent_upserts == 4
@@ -127,6 +128,7 @@ def test_wrong_token_stops_the_run_without_retrying(tmp_path: Path, monkeypatch)
         connect(monkeypatch, api, token="wrong")
         failed = run_sync(ctx(tmp_path, "r1"), api_sync())
         assert failed.status == "failed" and "401" in failed.message
+        assert not failed.retryable  # a wrong token stays wrong: the DAG fails the task without retrying
         assert len(api.log) == 1 and api.records == {}
 
 

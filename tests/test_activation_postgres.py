@@ -12,12 +12,12 @@ import pyarrow as pa
 import pytest
 
 from tests.conftest import PG_SERVER, fresh_postgres_database
+from tests.doubles.activation import person, write_published_warehouse
 from touchpoint.activation import run_sync, sync_audit_tables
 from touchpoint.activation.connections import get_connection
 from touchpoint.activation.definitions import parse_sync_definition
 from touchpoint.activation.destinations import BatchResult
 from touchpoint.activation.destinations.postgres import PostgresDestination
-from touchpoint.activation.testing import person, write_published_warehouse
 from touchpoint.config import RunContext
 
 pytestmark = pytest.mark.postgres
@@ -172,6 +172,36 @@ def test_crash_mid_sync_resumes_with_exactly_once_effect(tmp_path: Path, pg_data
     assert query(pg_database, "select count(*), count(distinct person_id) from crm.audience") == [(10, 10)]
     again = run_sync(ctx(tmp_path, "r2"), sync)
     assert again.sent == 0
+
+
+class LosesTheServerAfterBatches(PostgresDestination):
+    """The server ends this destination's session after the n-th batch (a restart, a failover, an admin)."""
+
+    def __init__(self, *args, lost_after: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lost_after = lost_after
+        self.batches = 0
+
+    def upsert(self, rows: pa.Table) -> BatchResult:
+        result = super().upsert(rows)
+        self.batches += 1
+        if self.batches == self.lost_after:
+            query(self.connection.schema, f"select pg_terminate_backend({self.con.get_backend_pid()})")
+        return result
+
+
+def test_a_server_lost_mid_sync_is_a_retryable_failure_that_resumes(tmp_path: Path, pg_database: str) -> None:
+    write_published_warehouse(tmp_path / "warehouse.duckdb", [person(f"P{i:02d}") for i in range(10)])
+    sync = pg_sync(batch_size=3)
+    losing = LosesTheServerAfterBatches(
+        get_connection(CONN_NAME), table="audience", schema="crm", primary_key="person_id", run_id="r1", lost_after=1
+    )
+    failed = run_sync(ctx(tmp_path, "r1"), sync, destination=losing)
+    assert failed.status == "failed" and failed.message.startswith("DestinationUnavailableError: PostgreSQL ")
+    assert failed.retryable and failed.sent_upserts == 3  # the DAG retries it; the first batch is kept
+    resumed = run_sync(ctx(tmp_path, "r1"), sync)  # what the retry does
+    assert (resumed.status, resumed.plan.inserts) == ("success", 7)
+    assert query(pg_database, "select count(*), count(distinct person_id) from crm.audience") == [(10, 10)]
 
 
 def test_rows_postgres_refuses_are_rejected_with_its_reason(tmp_path: Path, pg_database: str) -> None:

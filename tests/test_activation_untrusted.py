@@ -13,18 +13,19 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from touchpoint.activation import SyncsFailedError, diff, plan_syncs, run_sync, run_syncs, sync_audit_tables
+from tests.doubles.activation import FakeAudienceApi, person, write_published_warehouse
+from touchpoint.activation import SyncsFailedError, diff, run_sync, run_syncs, sync_audit_tables
 from touchpoint.activation.connections import parse_connection_uri
 from touchpoint.activation.definitions import SyncDefinitionError, parse_sync_definition
 from touchpoint.activation.destinations import DestinationError
 from touchpoint.activation.destinations.http import HttpDestination
-from touchpoint.activation.testing import FakeAudienceApi, person, write_published_warehouse
 from touchpoint.config import RunContext
 
 VALID = {
     "name": "audience",
     "source": {"table": "marts.customer_360"},
     "fields": ["person_id", "email", "first_name"],
+    "purpose": "email_marketing",
     "destination": {"type": "file", "formats": ["csv"]},
 }
 PASSWD = "select person_id, email, content as first_name from read_text('/etc/passwd'), marts.customer_360"
@@ -207,9 +208,13 @@ def test_a_malformed_connection_fails_its_sync_with_an_audit_row_and_the_others_
 
 def test_a_malformed_connection_is_planned_as_failing_not_a_crash(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOUCHPOINT_CONN_CRM", f"postgresql://user:{SECRET}@host:notaport/db")
-    [plan] = plan_syncs(ctx(home), [parse_sync_definition({**VALID, "destination": CRM})])
-    assert plan.skipped_reason and plan.skipped_reason.startswith("would fail: sync 'audience': connection 'crm'")
-    assert SECRET not in plan.skipped_reason
+    with pytest.raises(SyncsFailedError) as raised:
+        run_syncs(ctx(home), [parse_sync_definition({**VALID, "destination": CRM})], dry_run=True)
+    [result] = raised.value.results
+    assert result.status == "failed" and result.message.startswith("sync 'audience': connection 'crm'")
+    assert not result.retryable  # fixing the connection is a person's job: no retry would help
+    assert SECRET not in str(raised.value) + repr(result)
+    assert not (home / "state").exists()  # a dry run writes nothing, not even for a failure
 
 
 def test_the_cli_reports_a_malformed_connection_and_runs_the_other_syncs(

@@ -66,6 +66,39 @@ def test_only_transient_stages_retry(dagbag) -> None:
         assert (task.retries > 0) == transient, (task.task_id, task.retries)
 
 
+class _SyncFailed(RuntimeError):
+    def __init__(self, retryable: bool) -> None:
+        super().__init__(f"sync 'crm' failed: {'destination unavailable' if retryable else 'bad definition'}")
+        self.retryable = retryable
+
+
+@pytest.mark.parametrize("retryable", [True, False])
+def test_a_sync_failure_is_retried_only_when_a_retry_can_help(dagbag, monkeypatch, retryable: bool) -> None:
+    """`sync.run` keeps its retries for a retryable failure and fails at once (AirflowFailException, which the
+    task runner never retries) for a deterministic one, e.g. a bad definition or a refused query."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from touchpoint import pipeline
+
+    bag, _ = dagbag
+    run = bag.dags["customer_360"].get_task("sync.run")
+    assert run.partial_kwargs["retries"] > 0
+    body = run.python_callable
+    monkeypatch.setitem(body.__globals__, "get_current_context", dict)
+    monkeypatch.setitem(body.__globals__, "_ctx", lambda: None)
+
+    def failing_sync(ctx, name):
+        raise _SyncFailed(retryable)
+
+    monkeypatch.setattr(pipeline, "sync", failing_sync)
+    expected = _SyncFailed if retryable else AirflowFailException
+    with pytest.raises(expected, match=r"^sync 'crm' failed: ") as raised:
+        body("crm")
+    assert type(raised.value) is expected
+    if not retryable:
+        assert isinstance(raised.value.__cause__, _SyncFailed)
+
+
 LEASE_TASKS = ("claim_warehouse", "release_warehouse")
 
 
@@ -73,7 +106,7 @@ def test_warehouse_writers_share_a_single_slot_pool(dagbag) -> None:
     bag, _ = dagbag
     dag = bag.dags["customer_360"]
     writers = [t for t in dag.tasks if not t.task_id.startswith(("extract.", "sync.", *LEASE_TASKS))]
-    assert {t.task_id for t in writers} >= {"load.raw", "dbt.identity", "ml.score", "publish"}
+    assert {t.task_id for t in writers} >= {"load.raw", "dbt.identity", "ml.score", "scored.dbt", "publish"}
     for task in writers:
         assert task.pool == "touchpoint_warehouse", task.task_id
 
@@ -100,9 +133,10 @@ def test_stages_run_in_pipeline_order(dagbag) -> None:
         "dbt.staging",
         "dbt.identity",
         "dbt.marts",
-        "dbt.gate_marts",
         "ml.score",
         "ml.gate_ml",
+        "scored.dbt",  # customer_360 reads this run's ML outputs: built after the ML stage and its gate
+        "scored.gate_marts",  # every mart, customer_360 included, is gated before publish
         "publish",
         "sync.definitions",
         "sync.run",
@@ -117,7 +151,7 @@ def test_stages_run_in_pipeline_order(dagbag) -> None:
 def test_each_stage_is_a_task_group(dagbag) -> None:
     bag, _ = dagbag
     groups = {task.task_group.group_id for task in bag.dags["customer_360"].tasks if task.task_group.group_id}
-    assert groups == {"extract", "load", "dbt", "ml", "sync"}
+    assert groups == {"extract", "load", "dbt", "ml", "scored", "sync"}
 
 
 def test_publish_emits_the_published_warehouse_asset(dagbag) -> None:

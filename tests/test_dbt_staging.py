@@ -152,6 +152,7 @@ def test_sql_is_lint_clean():
             "models/intermediate",
             "models/identity",
             "models/marts",
+            "models/ml",
             "tests",
         ],
         cwd=DBT_DIR,

@@ -129,6 +129,30 @@ def test_every_public_table_and_column_is_documented(conformance_run: Path, tmp_
     assert gaps == []
 
 
+def test_every_column_that_looks_like_personal_data_is_tagged(conformance_run: Path, tmp_path: Path) -> None:
+    """Every table dbt builds (staging, intermediate, identity, marts; the published warehouse as it is): a column
+    named like a direct identifier (email, phone, names, street, postcode, birth date, loyalty id) carries
+    `meta: {pii: true}` in its yml, the one list pseudonymisation and erasure read (docs/privacy.md), or
+    `{pii: false}` when it only looks like one (a comparison level named birth_date)."""
+    from touchpoint.privacy.pii_columns import looks_like_pii, tagged_columns
+
+    tagged = tagged_columns(parse_manifest(tmp_path), classified=True)
+    con = _published(conformance_run)
+    try:
+        built = con.execute(
+            "select table_schema, table_name, column_name from information_schema.columns "
+            "where table_schema in ('staging', 'intermediate', 'identity', 'marts', 'ml')"
+        ).fetchall()
+    finally:
+        con.close()
+    assert any(schema == "staging" for schema, _, _ in built)  # the check reaches the clear-text layers
+    untagged = sorted(
+        f"{schema}.{table}.{column}" for schema, table, column in built
+        if looks_like_pii(column) and column not in tagged.get(f"{schema}.{table}", set())
+    )
+    assert untagged == []
+
+
 @pytest.fixture(scope="module")
 def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small demo world run through the DAG, then advanced one day and run again."""
@@ -179,6 +203,55 @@ def test_demo_run_publishes_every_layer(demo_home: Path) -> None:
         con.close()
     audience = demo_home / "activation"
     assert any(audience.rglob("audience.csv")), "the default file sync wrote no audience"
+
+
+# customer_360's ML columns: the ml table and column they come from (this run's as-of partition), and the
+# models that must have trained for them to hold a value
+ML_COLUMNS = {
+    "segment_id": ("customer_segments", "segment_id", ("segments",)),
+    "segment_name": ("customer_segments", "segment_name", ("segments",)),
+    "purchase_30d_probability": ("customer_propensity", "purchase_30d_probability", ("purchase_propensity",)),
+    "purchase_30d_decile": ("customer_propensity", "purchase_30d_decile", ("purchase_propensity",)),
+    "churn_90d_probability": ("customer_propensity", "churn_90d_probability", ("churn_propensity",)),
+    "churn_90d_decile": ("customer_propensity", "churn_90d_decile", ("churn_propensity",)),
+    "clv": ("customer_clv", "clv", ("bg_nbd", "gamma_gamma")),
+    "probability_alive": ("customer_clv", "probability_alive", ("bg_nbd",)),
+}
+
+
+def test_customer_360_carries_this_runs_scores_for_every_scored_person(demo_home: Path) -> None:
+    """The first run on a fresh home: customer_360 has every scored person's scores of this very run (the scored
+    layer runs after the ML stage), the same values as the ml tables, none for non-buyers, and none at all from
+    a model the run skipped (the 120-day demo is too short to train churn: its 90-day labels need older
+    cut-offs). Who is scored (every buyer the ML stage may profile) is the ML stage's own test."""
+    con = _published(demo_home)
+    try:
+        as_of = con.execute("select max(as_of) from marts.customer_360").fetchone()[0]
+        status = dict(con.execute("select model_name, status from ml.model_runs where as_of = ?", [as_of]).fetchall())
+        assert {"segments", "purchase_propensity", "bg_nbd", "gamma_gamma"} <= {
+            model for model, state in status.items() if state == "trained"
+        }, status
+        for column, (table, source, models) in ML_COLUMNS.items():
+            filled, differing, outside_buyers = con.execute(
+                f"select count(c.{column}), count(*) filter (where c.{column} is distinct from m.{source}), "
+                f"count(c.{column}) filter (where c.orders_count = 0) "
+                f"from marts.customer_360 as c left join ml.{table} as m "
+                f"on m.person_id = c.person_id and m.as_of = c.as_of"
+            ).fetchone()
+            not_in_360 = con.execute(
+                f"select count(*) from ml.{table} where as_of = ? and {source} is not null "
+                "and person_id not in (select person_id from marts.customer_360)",
+                [as_of],
+            ).fetchone()[0]
+            assert (differing, outside_buyers, not_in_360) == (0, 0, 0), column
+            assert (filled > 0) == all(status[model] == "trained" for model in models), column
+        # every CLV decile is filled, and each tier holds the deciles the seed marts.clv_tiers gives it
+        tiers = "select clv_tier, min(clv_decile), max(clv_decile), count(distinct clv_decile) from {} group by 1"
+        assert sorted(con.execute(tiers.format("marts.customer_360 where clv is not null")).fetchall()) == sorted(
+            con.execute(tiers.format("marts.clv_tiers")).fetchall()
+        )
+    finally:
+        con.close()
 
 
 def test_advancing_a_day_loads_only_the_new_day_and_keeps_person_ids(demo_home: Path) -> None:

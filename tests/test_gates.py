@@ -1,14 +1,17 @@
-"""Gates: raw and marts suites on small hand-made warehouses, reports, audit rows, the suite registry."""
+"""Gates: raw, marts and ML suites on small hand-made warehouses, reports, audit rows, the suite registry."""
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 
 import duckdb
+import numpy as np
 import pytest
+import yaml
 
-from touchpoint.config import RunContext
+from touchpoint.config import RunContext, dbt_project_dir
 from touchpoint.expectations import (
     GateFailed,
     UnknownSuiteError,
@@ -18,6 +21,7 @@ from touchpoint.expectations import (
     unregister_suite,
 )
 from touchpoint.expectations import checks as gx_checks
+from touchpoint.expectations.suites import ml as ml_suite
 from touchpoint.ingest import ensure_tables
 
 AS_OF = date(2026, 3, 31)
@@ -27,14 +31,16 @@ LOAD_2 = "2026-04-01 00:00:00"  # this run's (end of the as-of day)
 
 
 def make_raw(con: duckdb.DuckDBPyConnection) -> None:
-    """A clean raw schema: three daily order batches of 20, valid emails, nothing after the as-of day."""
+    """A clean raw schema: three daily order batches of 20, valid emails, nothing after the as-of day.
+
+    Batch ids are opaque: the gate reads the extract day from the loader's `_extract_date` column."""
     ensure_tables(con)  # the loader's own raw schema (contracts.md §4), empty
     con.execute(f"""
         insert into raw.shop_orders
         select 'O-' || i, 'S-' || (i % 7), timestamp '2026-03-01' + to_hours(i), 10.00, 'completed', 'EUR',
-               timestamp '2026-03-01' + to_hours(i), null,
-               'shop_orders-2026-03-' || (29 + i % 3) || '-abc', 'orders.csv', i,
-               case when i % 3 = 2 then timestamp '{LOAD_2}' else timestamp '{LOAD_1}' end
+               timestamp '2026-03-01' + to_hours(i), null, 'batch-' || (i % 3), 'orders.csv', i,
+               case when i % 3 = 2 then timestamp '{LOAD_2}' else timestamp '{LOAD_1}' end,
+               date '2026-03-29' + (i % 3)::integer
         from range(1, 61) as t(i)""")
     con.execute(f"""
         insert into raw.crm_contacts (contact_id, email, updated_at, _source_file, _row_number, _extracted_at)
@@ -69,7 +75,9 @@ def test_clean_raw_passes_and_records(ctx, clean_raw, clean_gate):
     assert clean_gate.success, clean_gate.summary()
     assert not clean_gate.failures
     ids = {r.check_id for r in clean_gate.results}
-    assert "raw.shop_orders.order_id.not_null" in ids
+    assert "raw.shop_orders.customer_id.not_null" in ids
+    assert "raw.shop_orders.order_id.not_null" not in ids  # a dbt source test holds it (see below)
+    assert "raw.shop_orders.columns_exist" in ids
     assert "raw.shop_orders.volume_vs_previous_batch" in ids
     assert "raw.crm_contacts.email.matches_regex" in ids
     rows = clean_raw.execute(
@@ -96,7 +104,7 @@ def test_broken_raw_fails_naming_counts_and_samples(ctx, tmp_path):
     con.execute("update raw.shop_orders set customer_id = null where order_id = 'O-3'")
     con.execute("update raw.crm_contacts set email = 'not an email ' || contact_id where contact_id < 'C-2'")
     con.execute("update raw.shop_orders set ordered_at = timestamp '2031-01-01' where order_id = 'O-5'")
-    con.execute("delete from raw.shop_orders where _batch_id = 'shop_orders-2026-03-31-abc' "
+    con.execute("delete from raw.shop_orders where _extract_date = date '2026-03-31' "
                 "and order_id not in ('O-2', 'O-5', 'O-8')")
     run_ctx = RunContext(as_of=AS_OF, home=tmp_path, run_id="run-broken")
     with pytest.raises(GateFailed) as failed:
@@ -153,8 +161,49 @@ def test_missing_raw_table_fails_clearly(tmp_path):
     con = duckdb.connect()
     make_raw(con)
     con.execute("drop table raw.web_events")
-    with pytest.raises(GateFailed, match=r"raw\.web_events\.event_id\.not_null: could not run"):
+    con.execute("alter table raw.shop_products drop column _extract_date")
+    with pytest.raises(GateFailed) as failed:
         run_gate(RunContext(as_of=AS_OF, home=tmp_path, run_id="r"), "raw", con)
+    failures = {r.check_id: r for r in failed.value.result.failures}
+    assert failures["raw.web_events.columns_exist"].unexpected_count == 16  # 11 contract + 5 load metadata
+    assert failures["raw.shop_products.columns_exist"].sample == ["_extract_date"]
+    assert "raw.web_events.occurred_at.not_null: could not run" in str(failed.value)
+
+
+def dbt_tests(kind: str) -> dict[tuple[str, str], set[str]]:
+    """(schema.table, column) -> dbt test names, from the project's `_*__<kind>.yml` files (sources or models)."""
+    tested: dict[tuple[str, str], set[str]] = {}
+    for path in (dbt_project_dir() / "models").rglob(f"_*__{kind}.yml"):
+        for node in yaml.safe_load(path.read_text())[kind]:
+            tables = [(node.get("schema", node["name"]), t) for t in node.get("tables", [])] if kind == "sources" \
+                else [(path.parent.name, node)]
+            for schema, table in tables:
+                for column in table.get("columns") or []:
+                    names = {t if isinstance(t, str) else next(iter(t)) for t in column.get("data_tests") or []}
+                    tested.setdefault((f"{schema}.{table['name']}", column["name"]), set()).update(names)
+    return tested
+
+
+# A gate check and the dbt tests that assert the same thing.
+SAME_AS_DBT = {"not_null": {"not_null"}, "unique": {"unique"}, "references": {"relationships"},
+               "in_set": {"accepted_values"}, "between": {"accepted_values"}}
+
+
+@pytest.mark.parametrize("layer", ["raw", "marts", "ml"])
+def test_gates_assert_nothing_a_dbt_test_asserts(ctx, layer):
+    """dbt tests own structure (keys, not null, relationships, accepted values); a gate never repeats one."""
+    tested = {**dbt_tests("sources"), **dbt_tests("models")}
+    assert tested[("raw.shop_orders", "order_id")] == {"not_null"}  # the parser reads the project
+    assert tested[("marts.fct_orders", "channel")] == {"not_null", "accepted_values"}
+    con = duckdb.connect()
+    con.execute("create schema ml")
+    for table in ml_suite.TABLES:  # the ML suite lists its checks once the ML stage has written
+        con.execute(f"create table ml.{table} (person_id varchar)")
+    suite = suite_for(layer)(ctx, con)
+    assert len(suite) > 5
+    repeated = [c.check_id for c in suite
+                if c.column and SAME_AS_DBT.get(c.name, set()) & tested.get((c.table, c.column), set())]
+    assert repeated == []
 
 
 def test_rerun_replaces_audit_rows(ctx, clean_raw, clean_gate):
@@ -227,7 +276,57 @@ def test_gx_stays_quiet(ctx, clean_raw, caplog):
 
 
 def test_ml_gate_fails_before_the_ml_stage_wrote(tmp_path):
-    """The ML suite wraps touchpoint.ml.checks: with no ml tables the gate stops the run and says why."""
-    expected = r"ml\.model_runs\.ml_tables_exist: 1 of 1 unexpected.*has not written"
-    with pytest.raises(GateFailed, match=expected):
+    """With no ml tables the ML gate stops the run, says why, and runs nothing that could not run."""
+    expected = r"ml\.tables_exist: 4 of 4 unexpected; e\.g\. \"ml\.customer_clv is missing: the ML stage has not"
+    with pytest.raises(GateFailed, match=expected) as failed:
         run_gate(RunContext(as_of=AS_OF, home=tmp_path, run_id="r"), "ml", duckdb.connect())
+    assert [r.check_id for r in failed.value.result.results] == ["ml.tables_exist"]
+
+
+def psi_reference(previous: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
+    """Population stability index as numpy computes it: bins at the previous values' quantiles, outer bins
+    open-ended, empty bins as a share of 1e-4."""
+    edges = np.unique(np.quantile(previous, np.linspace(0, 1, bins + 1)))
+    if len(edges) < 2:
+        return 0.0 if np.allclose(current, previous[0]) else float("inf")
+    edges[0], edges[-1] = -np.inf, np.inf
+    expected = np.clip(np.histogram(previous, edges)[0] / len(previous), 1e-4, None)
+    actual = np.clip(np.histogram(current, edges)[0] / len(current), 1e-4, None)
+    return float(((actual - expected) * np.log(actual / expected)).sum())
+
+
+def ml_scores(con: duckdb.DuckDBPyConnection, day: str, purchase: list[float], clv: list[float]) -> None:
+    con.execute("create schema if not exists ml")
+    con.execute("create table if not exists ml.customer_propensity (person_id varchar, as_of date, "
+                "purchase_30d_probability double, churn_90d_probability double)")
+    con.execute("create table if not exists ml.customer_clv (person_id varchar, as_of date, clv double)")
+    con.executemany("insert into ml.customer_propensity values (?, ?, ?, 0.5)",
+                    [[f"p{i}", day, v] for i, v in enumerate(purchase)])
+    con.executemany("insert into ml.customer_clv values (?, ?, ?)", [[f"p{i}", day, v] for i, v in enumerate(clv)])
+
+
+def drift(con: duckdb.DuckDBPyConnection, column: str, day: date, max_psi: float = 0.25) -> tuple[int, int, float]:
+    """(compared, drifted, psi) of the ML suite's drift check on `column` as of `day`."""
+    table = "ml.customer_clv" if column == "clv" else "ml.customer_propensity"
+    check = ml_suite.drift_psi(table, column, f"date '{day}'", max_psi)
+    measured = gx_checks.measure(con, check)
+    shown = con.execute(check.sample_sql).fetchall()
+    psi = float(re.match(r"psi (\S+)", shown[0][0]).group(1)) if shown else float("nan")
+    return measured.element_count, measured.unexpected_count, psi
+
+
+def test_ml_drift_is_the_population_stability_index_against_the_previous_as_of():
+    rng = np.random.default_rng(7)
+    before, same, shifted = rng.beta(2, 5, 400), rng.beta(2, 5, 300), rng.beta(5, 2, 300)
+    con = duckdb.connect()
+    ml_scores(con, "2026-05-31", list(before), [10.0] * 400)  # CLV all alike before
+    ml_scores(con, "2026-06-30", list(same), [10.0] * 299 + [11.0])
+    assert drift(con, "purchase_30d_probability", date(2026, 5, 31))[:2] == (0, 0)  # nothing earlier to compare
+    compared, drifted, psi = drift(con, "purchase_30d_probability", date(2026, 6, 30))
+    assert (compared, drifted) == (1, 0) and psi == pytest.approx(psi_reference(before, same), abs=1e-4)
+    assert drift(con, "churn_90d_probability", date(2026, 6, 30)) == (1, 0, 0.0)
+    assert drift(con, "clv", date(2026, 6, 30))[:2] == (1, 1)  # all equal before, one differs now: infinite
+    ml_scores(con, "2026-07-31", list(shifted), [10.0] * 300)
+    compared, drifted, psi = drift(con, "purchase_30d_probability", date(2026, 7, 31))
+    assert (compared, drifted) == (1, 1) and psi > 1
+    assert psi == pytest.approx(psi_reference(same, shifted), abs=1e-4)  # against 06-30, not 05-31

@@ -20,6 +20,7 @@ from touchpoint.sources.world import build_world
 
 SMALL = dict(customers=300, days=60, seed=7, start=date(2024, 7, 1))
 CONTRACT = {
+    "consent_events": ["subject_email", "subject_phone", "customer_id", "purpose", "granted", "occurred_at", "source"],
     "crm_contacts": [
         "contact_id",
         "first_name",
@@ -88,6 +89,7 @@ CONTRACT = {
 }
 DAILY = {
     "crm_contacts": ("crm", "contacts", "csv"),
+    "consent_events": ("crm", "consents", "csv"),
     "web_events": ("web", "events", "jsonl"),
     "email_events": ("email", "events", "csv"),
     "pos_transactions": ("pos", "transactions", "csv"),
@@ -179,7 +181,7 @@ def test_layout_and_last_day(small: Path) -> None:
     meta = json.loads((small / "generator.json").read_text())
     assert (meta["seed"], meta["customers"], meta["days"]) == (7, 300, 60)
     for folder, stem, ext in DAILY.values():
-        files = sorted((small / "systems" / folder).iterdir())
+        files = sorted((small / "systems" / folder).glob(f"{stem}_*"))
         assert [f.name for f in files] == [
             f"{stem}_{SMALL['start'] + timedelta(days=i)}.{ext}" for i in range(SMALL["days"])
         ]
@@ -188,8 +190,8 @@ def test_layout_and_last_day(small: Path) -> None:
 
 
 def test_contract_column_names_exactly(small: Path) -> None:
-    for entity, (folder, _stem, ext) in DAILY.items():
-        for f in sorted((small / "systems" / folder).glob(f"*.{ext}")):
+    for entity, (folder, stem, ext) in DAILY.items():
+        for f in sorted((small / "systems" / folder).glob(f"{stem}_*.{ext}")):
             if ext == "csv":
                 with f.open(newline="") as fh:
                     assert next(csv.reader(fh)) == CONTRACT[entity], f

@@ -15,6 +15,7 @@ import pytest
 
 from touchpoint.config import RunContext
 from touchpoint.ingest import ENTITIES, SOURCES, RowAccountingError, extract_source, load_pending
+from touchpoint.ingest.batches import ensure_batch_tables
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -74,6 +75,31 @@ def test_conformance_extracts(tmp_path, con):
     landed = sorted(p.relative_to(ctx.paths.landing).parts[:2] for p in ctx.paths.landing.rglob("*.parquet"))
     assert ("shop", "shop_orders") in landed and ("web", "web_events") in landed
     assert all(part[0] != "byo" for part in landed)
+
+
+def test_raw_rows_carry_their_extract_date(tmp_path, con):
+    """`_extract_date` is the batch's extract date (audit.load_batches); a raw or held table written before the
+    column existed gets it, filled from the batch records, the next time the loader opens the warehouse."""
+    ctx = _ctx(tmp_path, FIXTURES / "extracts_conformance")
+    _run(ctx, con)
+    mismatched = (
+        "select count(*) from raw.{entity} as loaded left join audit.load_batches as batches "
+        "on batches.batch_id = loaded._batch_id where loaded._extract_date is distinct from batches.extract_date"
+    )
+    on_the_day = "select count(*) from {table} where _extract_date = date '2026-03-31'"
+    assert con.execute(on_the_day.format(table="raw.shop_orders")).fetchone() == (6,)
+    for entity in ENTITIES:
+        assert con.execute(mismatched.format(entity=entity)).fetchone()[0] == 0
+
+    con.execute("create schema held")
+    con.execute("create table held.shop_orders as select * from raw.shop_orders")
+    before = _snapshot(con)
+    for table in ("raw.shop_orders", "raw.crm_contacts", "held.shop_orders"):
+        con.execute(f"alter table {table} drop column _extract_date")
+    ensure_batch_tables(con)
+    assert _snapshot(con) == before
+    assert [row[0] for row in con.execute("describe held.shop_orders").fetchall()][-1] == "_extract_date"
+    assert con.execute(on_the_day.format(table="held.shop_orders")).fetchone() == (6,)
 
 
 def _tricky(tmp_path: Path) -> Path:

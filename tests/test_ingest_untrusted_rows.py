@@ -29,6 +29,7 @@ RESERVED = {
     "_landing_file": "/etc/passwd",
     "_batch_extracted_at": "1999-01-01",
     "_extracted_at": "1999-01-02",
+    "_extract_date": "1999-01-03",
     "_row_number": "7",
     "_extra": "{}",
     "_extra.x": "nested",
@@ -99,14 +100,14 @@ def test_reserved_column_names_land_in_extra_and_never_overwrite_load_metadata(t
     (batch_id,) = [b.batch_id for b in loaded.batches]
 
     rows = con.execute(
-        "select order_id, _batch_id, _source_file, _row_number, _extracted_at, _extra "
+        "select order_id, _batch_id, _source_file, _row_number, _extracted_at, _extract_date, _extra "
         "from raw.shop_orders order by order_id"
     ).fetchall()
-    assert [r[:5] for r in rows] == [
-        ("O-1", batch_id, f"shop_orders{suffix}", 1, datetime(2026, 4, 1)),
-        ("O-2", batch_id, f"shop_orders{suffix}", 2, datetime(2026, 4, 1)),
+    assert [r[:6] for r in rows] == [
+        ("O-1", batch_id, f"shop_orders{suffix}", 1, datetime(2026, 4, 1), date(2026, 3, 31)),
+        ("O-2", batch_id, f"shop_orders{suffix}", 2, datetime(2026, 4, 1), date(2026, 3, 31)),
     ]
-    assert all(json.loads(r[5]) == RESERVED for r in rows)  # every value under the file's own name
+    assert all(json.loads(r[6]) == RESERVED for r in rows)  # every value under the file's own name
     _accounting_holds(con)
 
 

@@ -11,7 +11,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from touchpoint.ml import features, propensity
-from touchpoint.ml.synthetic import build_synthetic_marts
+from touchpoint.sources.synthetic_marts import build_synthetic_marts
 
 AS_OF = date(2026, 6, 30)
 

@@ -1,4 +1,5 @@
-"""run_ml end to end on synthetic marts: contract tables, model_runs, idempotency, degraded inputs, checks."""
+"""run_ml end to end on synthetic marts: contract tables, model_runs, idempotency, degraded inputs, and the ML
+gate (expectations/suites/ml.py) on what it wrote."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from touchpoint.config import RunContext
-from touchpoint.ml.checks import ml_output_checks
+from touchpoint.expectations import CRITICAL, WARNING, GateResult, evaluate_gate
 from touchpoint.ml.stage import TABLE_COLUMNS, MlInputError, run_ml
-from touchpoint.ml.synthetic import build_synthetic_marts, write_marts
+from touchpoint.sources.synthetic_marts import build_synthetic_marts, write_marts
 
 AS_OF = date(2026, 6, 30)
 MODELS = {"segments", "purchase_propensity", "churn_propensity", "bg_nbd", "gamma_gamma"}
@@ -34,6 +35,15 @@ def snapshot(con: duckdb.DuckDBPyConnection) -> dict[str, pd.DataFrame]:
         order = ", ".join(f'"{c}"' for c in columns)
         frames[table] = con.execute(f"select * from ml.{table} order by {order}").df()
     return frames
+
+
+def ml_gate(con: duckdb.DuckDBPyConnection, as_of: date = AS_OF) -> GateResult:
+    """The ML gate's verdict on what the stage wrote (judged by GX, nothing recorded)."""
+    return evaluate_gate(RunContext(as_of=as_of, home=Path("/nonexistent"), run_id="gate"), "ml", con)
+
+
+def failed(result: GateResult, severity: str = CRITICAL) -> dict[str, object]:
+    return {r.check_id: r for r in result.results if not r.success and r.severity == severity}
 
 
 def active_persons(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -97,40 +107,51 @@ def test_model_runs_record_each_model_with_its_metadata(warehouse) -> None:
         assert sidecar["model_name"] == name and sidecar["parameters"] == json.loads(row["parameters"])
 
 
-def test_checks_pass_on_healthy_outputs(warehouse) -> None:
+def test_gate_passes_on_healthy_outputs(warehouse, monkeypatch) -> None:
     con, home, orders, result = warehouse
-    checks = ml_output_checks(con, AS_OF)
-    failed = [c for c in checks if not c["success"]]
-    assert not failed, failed
-    assert {c["check"] for c in checks} >= {
-        "model_trained",
-        "probability_in_range",
-        "no_missing_scores",
-        "segment_count",
-        "segment_min_share",
-        "auc_above_floor",
+    gate = ml_gate(con)
+    assert gate.success and not gate.warnings, gate.summary()
+    by_id = {r.check_id: r for r in gate.results}
+    assert {r.expectation for r in gate.results} >= {
+        "tables_exist", "model_recorded", "model_trained", "probability_in_range", "no_missing_scores",
+        "non_negative", "segment_count", "segment_min_share", "auc_above_floor",
     }
-    # a floor above any AUC makes the check fail: the check can fail
-    strict = ml_output_checks(con, AS_OF, auc_floor=0.999)
-    assert any(c["check"] == "auc_above_floor" and not c["success"] for c in strict)
+    buyers = len(active_persons(con))
+    # real counts: every buyer checked for a score of each model, every model run, both propensity AUCs
+    for table in ("ml.customer_propensity.purchase_30d_probability", "ml.customer_propensity.churn_90d_probability",
+                  "ml.customer_clv", "ml.customer_segments.segment_id"):
+        assert by_id[f"{table}.no_missing_scores"].element_count == buyers
+    assert by_id["ml.model_runs.status.model_trained"].element_count == len(MODELS)
+    assert by_id["ml.model_runs.metrics.auc_above_floor"].element_count == 2
+    assert by_id["ml.customer_segments.segment_id.segment_min_share"].element_count == result.rows_written[
+        "segment_profiles"]
+    # a floor above any AUC makes the check fail, naming both models and their AUC
+    monkeypatch.setenv("TOUCHPOINT_GATE_ML_AUC_FLOOR", "0.999")
+    strict = failed(ml_gate(con))
+    assert list(strict) == ["ml.model_runs.metrics.auc_above_floor"]
+    auc = strict["ml.model_runs.metrics.auc_above_floor"]
+    assert auc.unexpected_count == 2 and all("validation ROC-AUC 0." in s for s in auc.sample)
+    assert [s.split(":")[0] for s in auc.sample] == ["churn_propensity", "purchase_propensity"]
 
 
-def test_checks_catch_broken_outputs(warehouse) -> None:
+def test_gate_catches_broken_outputs(warehouse) -> None:
     con, home, orders, result = warehouse
+    first, last = con.execute("select min(person_id), max(person_id) from ml.customer_propensity").fetchall()[0]
     con.execute("begin transaction")
     try:
-        con.execute(
-            "update ml.customer_propensity set churn_90d_probability = 1.5 where person_id = "
-            "(select min(person_id) from ml.customer_propensity)"
-        )
-        con.execute("delete from ml.customer_clv where person_id = (select max(person_id) from ml.customer_clv)")
-        failed = {(c["check"], c["table"]) for c in ml_output_checks(con, AS_OF) if not c["success"]}
+        con.execute("update ml.customer_propensity set churn_90d_probability = 1.5 where person_id = ?", [first])
+        con.execute("delete from ml.customer_clv where person_id = ?", [last])
+        gate = ml_gate(con)
     finally:
         con.execute("rollback")
-    assert failed == {
-        ("probability_in_range", "ml.customer_propensity.churn_90d_probability"),
-        ("no_missing_scores", "ml.customer_clv"),
+    failures = failed(gate)
+    assert set(failures) == {
+        "ml.customer_propensity.churn_90d_probability.probability_in_range",
+        "ml.customer_clv.no_missing_scores",
     }
+    assert failures["ml.customer_propensity.churn_90d_probability.probability_in_range"].sample == [f"{first}: 1.5"]
+    assert failures["ml.customer_clv.no_missing_scores"].sample == [last]
+    assert not gate.success
 
 
 def test_rerun_replaces_and_is_identical(warehouse) -> None:
@@ -156,8 +177,11 @@ def test_next_run_keeps_history_stable_ids_and_records_changes(warehouse) -> Non
     assert set(changes["change_type"]) <= {"new", "moved", "left"}
     moved_share = (changes["change_type"] == "moved").sum() / result.rows_written["customer_segments"]
     assert moved_share < 0.5  # a month later most customers keep their segment id
-    drift = [c for c in ml_output_checks(con, later) if c["check"] == "drift_psi"]
-    assert len(drift) == 3 and all(c["observed"] is not None for c in drift)
+    gate = ml_gate(con, later)
+    assert gate.success, gate.summary()
+    drift = [r for r in gate.results if r.expectation == "drift_psi"]
+    assert len(drift) == 3 and all(r.element_count == 1 and r.severity == WARNING for r in drift)
+    assert [r.element_count for r in ml_gate(con).results if r.expectation == "drift_psi"] == [0, 0, 0]
 
 
 def hand_made_orders(rows: list[tuple[str, str]]) -> pd.DataFrame:
@@ -190,8 +214,9 @@ def test_no_orders_at_all(tmp_path: Path) -> None:
     assert all(count == 0 for count in result.rows_written.values())
     for table in TABLE_COLUMNS:
         assert con.execute(f"select count(*) from ml.{table}").fetchall() == [(0,)]
-    checks = ml_output_checks(con, AS_OF)
-    assert all(c["success"] for c in checks if c["severity"] == "error")
+    gate = ml_gate(con)
+    assert gate.success, gate.summary()
+    assert failed(gate, WARNING).keys() == {"ml.model_runs.status.model_trained"}  # every model skipped
 
 
 def test_five_customers_one_order_each(tmp_path: Path) -> None:
@@ -205,8 +230,14 @@ def test_five_customers_one_order_each(tmp_path: Path) -> None:
     assert clv["T"].tolist() == [(AS_OF - date(2026, i + 1, 15)).days for i in range(5)]
     propensity = con.execute("select * from ml.customer_propensity").df()
     assert len(propensity) == 5 and propensity["purchase_30d_probability"].isna().all()
-    checks = ml_output_checks(con, AS_OF)
-    assert any(c["check"] == "model_trained" and not c["success"] and c["severity"] == "warning" for c in checks)
+    gate = ml_gate(con)
+    assert gate.success, gate.summary()
+    trained = failed(gate, WARNING)["ml.model_runs.status.model_trained"]
+    assert trained.unexpected_count == len(MODELS)
+    assert "segments: skipped (5 customers with purchases; segments need >= 20)" in trained.sample
+    # skipped models have no scores to miss: their checks count nobody
+    by_id = {r.check_id: r for r in gate.results}
+    assert by_id["ml.customer_propensity.purchase_30d_probability.no_missing_scores"].element_count == 0
 
 
 def test_nobody_churned(tmp_path: Path) -> None:
@@ -222,8 +253,16 @@ def test_nobody_churned(tmp_path: Path) -> None:
     assert "0 customers who churned" in reasons["churn_propensity"]
     propensity = con.execute("select * from ml.customer_propensity").df()
     assert len(propensity) == 30 and propensity["churn_90d_probability"].isna().all()
-    checks = ml_output_checks(con, AS_OF)
-    assert all(c["success"] for c in checks if c["check"] == "probability_in_range")
+    gate = ml_gate(con)
+    assert gate.success, gate.summary()
+    assert {r.check_id for r in gate.warnings} == {"ml.model_runs.status.model_trained"}
+    by_id = {r.check_id: r for r in gate.results}
+    assert by_id["ml.model_runs.status.model_trained"].unexpected_count == 4  # all but the segments
+    assert by_id["ml.customer_segments.segment_id.no_missing_scores"].element_count == 30
+    # the skipped models' scores are null, which is neither out of range nor missing
+    for prefix in ("purchase_30d", "churn_90d"):
+        assert by_id[f"ml.customer_propensity.{prefix}_probability.probability_in_range"].element_count == 0
+        assert by_id[f"ml.customer_propensity.{prefix}_probability.no_missing_scores"].element_count == 0
     clv = con.execute("select * from ml.customer_clv").df()
     assert len(clv) == 30
     # with no lapsed customer the BG/NBD likelihood has no interior maximum: skipped, summary kept
@@ -235,3 +274,30 @@ def test_missing_marts_is_a_clear_error(tmp_path: Path) -> None:
     con = duckdb.connect(str(tmp_path / "empty.duckdb"))
     with pytest.raises(MlInputError, match="marts.fct_orders is missing"):
         run(con, tmp_path)
+
+
+def test_persons_who_objected_to_profiling_are_neither_scored_nor_expected(tmp_path: Path) -> None:
+    """marts.dim_consents' profiling row decides: an objector gets no segment, propensity or CLV row, the gate
+    passes without them, and a score written for them anyway fails the gate."""
+    con = duckdb.connect(str(tmp_path / "work.duckdb"))
+    build_synthetic_marts(con, 300, AS_OF, seed=11)
+    buyers = sorted(active_persons(con))
+    objectors = buyers[:25]
+    con.execute(
+        "create table marts.dim_consents as select person_id, 'profiling' as purpose, "
+        "person_id not in (select unnest(?)) as is_granted from (select distinct person_id from marts.fct_orders)",
+        [objectors],
+    )
+    run(con, tmp_path)
+    for table in ("customer_segments", "customer_propensity", "customer_clv"):
+        scored = {row[0] for row in con.execute(f"select person_id from ml.{table}").fetchall()}
+        assert scored and not scored & set(objectors), table
+        if table != "customer_segments":  # segments may leave a buyer out for too little data; scores may not
+            assert scored == set(buyers) - set(objectors), table
+    assert "ml.customer_propensity.purchase_30d_probability.no_missing_scores" not in failed(ml_gate(con))
+    assert not any("profiling_consent_respected" in check for check in failed(ml_gate(con)))
+
+    con.execute("insert into ml.customer_clv (person_id, as_of, expected_purchases_90d) values (?, ?, 1.0)",
+                [objectors[0], AS_OF])
+    broken = failed(ml_gate(con))
+    assert broken["ml.customer_clv.person_id.profiling_consent_respected"].sample == [objectors[0]]

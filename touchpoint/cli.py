@@ -12,7 +12,7 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from touchpoint.config import Paths, home_from_env, keep_files_private
 from touchpoint.disk import disk_full_error
@@ -39,7 +39,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser = argparse.ArgumentParser(prog="touchpoint", description=__doc__.splitlines()[0], parents=[common])
     commands = parser.add_subparsers(dest="command", required=True)
+    for add_command in (
+        _add_generate,
+        _add_run,
+        _add_backfill,
+        _add_airflow,
+        _add_sync,
+        _add_docs,
+        _add_identity,
+        _add_batches,
+        _add_sql,
+    ):
+        add_command(commands, common)
+    return parser
 
+
+# what `commands.add_parser` is called on: argparse's subparsers action (a private class, named as a string)
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _add_generate(commands: Commands, common: argparse.ArgumentParser) -> None:
     generate = commands.add_parser(
         "generate", parents=[common], help="build (or advance) the demo source systems with ground truth"
     )
@@ -51,10 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", type=Path, help="output folder (default <home>/sources)")
     generate.add_argument("--if-absent", action="store_true", help="do nothing when sources already exist")
 
+
+def _add_run(commands: Commands, common: argparse.ArgumentParser) -> None:
     run = commands.add_parser("run", parents=[common], help="run the customer_360 DAG once through Airflow")
     run.add_argument("--extracts", type=Path, help="folder of bring-your-own extracts (landing contract)")
     run.add_argument("--as-of", type=_parse_date, help="logical date (default: last generated demo day)")
 
+
+def _add_backfill(commands: Commands, common: argparse.ArgumentParser) -> None:
     backfill = commands.add_parser(
         "backfill", parents=[common], help="run consecutive as-of dates, each strictly as of its date"
     )
@@ -62,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--to", dest="end", type=_parse_date, required=True)
     backfill.add_argument("--extracts", type=Path, help="folder of bring-your-own extracts (landing contract)")
 
+
+def _add_airflow(commands: Commands, common: argparse.ArgumentParser) -> None:
     airflow = commands.add_parser(
         "airflow", parents=[common], help="serve a local Airflow (UI, scheduler) for this home until Ctrl-C"
     )
@@ -84,14 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     airflow.add_argument("--unpause", action="store_true", help="let the scheduler start daily runs right away")
 
+
+def _add_sync(commands: Commands, common: argparse.ArgumentParser) -> None:
     sync = commands.add_parser("sync", parents=[common], help="run the reverse-ETL syncs from the published warehouse")
     sync.add_argument("--dry-run", action="store_true", help="print the planned diff per sync, send nothing")
     sync.add_argument("--only", action="append", metavar="NAME", help="run only this sync (repeatable)")
 
+
+def _add_docs(commands: Commands, common: argparse.ArgumentParser) -> None:
     commands.add_parser(
         "docs", parents=[common], help="build dbt's docs as a static page for the latest run (dbt docs generate)"
     )
 
+
+def _add_identity(commands: Commands, common: argparse.ArgumentParser) -> None:
     identity = commands.add_parser("identity", parents=[common], help="inspect identity resolution")
     identity_commands = identity.add_subparsers(dest="identity_command", required=True)
     explain = identity_commands.add_parser(
@@ -99,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("subject", help="a person_id, or a source record as <source_entity>:<source_record_id>")
 
+
+def _add_batches(commands: Commands, common: argparse.ArgumentParser) -> None:
     batches = commands.add_parser(
         "batches", parents=[common], help="batches a gate held out of raw: list them, release or drop them"
     )
@@ -115,9 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     drop.add_argument("batch_ids", nargs="+", metavar="BATCH_ID")
 
+
+def _add_sql(commands: Commands, common: argparse.ArgumentParser) -> None:
     sql = commands.add_parser("sql", parents=[common], help="read-only SQL shell on the published warehouse")
     sql.add_argument("query", nargs="?", help="run one query and exit")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,7 +273,7 @@ def _print_run_summary(
 def _backfill(args: argparse.Namespace, paths: Paths) -> int:
     from datetime import timedelta
 
-    from touchpoint.airflow_server import live_services
+    from touchpoint.orchestration import live_services
 
     if args.end < args.start:
         print("--to must not be before --from", file=sys.stderr)
@@ -261,7 +295,7 @@ def _backfill_on_scheduler(args: argparse.Namespace, paths: Paths, url: str) -> 
     """Hand the dates to the Airflow serving the home as one Airflow backfill, one run at a time, in order."""
     import httpx
 
-    from touchpoint.airflow_server import AirflowClient, run_as_of
+    from touchpoint.airflow_client import AirflowClient, run_as_of
     from touchpoint.orchestration import DAG_ID
 
     client = AirflowClient.login(url, paths)
@@ -287,7 +321,8 @@ def _stop_requested(signum: int, frame: object) -> None:
 
 
 def _airflow(args: argparse.Namespace, paths: Paths) -> int:
-    from touchpoint.airflow_server import AirflowDeployment, AirflowServices, AirflowUnavailableError, admin_password
+    from touchpoint.airflow_client import admin_password
+    from touchpoint.airflow_server import AirflowDeployment, AirflowServices, AirflowUnavailableError
     from touchpoint.orchestration import DAG_ID
 
     # Ctrl-C and a process manager's SIGTERM both stop every component. SIGINT is set explicitly: a shell
@@ -459,7 +494,7 @@ def _print_warehouse_summary(paths: Paths) -> None:
 def _sync(args: argparse.Namespace, paths: Paths) -> int:
     import uuid
 
-    from touchpoint.activation import SyncsFailedError, load_sync_definitions, plan_syncs, run_syncs
+    from touchpoint.activation import SyncsFailedError, load_sync_definitions, run_syncs
     from touchpoint.config import RunContext
 
     definitions = [d for d in load_sync_definitions() if not args.only or d.name in args.only]
@@ -467,28 +502,16 @@ def _sync(args: argparse.Namespace, paths: Paths) -> int:
         print(f"unknown sync in {args.only}", file=sys.stderr)
         return 2
     ctx = RunContext(as_of=date.today(), home=paths.home, run_id=f"manual-{uuid.uuid4().hex[:8]}")
-    if args.dry_run:
-        for plan in plan_syncs(ctx, definitions):
-            if plan.skipped_reason:
-                # "would fail: ..." (a malformed connection) is not a skip: say it as it is
-                label = "" if plan.skipped_reason.startswith("would fail") else "skipped: "
-                print(f"{plan.sync_name:<28} {label}{plan.skipped_reason}")
-                continue
-            held = ", ".join(f"{reason} {count}" for reason, count in sorted(plan.ineligible.items())) or "none"
-            print(
-                f"{plan.sync_name:<28} {plan.destination_type:<9} eligible {plan.eligible:>8,}  "
-                f"insert {plan.inserts:>7,}  update {plan.updates:>7,}  delete {plan.deletes:>7,}  held back: {held}"
-            )
-            for kind, keys in sorted(plan.sample_keys.items()):
-                if keys:
-                    print(f"    {kind:<7} e.g. {', '.join(keys)}")
-        return 0
-    # every sync runs, whatever the others did; each prints its line (a failure's message, as audited) when it ends
+    # every sync is planned or run, whatever the others did; each prints its line (a failure's message, as
+    # audited) when it ends, and the exit status says whether any failed
     try:
-        run_syncs(ctx, definitions, on_result=_print_sync_result)
+        run_syncs(
+            ctx, definitions, dry_run=args.dry_run, on_result=_print_sync_plan if args.dry_run else _print_sync_result
+        )
     except SyncsFailedError as failed:
         names = [r.sync_name for r in failed.results if r.status == "failed"]
-        print(f"{len(names)} of {len(failed.results)} syncs failed: {', '.join(names)}", file=sys.stderr)
+        what = "sync plans" if args.dry_run else "syncs"
+        print(f"{len(names)} of {len(failed.results)} {what} failed: {', '.join(names)}", file=sys.stderr)
         return 1
     return 0
 
@@ -498,6 +521,22 @@ def _print_sync_result(result: SyncRunResult) -> None:
         f"{result.sync_name:<28} {result.status:<8} sent {result.sent:>8,}  failed {result.failed:>6,}  "
         f"held back {result.skipped:>6,}  {result.duration_s:6.1f}s  {result.message}"
     )
+
+
+def _print_sync_plan(result: SyncRunResult) -> None:
+    """A dry run's line: the planned diff and sample keys, or why the sync would be skipped or fails."""
+    plan = result.plan
+    if result.status != "dry_run" or plan is None:
+        print(f"{result.sync_name:<28} {result.status:<8} {result.message}")
+        return
+    held = ", ".join(f"{reason} {count}" for reason, count in sorted(plan.ineligible.items())) or "none"
+    print(
+        f"{plan.sync_name:<28} planned  {plan.destination_type:<9} eligible {plan.eligible:>8,}  "
+        f"insert {plan.inserts:>7,}  update {plan.updates:>7,}  delete {plan.deletes:>7,}  held back: {held}"
+    )
+    for kind, keys in sorted(plan.sample_keys.items()):
+        if keys:
+            print(f"    {kind:<7} e.g. {', '.join(keys)}")
 
 
 def _docs(args: argparse.Namespace, paths: Paths) -> int:

@@ -1,4 +1,4 @@
-"""Run one dbt layer (staging, identity, marts) against the working warehouse, and build dbt's docs site.
+"""Run one dbt layer (staging, identity, marts, scored) against the working warehouse, and build dbt's docs site.
 
 dbt runs as a subprocess: it keeps its own logging and global state out of the Airflow task, and its
 DuckDB connection is closed for certain when it exits. It is started through `touchpoint.processes`, so it
@@ -20,13 +20,29 @@ from pathlib import Path
 from touchpoint import processes
 from touchpoint.config import RunContext, dbt_project_dir
 
-# Each layer is a set of model (and seed) folders: a model dropped into one of them is built, tested and
-# published with its layer, without a DAG edit. seeds/marts holds reference data the marts read (the RFM
-# segment grid), so it loads with them.
-LAYERS: dict[str, tuple[str, ...]] = {
-    "staging": ("path:models/staging",),
-    "identity": ("path:models/intermediate", "path:models/identity"),
-    "marts": ("path:seeds/marts", "path:models/marts"),
+
+@dataclass(frozen=True)
+class Layer:
+    """What one `dbt build` selects (dbt node selectors) and leaves out."""
+
+    select: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+
+
+# Everything that reads an output of the ML stage (the `ml` source), directly or through another model.
+READS_ML = "source:ml+"
+
+# The layers in the order a run builds them; the ML stage runs between marts and scored. A model dropped into a
+# layer's folder is built, tested and published with it, without a DAG edit; seeds/marts holds reference data
+# the marts read (the RFM segment grid, the CLV tiers). A model that reads the ML stage's outputs cannot be
+# built before the ML stage, which reads the marts: by lineage, not by folder, the marts layer leaves out every
+# such model and the scored layer, run after the ML stage and its gate, builds exactly those (models/ml's views
+# of this run's ml partition, and customer_360).
+LAYERS: dict[str, Layer] = {
+    "staging": Layer(select=("path:models/staging",)),
+    "identity": Layer(select=("path:models/intermediate", "path:models/identity")),
+    "marts": Layer(select=("path:seeds/marts", "path:models/marts"), exclude=(READS_ML,)),
+    "scored": Layer(select=(READS_ML,)),
 }
 
 
@@ -71,12 +87,14 @@ def run_layer(ctx: RunContext, layer: str, extra_args: list[str] | None = None) 
     """`dbt build` the models of one layer with the run's as-of date; raise DbtLayerFailed on any failure."""
     if layer not in LAYERS:
         raise ValueError(f"unknown dbt layer {layer!r}; expected one of {sorted(LAYERS)}")
-    # One target path for every layer: a run's layers share dbt's vars, so the second and third layer reuse the
+    # One target path for every layer: a run's layers share dbt's vars, so every layer after the first reuses the
     # first one's parse (partial parsing) instead of parsing the whole project again (about 4 s a layer).
     target_path = ctx.paths.work / "dbt_target" / "build"
+    selection = LAYERS[layer]
     select = [
         "--select",
-        *LAYERS[layer],
+        *selection.select,
+        *(["--exclude", *selection.exclude] if selection.exclude else []),
         # A test runs with the layer that completes its inputs (a test on staging + identity runs with identity).
         "--indirect-selection",
         "buildable",

@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 
 from touchpoint.config import dbt_project_dir
+from touchpoint.sql_text import quote_ident
 
 PAIRS_MODEL = Path("models") / "intermediate" / "identity" / "int_person_pairs_scored.py"
 NODE_PREFIX = {"crm_contacts": "crm:", "shop_customers": "customer:"}
@@ -92,7 +93,7 @@ def _record_name(node: str) -> str:
 
 def _pair_fields(con: duckdb.DuckDBPyConnection, left: str, right: str) -> tuple[list[FieldContribution], float | None]:
     names = list(comparisons())
-    columns = ", ".join(f"{name}, {name}_weight" for name in names)
+    columns = ", ".join(f"{quote_ident(name)}, {quote_ident(name + '_weight')}" for name in names)
     row = con.execute(
         f"select {columns}, log2(prior_match_probability / (1 - prior_match_probability)) "
         "from intermediate.int_person_pairs_scored where left_node = ? and right_node = ?",

@@ -2,11 +2,13 @@
 
 Airflow's metadata lives in SQLite under `<home>/airflow` (the embedded default). Airflow's own log output
 goes to `<home>/artifacts/<run id>/airflow.log`; the terminal gets one line per finished task instead.
+What the embedded run shares with a deployment of the home (`touchpoint.airflow_server`) lives here: the
+environment, the metadata database and its pool, and `live_services`, which says whether one serves the home.
 """
 
 from __future__ import annotations
 
-import fcntl
+import json
 import os
 import sys
 import threading
@@ -16,9 +18,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
+from typing import Any
 
 from touchpoint import processes
 from touchpoint.config import PROJECT_ROOT, Paths
+from touchpoint.locks import file_lock
 
 DAG_ID = "customer_360"
 DAGS_FOLDER = PROJECT_ROOT / "dags"
@@ -95,6 +99,31 @@ def logical_date_for(as_of: date) -> datetime:
     return datetime.combine(as_of + timedelta(days=1), dtime.min, tzinfo=UTC)
 
 
+def services_file(paths: Paths) -> Path:
+    """Where a deployment serving the home (`touchpoint.airflow_server`) records its URL and process ids."""
+    return paths.airflow_home / "services.json"
+
+
+def live_services(paths: Paths) -> dict[str, Any] | None:
+    """The running deployment serving this home (url and pids), or None."""
+    path = services_file(paths)
+    if not path.exists():
+        return None
+    info = json.loads(path.read_text())
+    alive = [pid for pid in info["pids"].values() if _alive(pid)]
+    return info if alive else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def run_dag(
     paths: Paths,
     as_of: date,
@@ -107,8 +136,6 @@ def run_dag(
     Refuses while a scheduler serves the home (its runs and this one would share the metadata DB and the
     warehouse), and runs one embedded run per home at a time.
     """
-    from touchpoint.airflow_server import live_services
-
     serving = live_services(paths)
     if serving:
         raise HomeServedError(
@@ -129,17 +156,12 @@ def _embedded_run_lock(paths: Paths) -> Iterator[None]:
     behind belongs to a run whose process died (Ctrl-C, OOM): it is released, not waited for."""
     from touchpoint.warehouse import WarehouseLease
 
-    paths.airflow_home.mkdir(parents=True, exist_ok=True)
-    with open(paths.airflow_home / ".embedded-run.lock", "a+") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as busy:
-            raise HomeServedError(f"another `touchpoint run` is running on {paths.home}") from busy
+    def busy() -> HomeServedError:
+        return HomeServedError(f"another `touchpoint run` is running on {paths.home}")
+
+    with file_lock(paths.airflow_home / ".embedded-run.lock", timeout_s=0, busy=busy):
         WarehouseLease(paths).release_abandoned()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        yield
 
 
 def _run_dag_embedded(

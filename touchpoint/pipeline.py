@@ -157,24 +157,33 @@ def extract(ctx: RunContext, source: str) -> dict[str, Any]:
 
 @_stage()
 def load(ctx: RunContext) -> dict[str, Any]:
-    """Load every landed batch into the raw schema, quarantining bad rows (the single writer)."""
+    """Load every landed batch into the raw schema, quarantining bad rows (the single writer), then expire what
+    the retention policy says is past its time (touchpoint.privacy.retention): every run enforces it."""
     _hold(ctx)
     from touchpoint.activation import load_sync_audit
     from touchpoint.ingest import load_pending
+    from touchpoint.privacy.retention import RetentionPolicy, apply_retention
     from touchpoint.warehouse import connect_work
 
     ctx.paths.ensure()
+    policy = RetentionPolicy.from_env()  # a bad setting fails the task before anything is loaded
     with connect_work(ctx.paths) as con:
         summary = _summary(load_pending(ctx, con))
         # The last syncs' run log and rejections (written beside the read-only published warehouse)
         # enter the warehouse here, with the one writer, and are published with this run.
         summary["sync_audit"] = load_sync_audit(con, ctx.home)
+        expired = apply_retention(ctx.paths, con, ctx.as_of, ctx.run_id, policy)
+        summary["retention"] = {outcome.layer: outcome.items for outcome in expired}
         return summary
 
 
 @_stage()
 def dbt_layer(ctx: RunContext, layer: str) -> dict[str, Any]:
-    """Build and test one dbt layer under the single-writer lock."""
+    """Build and test one dbt layer (`touchpoint.dbt.LAYERS`) under the single-writer lock.
+
+    A run builds staging, identity and marts, then the ML stage (`ml`), then scored: the models that read the
+    ML stage's outputs (customer_360), which the ML stage, reading the marts, cannot wait for.
+    """
     _hold(ctx)
     from touchpoint.dbt import run_layer
     from touchpoint.warehouse import writer_lock
@@ -251,13 +260,11 @@ def sync(ctx: RunContext, name: str) -> dict[str, Any]:
     """Run one reverse-ETL sync from the published warehouse; a failed one (audited) fails its task.
 
     Each sync is its own mapped task in the DAG, so a failure here stops no other sync and fails the run.
+    The failure raised (`SyncFailedError`, its audited message) says whether it is `retryable`: the DAG
+    retries only those.
     """
     _hold(ctx)
     from touchpoint.activation import load_sync_definitions, run_sync
 
     definitions = {definition.name: definition for definition in load_sync_definitions()}
-    result = run_sync(ctx, definitions[name])
-    if result.status == "failed":
-        named = result.message.startswith(f"sync {name!r}")  # a connection error already names the sync
-        raise RuntimeError(result.message if named else f"sync {name!r} failed: {result.message}")
-    return _summary(result)
+    return _summary(run_sync(ctx, definitions[name]).raise_if_failed())

@@ -8,12 +8,10 @@ Readers use `connect_published`, which is read-only and never touches the workin
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,31 +19,22 @@ from pathlib import Path
 import duckdb
 
 from touchpoint.config import Paths
+from touchpoint.locks import LockBusyError, file_lock
 
 
-class WarehouseBusyError(RuntimeError):
+class WarehouseBusyError(LockBusyError):
     """Another process holds the working warehouse for longer than we were willing to wait."""
 
 
 @contextmanager
 def writer_lock(paths: Paths, timeout_s: float = 3600.0) -> Iterator[None]:
     """Hold the single-writer lock of the working warehouse (blocks until free or timeout)."""
-    paths.work.mkdir(parents=True, exist_ok=True)
-    lock_path = paths.work / ".writer.lock"
-    deadline = time.monotonic() + timeout_s
-    with open(lock_path, "a+") as handle:
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError as busy:
-                if time.monotonic() > deadline:
-                    raise WarehouseBusyError(f"working warehouse {paths.work_db} is locked by another writer") from busy
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def busy() -> WarehouseBusyError:
+        return WarehouseBusyError(f"working warehouse {paths.work_db} is locked by another writer")
+
+    with file_lock(paths.work / ".writer.lock", timeout_s=timeout_s, busy=busy):
+        yield
 
 
 @contextmanager
@@ -99,15 +88,8 @@ class WarehouseLease:
         self.path = paths.work / "lease.json"
         self._lock_path = paths.work / ".lease.lock"
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._lock_path, "a+") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    def _locked(self) -> AbstractContextManager[None]:
+        return file_lock(self._lock_path)  # held for a read or a write of a small file: wait for it
 
     def _read(self) -> LeaseHolder | None:
         if not self.path.exists():

@@ -48,7 +48,18 @@ class SnapshotDestination(Protocol):
 
 
 class DestinationError(RuntimeError):
-    """A destination failed in a way retrying the batch now will not fix (the run stops; state is kept)."""
+    """A destination failed in a way retrying the batch now will not fix (the run stops; state is kept).
+
+    Deterministic (a request the destination refuses, a value it has no type for): rerunning the sync unchanged
+    fails the same way, so it is not retried (see `touchpoint.activation.failures`).
+    """
+
+
+class DestinationUnavailableError(DestinationError):
+    """The destination could not be reached, dropped the connection, or kept answering "try later".
+
+    Transient: the sync stopped with its state kept, and running it again later resumes (it is retried).
+    """
 
 
 def strip_control_characters(rows: pa.Table, key: str) -> tuple[pa.Table, dict[str, list[str]]]:

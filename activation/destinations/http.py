@@ -33,14 +33,14 @@ import pyarrow as pa
 
 from touchpoint.activation.connections import ConnectionInfo
 from touchpoint.activation.definitions import relative_api_path
-from touchpoint.activation.destinations import BatchResult, DestinationError
+from touchpoint.activation.destinations import BatchResult, DestinationError, DestinationUnavailableError
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 MAX_RETRY_AFTER_S = 300.0
 
 
-class HttpRetriesExhaustedError(DestinationError):
-    """The API kept failing transiently for every attempt."""
+class HttpRetriesExhaustedError(DestinationUnavailableError):
+    """The API kept failing transiently for every attempt (a later run may find it back)."""
 
 
 def base_url(conn: ConnectionInfo) -> str:

@@ -3,7 +3,8 @@
 Per batch, in one transaction: COPY the rows into a temporary table, then
 `INSERT ... SELECT ... ON CONFLICT (key) DO UPDATE`; the commit is the acknowledgement. If PostgreSQL refuses
 the batch because of the data (a constraint or type the table enforces), the batch is retried row by row
-under savepoints so only the offending rows are refused, each with PostgreSQL's message.
+under savepoints so only the offending rows are refused, each with PostgreSQL's message. A server that cannot be
+reached, or is lost mid-batch, is DestinationUnavailableError (transient: the sync is retried and resumes).
 
 The table is created if absent (primary key column as `text`, plus `_synced_at` and `_sync_run_id`);
 columns the sync gained since are added. Options (sync YAML `destination:`): `table`, `schema` (public).
@@ -13,6 +14,8 @@ Connection: a `postgresql://user:password@host:port/database` URI or an Airflow 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg2
@@ -22,9 +25,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from touchpoint.activation.connections import ConnectionInfo
-from touchpoint.activation.destinations import BatchResult, DestinationError
+from touchpoint.activation.destinations import BatchResult, DestinationError, DestinationUnavailableError
+from touchpoint.sql_text import quote_ident
 
 _DATA_ERRORS = (psycopg2.DataError, psycopg2.IntegrityError)
+# the server is down or restarting, the network dropped, the connection was closed under us: a later run resumes
+_UNAVAILABLE_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
 def postgres_type(arrow_type: pa.DataType) -> str:
@@ -63,10 +69,6 @@ def dsn_from_connection(conn: ConnectionInfo) -> dict[str, Any]:
     return params
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 class PostgresDestination:
     def __init__(
         self, connection: ConnectionInfo, *, table: str, schema: str = "public", primary_key: str, run_id: str
@@ -76,28 +78,35 @@ class PostgresDestination:
         self.schema = schema
         self.primary_key = primary_key
         self.run_id = run_id
-        self.target = f"{_ident(schema)}.{_ident(table)}"
+        self.target = f"{quote_ident(schema)}.{quote_ident(table)}"
         self._con: psycopg2.extensions.connection | None = None
         self._columns: list[str] = []
 
+    @contextmanager
+    def _reachable(self, failure: str) -> Iterator[None]:
+        """Losing the server inside the block is DestinationUnavailableError (`failure: error`): retryable."""
+        try:
+            yield
+        except _UNAVAILABLE_ERRORS as error:
+            raise DestinationUnavailableError(f"{failure}: {error}") from error
+
     # -- lifecycle -------------------------------------------------------------------------------------
     def open(self, schema: pa.Schema) -> None:
-        try:
+        with self._reachable(f"cannot connect to PostgreSQL {self.connection}"):
             self._con = psycopg2.connect(**dsn_from_connection(self.connection))
-        except psycopg2.OperationalError as error:
-            raise DestinationError(f"cannot connect to PostgreSQL {self.connection}: {error}") from error
         self._columns = list(schema.names)
         column_defs = [
-            f"{_ident(f.name)} {'text' if f.name == self.primary_key else postgres_type(f.type)}"
+            f"{quote_ident(f.name)} {'text' if f.name == self.primary_key else postgres_type(f.type)}"
             for f in schema
         ]
-        with self._con, self._con.cursor() as cur:
-            cur.execute(f"create schema if not exists {_ident(self.schema)}")
+        failure = f"PostgreSQL {self.connection} failed while preparing {self.target}"
+        with self._reachable(failure), self._con, self._con.cursor() as cur:
+            cur.execute(f"create schema if not exists {quote_ident(self.schema)}")
             cur.execute(
                 f"create table if not exists {self.target} ("
                 + ", ".join(column_defs)
                 + f", _synced_at timestamptz not null default now(), _sync_run_id text,"
-                f" primary key ({_ident(self.primary_key)}))"
+                f" primary key ({quote_ident(self.primary_key)}))"
             )
             for definition in column_defs:
                 cur.execute(f"alter table {self.target} add column if not exists {definition}")
@@ -115,14 +124,14 @@ class PostgresDestination:
 
     # -- writes ----------------------------------------------------------------------------------------
     def _upsert_sql(self, select_from: str) -> str:
-        cols = ", ".join(_ident(c) for c in self._columns)
+        cols = ", ".join(quote_ident(c) for c in self._columns)
         updates = ", ".join(
-            f"{_ident(c)} = excluded.{_ident(c)}" for c in self._columns if c != self.primary_key
+            f"{quote_ident(c)} = excluded.{quote_ident(c)}" for c in self._columns if c != self.primary_key
         )
         return (
             f"insert into {self.target} ({cols}, _synced_at, _sync_run_id) "
             f"select {cols}, now(), %(run_id)s from {select_from} "
-            f"on conflict ({_ident(self.primary_key)}) do update set {updates}"
+            f"on conflict ({quote_ident(self.primary_key)}) do update set {updates}"
             + (", " if updates else "")
             + "_synced_at = excluded._synced_at, _sync_run_id = excluded._sync_run_id"
         )
@@ -136,26 +145,25 @@ class PostgresDestination:
             rows, buffer, write_options=pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
         )
         buffer.seek(0)
-        cols = ", ".join(_ident(c) for c in self._columns)
-        try:
-            with self.con, self.con.cursor() as cur:
-                cur.execute(
-                    f"create temp table _touchpoint_stage on commit drop as "
-                    f"select {cols} from {self.target} with no data"
-                )
-                cur.copy_expert(f"copy _touchpoint_stage ({cols}) from stdin with (format csv)", buffer)
-                cur.execute(self._upsert_sql("_touchpoint_stage"), {"run_id": self.run_id})
-            return BatchResult()
-        except _DATA_ERRORS:
-            return self._upsert_row_by_row(rows)
-        except psycopg2.OperationalError as error:
-            raise DestinationError(f"PostgreSQL {self.connection} failed during a batch: {error}") from error
+        cols = ", ".join(quote_ident(c) for c in self._columns)
+        with self._reachable(f"PostgreSQL {self.connection} failed during a batch"):
+            try:
+                with self.con, self.con.cursor() as cur:
+                    cur.execute(
+                        f"create temp table _touchpoint_stage on commit drop as "
+                        f"select {cols} from {self.target} with no data"
+                    )
+                    cur.copy_expert(f"copy _touchpoint_stage ({cols}) from stdin with (format csv)", buffer)
+                    cur.execute(self._upsert_sql("_touchpoint_stage"), {"run_id": self.run_id})
+                return BatchResult()
+            except _DATA_ERRORS:
+                return self._upsert_row_by_row(rows)
 
     def _upsert_row_by_row(self, rows: pa.Table) -> BatchResult:
         refused: dict[str, str] = {}
         placeholders = ", ".join(f"%({i})s" for i in range(len(self._columns)))
         sql = self._upsert_sql(
-            f"(values ({placeholders})) as incoming ({', '.join(map(_ident, self._columns))})"
+            f"(values ({placeholders})) as incoming ({', '.join(map(quote_ident, self._columns))})"
         )
         sql = self._typed(sql)
         with self.con, self.con.cursor() as cur:
@@ -188,11 +196,7 @@ class PostgresDestination:
         return sql
 
     def delete(self, keys: list[str]) -> BatchResult:
-        try:
-            with self.con, self.con.cursor() as cur:
-                cur.execute(
-                    f"delete from {self.target} where {_ident(self.primary_key)} = any(%s)", [list(keys)]
-                )
-            return BatchResult()
-        except psycopg2.OperationalError as error:
-            raise DestinationError(f"PostgreSQL {self.connection} failed during a delete: {error}") from error
+        failure = f"PostgreSQL {self.connection} failed during a delete"
+        with self._reachable(failure), self.con, self.con.cursor() as cur:
+            cur.execute(f"delete from {self.target} where {quote_ident(self.primary_key)} = any(%s)", [list(keys)])
+        return BatchResult()

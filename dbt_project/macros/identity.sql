@@ -30,3 +30,12 @@
         else {{ key }}
     end
 {%- endmacro %}
+
+{#- node -> person: the resolved graph's 'self' rows, one per node (int_identity_graph_resolved's contract). -#}
+{% macro node_persons(graph) -%}
+    select
+        left_node as node_id,
+        left_person_id as person_id
+    from {{ graph }}
+    where match_rule = 'self'
+{%- endmacro %}

@@ -28,11 +28,7 @@
         first_name_key,
         last_name_key,
         nullif(concat_ws(' ', first_name_key, last_name_key), '') as name_key,
-        case when {{ is_valid_email('email_cleaned') }} then email_cleaned end as email,
-        {{ is_valid_email('email_cleaned') }} as is_email_valid,
-        case when {{ is_valid_phone('phone_cleaned') }} then phone_cleaned end as phone_e164,
-        case when phone_raw is not null then coalesce({{ is_valid_phone('phone_cleaned') }}, false) end
-            as is_phone_valid,
+        {{ validated_email_and_phone() }}
         address_line1,
         address_line2,
         address_key,
@@ -59,11 +55,7 @@
         extracted_at,
         nullif(concat_ws(
             '; ',
-            case when not {{ is_valid_email('email_cleaned') }} then 'email: not a valid address' end,
-            case
-                when phone_raw is not null and not coalesce({{ is_valid_phone('phone_cleaned') }}, false)
-                    then 'phone: not a valid number'
-            end,
+            {{ email_and_phone_problems() }},
             case
                 when not {{ is_valid_postcode('postcode_cleaned', 'country') }}
                     then 'postcode: wrong format for country'
@@ -73,4 +65,51 @@
                     then 'birth_date: after as_of'
             end
         ), '') as invalid_reasons
+{%- endmacro %}
+
+
+{#- email, is_email_valid, phone_e164, is_phone_valid from `email_cleaned`, `phone_raw` and `phone_cleaned`:
+    an invalid value is nulled and flagged false; a missing one stays null. Every record carrying an email or
+    phone (person records, POS transactions, consent events) validates them with this one rule. -#}
+{% macro validated_email_and_phone() -%}
+        case when {{ is_valid_email('email_cleaned') }} then email_cleaned end as email,
+        {{ is_valid_email('email_cleaned') }} as is_email_valid,
+        case when {{ is_valid_phone('phone_cleaned') }} then phone_cleaned end as phone_e164,
+        case when phone_raw is not null then coalesce({{ is_valid_phone('phone_cleaned') }}, false) end
+            as is_phone_valid,
+{%- endmacro %}
+
+{#- The `invalid_reasons` entries for email and phone, as two concat_ws arguments. -#}
+{% macro email_and_phone_problems() -%}
+            case when not {{ is_valid_email('email_cleaned') }} then 'email: not a valid address' end,
+            case
+                when phone_raw is not null and not coalesce({{ is_valid_phone('phone_cleaned') }}, false)
+                    then 'phone: not a valid number'
+            end
+{%- endmacro %}
+
+
+{#- One person source's records with the attributes identity matches on: its node id (`prefix` || key), entity
+    and key. CRM contacts and shop customers carry the same cleaned columns, so one select serves both. -#}
+{% macro person_record_select(prefix, entity, key, relation) -%}
+    select
+        '{{ prefix }}' || {{ key }} as node_id,
+        '{{ entity }}' as source_entity,
+        {{ key }} as source_record_id,
+        first_name,
+        last_name,
+        first_name_key as written_first_name_key,
+        last_name_key as written_last_name_key,
+        email,
+        phone_e164,
+        address_line1,
+        address_key,
+        city,
+        city_key,
+        postcode,
+        country,
+        birth_date,
+        updated_at,
+        first_seen_at as seen_at
+    from {{ relation }}
 {%- endmacro %}

@@ -1,75 +1,36 @@
--- Email-marketing consent per person: the latest signal wins (a CRM opt-in flag, or an unsubscribe event).
+-- One row per person and purpose (seed consent_purposes): the current decision and where it came from.
+-- The latest event wins (fct_consent_events); at the same instant a withdrawal beats a grant. With no event,
+-- the purpose's legal basis decides: consent purposes are not granted until given, legitimate-interest
+-- purposes are granted until the person objects.
 
 with
 
-crm_contacts as (
+persons as (
 
-    select * from {{ ref('stg_crm__contacts') }}
-
-),
-
-email_events as (
-
-    select * from {{ ref('stg_email__events') }}
+    select person_id from {{ ref('persons') }}
 
 ),
 
-person_map as (
+purposes as (
 
-    select * from {{ ref('person_map') }}
-    where source_entity in ('crm_contacts', 'email_events')
+    select * from {{ ref('consent_purposes') }}
 
 ),
 
-crm_signals as (
+latest_events as (
 
     select
-        person_map.person_id,
-        crm_contacts.has_email_opt_in as is_granted,
-        'crm_contacts' as source,  -- noqa: RF04
-        crm_contacts.updated_at,
-        2 as precedence
-    from crm_contacts
-    inner join person_map
-        on
-            person_map.source_entity = 'crm_contacts'
-            and crm_contacts.contact_id = person_map.source_record_id
-
-),
-
-unsubscribe_signals as (
-
-    select
-        person_map.person_id,
-        false as is_granted,
-        'email_events' as source,  -- noqa: RF04
-        email_events.occurred_at as updated_at,
-        1 as precedence
-    from email_events
-    inner join person_map
-        on
-            person_map.source_entity = 'email_events'
-            and email_events.event_id = person_map.source_record_id
-    where email_events.event_type in ('unsubscribe', 'unsubscribed')
-
-),
-
-signals as (
-
-    select * from crm_signals
-    union all
-    select * from unsubscribe_signals
-
-),
-
-latest as (
-
-    -- at the same instant an unsubscribe beats an opt-in (precedence 1 before 2)
-    select * from signals
+        person_id,
+        purpose,
+        is_granted,
+        source,
+        occurred_at,
+        count(*) over (partition by person_id, purpose) as events_count
+    from {{ ref('fct_consent_events') }}
     where person_id is not null
     qualify row_number() over (
-        partition by person_id
-        order by updated_at desc nulls last, precedence asc, is_granted asc
+        partition by person_id, purpose
+        order by occurred_at desc, is_granted asc, source asc
     ) = 1
 
 ),
@@ -77,13 +38,26 @@ latest as (
 final as (
 
     select
-        person_id || ':email_marketing' as consent_id,
-        person_id,
-        'email_marketing' as purpose,
-        is_granted,
-        source,
-        updated_at
-    from latest
+        persons.person_id || ':' || purposes.purpose as consent_id,
+        persons.person_id,
+        purposes.purpose,
+        coalesce(latest_events.is_granted, purposes.granted_by_default) as is_granted,
+        coalesce(latest_events.source, 'default') as source,  -- noqa: RF04
+        latest_events.occurred_at as updated_at,
+        purposes.legal_basis,
+        case
+            when latest_events.is_granted then 'granted'
+            when not latest_events.is_granted then 'withdrawn'
+            when purposes.granted_by_default then 'granted_by_default'
+            else 'not_given'
+        end as consent_state,
+        coalesce(latest_events.events_count, 0) as events_count
+    from persons
+    cross join purposes
+    left join latest_events
+        on
+            persons.person_id = latest_events.person_id
+            and purposes.purpose = latest_events.purpose
 
 )
 

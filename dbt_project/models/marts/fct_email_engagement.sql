@@ -40,7 +40,8 @@ engagement as (
         bool_or(event_type in ('open', 'opened', 'click', 'clicked')) as is_opened,
         bool_or(event_type in ('click', 'clicked')) as is_clicked,
         bool_or(event_type in ('bounce', 'bounced')) as is_bounced,
-        bool_or(event_type in ('unsubscribe', 'unsubscribed')) as is_unsubscribed
+        bool_or(event_type in ('unsubscribe', 'unsubscribed')) as is_unsubscribed,
+        max(occurred_at) filter (where event_type in ('click', 'clicked')) as last_clicked_at
     from events_personed
     where person_id is not null
     group by person_id, campaign_key
@@ -61,7 +62,8 @@ final as (
         is_opened,
         is_clicked,
         is_bounced,
-        is_unsubscribed
+        is_unsubscribed,
+        last_clicked_at
     from engagement
 
 )

@@ -87,7 +87,7 @@ attributed as (
         unioned.is_cancelled,
         unioned.is_refunded,
         unioned.is_return,
-        -- The one definition of a purchase; customer_rfm, customer_360 and the ML stage all read this column.
+        -- The one definition of a purchase; customer_rfm, customer_activity and the ML stage all read this column.
         -- A purchase is an order the customer kept: a cancelled or refunded order nets to nothing, and a
         -- return (or any negative amount) is money going back, so neither is a purchase. A zero-value order
         -- (a free item, a full discount: 80 of CDNOW's 69,659 lines) is: the customer bought.

@@ -35,6 +35,8 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from touchpoint.frames import temp_table
+
 # Edge classes the maximum-cluster-size guardrail relaxes, weakest first.
 RELAXED_RULES = (
     ("probabilistic",),
@@ -138,15 +140,6 @@ def split_clusters(
         if not sets.join(int(left[edge]), int(right[edge]), force=force):
             split[edge] = True
     return split
-
-
-def temp_table(session, name: str, frame: pd.DataFrame) -> None:
-    """`frame` as a temp table: the returned relation reads it after this model's code has finished."""
-    session.register(f"{name}_frame", frame)
-    try:
-        session.execute(f"create or replace temp table {name} as select * from {name}_frame")
-    finally:
-        session.unregister(f"{name}_frame")
 
 
 def read_overrides(path: str) -> pd.DataFrame:

@@ -37,6 +37,8 @@ import jellyfish
 import numpy as np
 import pandas as pd
 
+from touchpoint.frames import temp_table
+
 # (rule name, key columns of tp_pairs_people, largest block scored, largest block estimated from), in records.
 # `names` is the two phonetic name codes in either order, so a record with first and last name written the wrong
 # way round shares it.
@@ -407,14 +409,6 @@ def name_codes(session, people: str) -> pd.DataFrame:
     # a code of one or two letters (short or non-Latin names) is too coarse: the key itself stands in
     codes = [code if code and len(code) > 2 else key for key, code in zip(keys, codes, strict=True)]
     return pd.DataFrame({"name_key": pd.Series(keys, dtype=object), "phonetic": pd.Series(codes, dtype=object)})
-
-
-def temp_table(session, name: str, frame: pd.DataFrame) -> None:
-    session.register(f"{name}_frame", frame)
-    try:
-        session.execute(f"create or replace temp table {name} as select * from {name}_frame")
-    finally:
-        session.unregister(f"{name}_frame")
 
 
 def train(session, n: int) -> tuple[dict, dict, int]:

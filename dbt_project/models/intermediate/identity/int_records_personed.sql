@@ -17,11 +17,7 @@ graph as (
 
 node_persons as (
 
-    select
-        left_node as node_id,
-        left_person_id as person_id
-    from graph
-    where match_rule = 'self'
+    {{ node_persons('graph') }}
 
 ),
 

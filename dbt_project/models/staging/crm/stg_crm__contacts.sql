@@ -13,11 +13,7 @@ latest as (
         *,
         min(updated_at) over (partition by trim(contact_id)) as first_seen_at
     from source
-    where updated_at is null or updated_at < {{ as_of_end() }}
-    qualify row_number() over (
-        partition by trim(contact_id)
-        order by updated_at desc nulls last, _extracted_at desc, _batch_id desc, _row_number desc
-    ) = 1
+    {{ as_of_latest_version('trim(contact_id)', updated_at='updated_at') }}
 
 ),
 

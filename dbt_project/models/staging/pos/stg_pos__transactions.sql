@@ -9,11 +9,7 @@ source as (
 latest as (
 
     select * from source
-    where purchased_at < {{ as_of_end() }}
-    qualify row_number() over (
-        partition by trim(transaction_id)
-        order by _extracted_at desc, _batch_id desc, _row_number desc
-    ) = 1
+    {{ as_of_latest_version('trim(transaction_id)', happened_at='purchased_at') }}
 
 ),
 
@@ -43,21 +39,13 @@ validated as (
         purchase_date,
         store_id,
         loyalty_id,
-        case when {{ is_valid_phone('phone_cleaned') }} then phone_cleaned end as phone_e164,
-        case when phone_raw is not null then coalesce({{ is_valid_phone('phone_cleaned') }}, false) end
-            as is_phone_valid,
-        case when {{ is_valid_email('email_cleaned') }} then email_cleaned end as email,
-        {{ is_valid_email('email_cleaned') }} as is_email_valid,
+        {{ validated_email_and_phone() }}
         gross_amount,
         net_amount,
         is_return,
         nullif(concat_ws(
             '; ',
-            case when not {{ is_valid_email('email_cleaned') }} then 'email: not a valid address' end,
-            case
-                when phone_raw is not null and not coalesce({{ is_valid_phone('phone_cleaned') }}, false)
-                    then 'phone: not a valid number'
-            end
+            {{ email_and_phone_problems() }}
         ), '') as invalid_reasons
     from renamed
 

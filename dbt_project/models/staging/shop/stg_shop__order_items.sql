@@ -10,10 +10,7 @@ latest as (
 
     -- lines carry no time of their own: the as-of cut is applied through their order in the marts
     select * from source
-    qualify row_number() over (
-        partition by trim(order_id), line_number
-        order by _extracted_at desc, _batch_id desc, _row_number desc
-    ) = 1
+    {{ as_of_latest_version('trim(order_id), line_number') }}
 
 ),
 

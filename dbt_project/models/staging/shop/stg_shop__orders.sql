@@ -10,13 +10,7 @@ latest as (
 
     -- versions updated after the as-of day are hidden, then orders placed after it are dropped
     select * from source
-    where
-        (updated_at is null or updated_at < {{ as_of_end() }})
-        and ordered_at < {{ as_of_end() }}
-    qualify row_number() over (
-        partition by trim(order_id)
-        order by updated_at desc nulls last, _extracted_at desc, _batch_id desc, _row_number desc
-    ) = 1
+    {{ as_of_latest_version('trim(order_id)', updated_at='updated_at', happened_at='ordered_at') }}
 
 ),
 

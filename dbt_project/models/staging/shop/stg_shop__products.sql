@@ -9,11 +9,7 @@ source as (
 latest as (
 
     select * from source
-    where updated_at is null or updated_at < {{ as_of_end() }}
-    qualify row_number() over (
-        partition by trim(product_id)
-        order by updated_at desc nulls last, _extracted_at desc, _batch_id desc, _row_number desc
-    ) = 1
+    {{ as_of_latest_version('trim(product_id)', updated_at='updated_at') }}
 
 ),
 

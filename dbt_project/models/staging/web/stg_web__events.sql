@@ -10,11 +10,7 @@ latest as (
 
     -- an event extracted twice (overlapping extracts) is kept once
     select * from source
-    where occurred_at < {{ as_of_end() }}
-    qualify row_number() over (
-        partition by trim(event_id)
-        order by _extracted_at desc, _batch_id desc, _row_number desc
-    ) = 1
+    {{ as_of_latest_version('trim(event_id)', happened_at='occurred_at') }}
 
 ),
 

@@ -1,7 +1,8 @@
 """Synthetic marts simulated from known BG/NBD + Gamma-Gamma parameters (tests and benchmarks).
 
-Not used by the pipeline: it writes `marts.fct_orders`, `marts.customer_rfm` and `marts.customer_360` with
-the contract columns (docs/contracts.md §7) so the ML stage can be exercised without dbt.
+Not used by the pipeline: it writes the marts the ML stage reads, `marts.fct_orders`, `marts.customer_rfm` and
+`marts.customer_activity`, with the contract columns (docs/contracts.md §7), so the ML stage can be exercised
+without dbt. (Not `marts.customer_360`: dbt builds it after the ML stage, from the ML stage's outputs.)
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def orders_from_purchases(purchases: pd.DataFrame, start: date, seed: int = 0) -
 
 
 def write_marts(con: duckdb.DuckDBPyConnection, orders: pd.DataFrame, as_of: date, seed: int = 0) -> None:
-    """Create marts.fct_orders / customer_rfm / customer_360 from order rows (only orders up to as_of)."""
+    """Create marts.fct_orders / customer_rfm / customer_activity from order rows (only orders up to as_of)."""
     rng = np.random.default_rng(seed + 2)
     con.execute("create schema if not exists marts")
     frame = orders[pd.to_datetime(orders["order_date"]) <= pd.Timestamp(as_of)].copy()
@@ -139,7 +140,7 @@ def write_marts(con: duckdb.DuckDBPyConnection, orders: pd.DataFrame, as_of: dat
         create or replace table marts.customer_rfm as
         with per_person as (
             select person_id, max(order_date) as last_order_date, count(*) as frequency,
-                   sum(net_amount) as monetary, min(order_date) as first_order_date
+                   sum(net_amount) as monetary
             from marts.fct_orders where is_purchase group by person_id
         )
         select person_id, date '{as_of}' as as_of,
@@ -147,7 +148,7 @@ def write_marts(con: duckdb.DuckDBPyConnection, orders: pd.DataFrame, as_of: dat
                frequency, monetary, monetary / frequency as avg_order_value,
                ntile(5) over (order by date_diff('day', last_order_date, date '{as_of}') desc) as r_score,
                ntile(5) over (order by frequency) as f_score, ntile(5) over (order by monetary) as m_score,
-               'segment' as rfm_segment, first_order_date, last_order_date
+               'segment' as rfm_segment
         from per_person
         """
     )
@@ -161,34 +162,35 @@ def write_marts(con: duckdb.DuckDBPyConnection, orders: pd.DataFrame, as_of: dat
             "email_open_rate": np.clip(engagement + rng.normal(0, 0.05, n), 0, 1),
             "email_click_rate": np.clip(engagement / 3 + rng.normal(0, 0.02, n), 0, 1),
             "preferred_category": rng.choice(CATEGORIES, n),
-            "has_email_consent": rng.uniform(size=n) < 0.7,
         }
     )
     con.register("_extras", extras)
+    # customer_activity's columns the ML stage reads (ml/features.py), for the buyers; the order measures are
+    # computed from fct_orders as dbt computes them, the web and email ones drawn
     con.execute(
-        """
-        create or replace table marts.customer_360 as
-        with channels as (
-            select person_id, mode(channel) as preferred_channel, max(ordered_at) as last_ordered_at
+        f"""
+        create or replace table marts.customer_activity as
+        with per_person as (
+            select person_id,
+                   min(order_date) filter (where is_purchase) as first_order_date,
+                   max(order_date) filter (where is_purchase) as last_order_date,
+                   count(*) filter (where is_purchase) as orders_count,
+                   sum(net_amount) as revenue,
+                   mode(channel) filter (where is_purchase) as preferred_channel,
+                   max(ordered_at) as last_ordered_at
             from marts.fct_orders group by person_id
         )
-        select rfm.person_id, rfm.person_id || '@example.com' as email, null::varchar as phone_e164,
-               'First' as first_name, 'Last' as last_name, 'DE' as country,
-               rfm.first_order_date, rfm.last_order_date, rfm.frequency as orders_count,
-               rfm.monetary as revenue,
-               rfm.avg_order_value, channels.preferred_channel, extras.preferred_category,
-               extras.web_sessions::integer as web_sessions, channels.last_ordered_at as last_visit_at,
-               extras.email_open_rate, extras.email_click_rate, extras.has_email_consent,
-               rfm.recency_days, rfm.frequency, rfm.monetary, rfm.r_score, rfm.f_score, rfm.m_score,
-               rfm.rfm_segment
-        from marts.customer_rfm as rfm
-        inner join channels on channels.person_id = rfm.person_id
-        inner join _extras as extras on extras.person_id = rfm.person_id
+        select per_person.person_id, per_person.first_order_date, per_person.last_order_date,
+               per_person.orders_count, per_person.revenue,
+               per_person.revenue / per_person.orders_count as avg_order_value,
+               per_person.preferred_channel, extras.preferred_category,
+               extras.web_sessions::integer as web_sessions, per_person.last_ordered_at as last_visit_at,
+               extras.email_open_rate, extras.email_click_rate, date '{as_of}' as as_of
+        from per_person
+        inner join _extras as extras on extras.person_id = per_person.person_id
         """
     )
     con.unregister("_extras")
-    con.execute("alter table marts.customer_rfm drop column first_order_date")
-    con.execute("alter table marts.customer_rfm drop column last_order_date")
 
 
 def build_synthetic_marts(

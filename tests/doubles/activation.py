@@ -1,6 +1,7 @@
 """Test doubles for activation: a tiny published warehouse and a local audience API with scripted faults.
 
-Used by the test suite and the benchmark; also handy to try a sync by hand without real systems.
+Used by the test suite and `bench/sync_postgres.py`; also handy to try a sync by hand without real systems
+(`from tests.doubles.activation import ...` from the repository root). Not shipped with the package.
 """
 
 from __future__ import annotations
@@ -86,10 +87,21 @@ def write_published_warehouse(
         )
         con.execute(
             """
+            create table marts.consent_purposes as
+            select * from (values ('email_marketing', 'consent', false), ('profiling', 'legitimate_interest', true))
+                as purposes(purpose, legal_basis, granted_by_default)
+            """
+        )
+        # as dbt's dim_consents: every person x purpose; a null `consent` is an email opt-in never given
+        con.execute(
+            """
             create table marts.dim_consents as
-            select person_id, 'email_marketing' as purpose, consent as is_granted, 'crm' as source,
+            select person_id, purpose,
+                   case when purpose = 'email_marketing' then coalesce(consent, false) else true end as is_granted,
+                   case when purpose = 'email_marketing' and consent is not null then 'crm' else 'default' end
+                       as source,
                    timestamp '2026-03-01 00:00:00' as updated_at
-            from people where consent is not null
+            from people cross join marts.consent_purposes
             """
         )
         con.execute(
