@@ -7,7 +7,7 @@ Two keys with two jobs, so knowing one reveals nothing about the other:
 Each is looked up, in order: an environment variable (`TOUCHPOINT_PSEUDONYM_KEY`,
 `TOUCHPOINT_SUPPRESSION_KEY`); inside Airflow, a Variable of the same name in lower case, then the password of
 a connection of that name. Found nowhere, the documented demo key is used and `PrivacyKey.is_demo` says so:
-fine for the embedded demo, wrong for real customers (the run summary warns).
+fine for the embedded demo, wrong for real customers.
 """
 
 from __future__ import annotations
