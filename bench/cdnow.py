@@ -39,6 +39,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from dataclasses import asdict
@@ -180,7 +181,7 @@ def timed_run(extracts: Path, home: Path, as_of: str, log: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--as-of", action="append", help="as-of date (repeatable; default 1997-12-31, 1998-06-30)")
-    parser.add_argument("--home", type=Path, default=Path("/tmp/cdnow_bench"))
+    parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "cdnow_bench")
     args = parser.parse_args(argv)
     shutil.rmtree(args.home, ignore_errors=True)
     text = master_text()

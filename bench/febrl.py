@@ -28,6 +28,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -185,7 +186,7 @@ def score(home: Path, truth: pd.DataFrame) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["1", "2", "3", "4"], choices=sorted(FILES))
-    parser.add_argument("--home", type=Path, default=Path("/tmp/febrl_bench"))
+    parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "febrl_bench")
     parser.add_argument("--identity-only", action="store_true", help="ingest + dbt staging/identity, no DAG")
     parser.add_argument("--_load", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

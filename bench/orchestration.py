@@ -17,6 +17,7 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
 import time
 from datetime import date, datetime
 from pathlib import Path
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--days", type=int, default=730)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/touchpoint-orchestration"))
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "touchpoint-orchestration")
     parser.add_argument("--timeout", type=float, default=3 * 3600)
     args = parser.parse_args(argv)
 

@@ -4,6 +4,7 @@ gate (expectations/suites/ml.py) on what it wrote."""
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -39,7 +40,9 @@ def snapshot(con: duckdb.DuckDBPyConnection) -> dict[str, pd.DataFrame]:
 
 def ml_gate(con: duckdb.DuckDBPyConnection, as_of: date = AS_OF) -> GateResult:
     """The ML gate's verdict on what the stage wrote (judged by GX, nothing recorded)."""
-    return evaluate_gate(RunContext(as_of=as_of, home=Path("/nonexistent"), run_id="gate"), "ml", con)
+    # evaluate_gate writes nothing: the home only completes the context
+    home = Path(tempfile.gettempdir()) / "touchpoint-ml-gate-unused"
+    return evaluate_gate(RunContext(as_of=as_of, home=home, run_id="gate"), "ml", con)
 
 
 def failed(result: GateResult, severity: str = CRITICAL) -> dict[str, object]:

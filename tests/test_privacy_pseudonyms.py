@@ -89,17 +89,31 @@ def test_dbt_macro_gives_the_python_pseudonym_and_the_key_stays_out_of_dbt_files
         assert secret.encode() not in path.read_bytes(), path
 
 
-def test_without_the_plugin_the_macro_fails_instead_of_writing_nulls() -> None:
-    import duckdb
+def _macro_sql(expression: str) -> str:
+    """The SQL dbt's pseudonym() macro renders for `expression` (plain Jinja: the macro uses no dbt context)."""
+    import jinja2
 
     macro = (PROJECT_ROOT / "dbt_project" / "macros" / "pseudonym.sql").read_text()
-    assert "error(" in macro
+    call = "{{ pseudonym(" + repr(expression) + ") }}"
+    return jinja2.Environment().from_string(macro + call).render().strip()
+
+
+def test_the_macro_needs_the_key_on_its_connection_and_then_matches_python() -> None:
+    import duckdb
+
+    from touchpoint.privacy.pseudonyms import connection_setup
+
+    sql = _macro_sql("v")
     con = duckdb.connect()
-    with pytest.raises(duckdb.Error, match="no pseudonymisation key"):
-        con.execute(
-            "select case when getvariable('tp_pseudonym_ipad') is null then "
-            "error('no pseudonymisation key on this connection') end"
-        ).fetchall()
+    con.execute("create table t as select * from (values ('ann@example.com'), (null)) as t(v)")
+    with pytest.raises(duckdb.Error, match="no pseudonymisation key"):  # no plugin: no silent nulls
+        con.execute(f"select {sql} from t").fetchall()
+    key = PrivacyKey(PSEUDONYM_KEY_NAME, b"a key for the macro test only", "test")
+    for statement in connection_setup(key):
+        con.execute(statement)
+    assert sorted(con.execute(f"select {sql} from t").fetchall(), key=str) == sorted(
+        [(pseudonym("ann@example.com", key),), (None,)], key=str
+    )
 
 
 def test_pii_name_check_tells_identifiers_from_measures_about_them() -> None:
