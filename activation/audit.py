@@ -4,9 +4,12 @@ Why Parquet files under `<home>/state/syncs/<sync>/` and not tables in the wareh
 published warehouse read-only (it is replaced atomically by publish and may be open by analysts), and the
 working warehouse has a single writer (the pipeline). So each run writes its own small files, atomically:
 - `runs/<attempt_id>.parquet`: one row (schema `SYNC_RUNS_SCHEMA`),
-- `rejections/<attempt_id>.parquet`: the rejected records of that attempt (`SYNC_REJECTIONS_SCHEMA`).
-The next pipeline run loads `sync_audit_tables(home)` into `audit.sync_runs` / `audit.sync_rejections`
-(replace the tables whole: these files are the system of record, so reloading is idempotent).
+- `rejections/<attempt_id>.parquet`: the rejected records of that attempt (`SYNC_REJECTIONS_SCHEMA`),
+- `assignments/<attempt_id>.parquet`: the experiment assignments that attempt made, for a sync with a holdout
+  (`EXPERIMENT_ASSIGNMENTS_SCHEMA`, see `experiments.py`).
+The next pipeline run loads `sync_audit_tables(home)` into `audit.sync_runs` / `audit.sync_rejections`, and the
+assignments into `audit.experiment_assignments` (replace the tables whole: these files are the system of record,
+so reloading is idempotent).
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ SYNC_RUNS_SCHEMA = pa.schema(
         ("failed", pa.int64()),  # records the destination refused
         ("skipped", pa.int64()),  # records held back: no consent, invalid email, no key
         ("message", pa.string()),
+        # eligible records not sent because they are in the control arm of the sync's experiment (null in the
+        # files of runs from before holdouts existed)
+        ("held_out", pa.int64()),
     ]
 )
 
@@ -54,6 +60,22 @@ SYNC_REJECTIONS_SCHEMA = pa.schema(
         ("reason", pa.string()),
         ("detail", pa.string()),
         ("rejected_at", pa.timestamp("us")),
+    ]
+)
+
+
+EXPERIMENT_ASSIGNMENTS_SCHEMA = pa.schema(
+    [
+        ("experiment", pa.string()),
+        ("person_id", pa.string()),
+        ("arm", pa.string()),  # treatment | control
+        ("holdout_share", pa.float64()),  # the declared control share when this person was assigned
+        ("first_assigned_date", pa.date32()),  # the as-of of the run that assigned them
+        ("was_sent_before_assignment", pa.bool_()),  # in the destination before the sync had this holdout
+        ("sync_name", pa.string()),
+        ("run_id", pa.string()),
+        ("attempt_id", pa.string()),
+        ("assigned_at", pa.timestamp("us")),  # wall clock of the run (for the audit only)
     ]
 )
 
@@ -83,9 +105,38 @@ def write_rejections(folder: Path, attempt_id: str, rejections: pa.Table) -> Pat
     return path
 
 
+def write_assignments(folder: Path, attempt_id: str, assignments: pa.Table) -> Path | None:
+    if assignments.num_rows == 0:
+        return None
+    path = folder / "assignments" / f"{attempt_id}.parquet"
+    schema = EXPERIMENT_ASSIGNMENTS_SCHEMA
+    _write_atomically(assignments.select(schema.names).cast(schema), path)
+    return path
+
+
+def _conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` in `schema`: a column added since the file was written (e.g. `held_out`) reads as null."""
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def _read_all(files: list[Path], schema: pa.Schema) -> pa.Table:
-    tables = [pq.read_table(f).cast(schema) for f in sorted(files)]
+    tables = [_conformed(pq.read_table(f), schema) for f in sorted(files)]
     return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def read_assignment_files(files: list[Path]) -> pa.Table:
+    return _read_all(files, EXPERIMENT_ASSIGNMENTS_SCHEMA)
+
+
+def experiment_assignment_table(home: Path) -> pa.Table:
+    """Every sync's assignment files under `home`: one row per person and attempt that assigned them (a
+    backfill may add an earlier one); `marts.experiment_assignments` keeps each person's first."""
+    root = Paths(Path(home)).state / "syncs"
+    return read_assignment_files(list(root.glob("*/assignments/*.parquet")))
 
 
 def sync_audit_tables(home: Path) -> dict[str, pa.Table]:
@@ -97,16 +148,33 @@ def sync_audit_tables(home: Path) -> dict[str, pa.Table]:
     }
 
 
+def _replace_table(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+    con.register("sync_audit_rows", table)
+    try:
+        con.execute(f"create or replace table audit.{name} as select * from sync_audit_rows")
+    finally:
+        con.unregister("sync_audit_rows")
+
+
 def load_sync_audit(con: duckdb.DuckDBPyConnection, home: Path) -> dict[str, int]:
     """Replace `audit.sync_runs` and `audit.sync_rejections` in a warehouse being built (the caller holds
-    the writer); returns the row counts. Idempotent: the tables are rebuilt from the files every time."""
+    the writer); returns their row counts. Idempotent: the tables are rebuilt from the files every time.
+
+    `audit.experiment_assignments` is replaced too (`load_experiment_assignments`), empty before any experiment
+    ran, so `marts.experiment_assignments` builds on a first run."""
     counts: dict[str, int] = {}
     con.execute("create schema if not exists audit")
     for name, table in sync_audit_tables(home).items():
-        con.register("sync_audit_rows", table)
-        try:
-            con.execute(f"create or replace table audit.{name} as select * from sync_audit_rows")
-        finally:
-            con.unregister("sync_audit_rows")
+        _replace_table(con, name, table)
         counts[name] = table.num_rows
+    load_experiment_assignments(con, home)
     return counts
+
+
+def load_experiment_assignments(con: duckdb.DuckDBPyConnection, home: Path) -> int:
+    """Replace `audit.experiment_assignments` from the assignment files (also done by `load_sync_audit`);
+    returns its row count."""
+    con.execute("create schema if not exists audit")
+    table = experiment_assignment_table(home)
+    _replace_table(con, "experiment_assignments", table)
+    return table.num_rows

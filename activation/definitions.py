@@ -9,20 +9,28 @@ source:
   table: marts.customer_360          # or  sql: select ... from marts... join ml...
 primary_key: person_id
 fields: [person_id, email, first_name, rfm_segment]
+personal_fields:                      # fields holding direct identifiers: read by person_id from the pii file's
+  email: clear                        # persons, never from the source (whose tables hold pseudonyms); clear, or
+  first_name: clear                   # sha256 (hex SHA-256 of the normalised value, for ad platforms)
 filter: rfm_segment in ('at_risk', 'cannot_lose')   # optional SQL predicate over the source columns
 purpose: email_marketing              # required: what the data is sent for (marts.consent_purposes); only
                                       # persons whose consent for it is granted (marts.dim_consents) are sent
-email_field: email                    # optional: rows whose email is invalid are rejected
+email_field: email                    # optional: rows whose (clear) email is invalid are rejected
 destination:
   type: postgres                      # file | postgres | http
   connection: touchpoint_crm          # name of an Airflow connection / TOUCHPOINT_CONN_<NAME> env var
   table: churn_risk_audience          # destination options (see each destination's module)
 batch_size: 5000                      # optional
+holdout: 10%                          # optional: a control group never sent (or 0.1), see experiments.py
+experiment: churn_winback_2026        # optional with a holdout: the experiment's name (default: the sync's)
 ```
 
 Definitions are untrusted input (ARCHITECTURE.md rule 9): sources may only read the published `marts`, `ml`
 and `identity` schemas (checked with a SQL parser here, and the query runs on the sandboxed analyst connection),
 a filter must be one boolean expression (see `sql_guard`), and HTTP paths must stay under the connection's base.
+
+Personal data is sent only as declared (rule 8): a field named like a direct identifier (`looks_like_pii`) must
+be listed under `personal_fields`, else the definition is refused; its value never comes from the source query.
 """
 
 from __future__ import annotations
@@ -35,7 +43,9 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 
+from touchpoint.activation.experiments import parse_holdout
 from touchpoint.activation.sql_guard import READABLE_SCHEMAS, SqlRefused, check_filter, check_source_sql
+from touchpoint.privacy.pii_columns import looks_like_pii
 from touchpoint.sql_text import quote_ident
 
 DEFAULT_SYNCS_DIR = Path(__file__).resolve().parent / "syncs"
@@ -46,6 +56,9 @@ DESTINATION_OPTIONS = {
     "http": ("upsert_path", "delete_path", "timeout_s", "max_attempts", "backoff_s", "max_backoff_s"),
 }
 DEFAULT_BATCH_SIZE = {"file": 100_000, "postgres": 20_000, "http": 500}
+# How a personal field is sent: its clear value, or the lowercase hex SHA-256 of its normalised value (what ad
+# platforms match on: the email lower-cased and trimmed as staged, the phone in E.164 as staged).
+PERSONAL_FIELD_FORMS = ("clear", "sha256")
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _SYNC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -56,6 +69,7 @@ _KNOWN_KEYS = {
     "source",
     "primary_key",
     "fields",
+    "personal_fields",
     "filter",
     "purpose",
     "consent",  # the former name of `purpose`, still read
@@ -63,6 +77,8 @@ _KNOWN_KEYS = {
     "destination",
     "batch_size",
     "enabled",
+    "holdout",
+    "experiment",
 }
 
 
@@ -93,6 +109,24 @@ class SyncDefinition:
     batch_size: int = 1000
     enabled: bool = True
     path: Path | None = None
+    # field -> "clear" | "sha256": taken by person_id from the pii file's persons, not from the source
+    personal_fields: dict[str, str] = field(default_factory=dict)
+    # the control share of the sync's experiment (None: no experiment, everyone eligible is sent) and its name
+    holdout: float | None = None
+    experiment: str | None = None
+
+
+def _experiment(raw: dict[str, Any], name: str, where: str) -> tuple[float | None, str | None]:
+    """(holdout share, experiment name) of a sync, or (None, None) when it declares no holdout."""
+    if "holdout" not in raw:
+        if "experiment" in raw:
+            raise _fail(where, "experiment needs a holdout (e.g. holdout: 10%): without one nobody is held out")
+        return None, None
+    try:
+        share = parse_holdout(raw["holdout"])
+    except ValueError as error:
+        raise _fail(where, f"holdout {error}") from error
+    return share, _identifier(raw.get("experiment", name), where, "experiment")
 
 
 def _purpose(raw: dict[str, Any], where: str) -> str:
@@ -108,6 +142,30 @@ def _purpose(raw: dict[str, Any], where: str) -> str:
             "email_marketing): a sync without a purpose is refused",
         )
     return _identifier(purpose, where, "purpose")
+
+
+def _personal_fields(raw: Any, fields: tuple[str, ...], primary_key: str, where: str) -> dict[str, str]:
+    """The declared personal fields; every field named like a direct identifier must be one of them."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise _fail(where, "personal_fields must be a mapping of field: clear | sha256")
+    for name, form in raw.items():
+        _identifier(name, where, "each personal field")
+        if name not in fields:
+            raise _fail(where, f"personal field {name!r} must be one of the fields")
+        if form not in PERSONAL_FIELD_FORMS:
+            raise _fail(where, f"personal field {name!r} must be sent as one of {PERSONAL_FIELD_FORMS}, not {form!r}")
+        if name in ("person_id", primary_key):
+            raise _fail(where, f"{name!r} is a key, not a personal field (keys are kept in the sync state and audit)")
+    undeclared = [f for f in fields if looks_like_pii(f) and f not in raw]
+    if undeclared:
+        raise _fail(
+            where,
+            f"field {undeclared[0]!r} looks like personal data: declare it under personal_fields "
+            f"({undeclared[0]}: clear or sha256) to send it from the pii file, or leave it out",
+        )
+    return dict(raw)
 
 
 def _fail(where: str, problem: str) -> SyncDefinitionError:
@@ -232,6 +290,7 @@ def parse_sync_definition(raw: Any, where: str = "<sync>", path: Path | None = N
     consent = _purpose(raw, where)
     if "person_id" not in fields:
         raise _fail(where, "fields must include person_id: consent is checked per person")
+    personal_fields = _personal_fields(raw.get("personal_fields"), fields, primary_key, where)
     email_field = raw.get("email_field")
     if email_field is not None and email_field not in fields:
         raise _fail(where, f"email_field {email_field!r} must be one of the fields")
@@ -250,6 +309,7 @@ def parse_sync_definition(raw: Any, where: str = "<sync>", path: Path | None = N
     enabled = raw.get("enabled", True)
     if not isinstance(enabled, bool):
         raise _fail(where, "enabled must be true or false")
+    holdout, experiment = _experiment(raw, name, where)
     return SyncDefinition(
         name=name,
         description=str(raw.get("description", "")).strip(),
@@ -263,6 +323,9 @@ def parse_sync_definition(raw: Any, where: str = "<sync>", path: Path | None = N
         batch_size=batch_size,
         enabled=enabled,
         path=path,
+        personal_fields=personal_fields,
+        holdout=holdout,
+        experiment=experiment,
     )
 
 
@@ -285,4 +348,15 @@ def load_sync_definitions(folder: Path | None = None) -> list[SyncDefinition]:
                 f"sync name {sync.name!r} defined twice: {seen[sync.name]} and {sync.path}"
             )
         seen[sync.name] = sync.path
+    # an experiment's assignments are kept per sync (its state folder): one experiment, one sync
+    experiments: dict[str, Path | None] = {}
+    for sync in syncs:
+        if sync.experiment is None:
+            continue
+        if sync.experiment in experiments:
+            raise SyncDefinitionError(
+                f"experiment {sync.experiment!r} declared by two syncs: {experiments[sync.experiment]} and "
+                f"{sync.path} (name each sync's experiment apart with `experiment:`)"
+            )
+        experiments[sync.experiment] = sync.path
     return sorted(syncs, key=lambda s: s.name)

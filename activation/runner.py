@@ -1,14 +1,19 @@
 """Run a sync: read the published warehouse, diff against the last-synced state, send only the changes.
 
 A run, under the sync's lock:
-1. stream the source rows (with consent, email validity, key and row hash) from the published warehouse,
-   opened read-only;
-2. diff eligible rows against the state: inserts, updates, deletes (a person whose consent was withdrawn,
-   or who left the audience, is deleted at the destination);
-3. send: batch destinations get deletes then upserts in batches, and the state advances in one transaction
+1. stream the source rows (with consent) from the published analytics warehouse, opened read-only and
+   sandboxed, and join in the declared personal fields from the pii file by person_id (clear or SHA-256), with
+   email validity, key and row hash computed on what is sent (`diff.py`);
+2. hold out the control arm of the sync's experiment when it declares a `holdout` (`experiments.py`: a stable
+   hash of person and experiment; never sent, counted as `held_out`, not as rejections);
+3. diff eligible rows against the state: inserts, updates, deletes (a person whose consent was withdrawn,
+   or who left the audience, or who is in the control arm of a holdout added after they were sent, is deleted
+   at the destination);
+4. send: batch destinations get deletes then upserts in batches, and the state advances in one transaction
    per acknowledged batch (a crash resends at most one batch, and upserts by key make that harmless);
    file destinations get the full audience and the diff at once, then the state is replaced;
-4. write the audit record of the run and the rejected records (see `audit.py`).
+5. write the audit record of the run and the rejected records, and after a successful send the experiment
+   assignments it made (see `audit.py`).
 A sync whose connection is not configured is skipped with that reason (and audited), never a crash. Any
 other failure (a malformed connection, a destination that cannot be built or refuses, a busy lock, a source
 query refused) is returned as a failed result with one audit row, and the other syncs of the run go on; a
@@ -30,7 +35,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from touchpoint.activation import audit
+from touchpoint.activation import audit, experiments
 from touchpoint.activation.connections import (
     ConnectionInfo,
     ConnectionNotConfiguredError,
@@ -48,6 +53,7 @@ from touchpoint.activation.destinations.files import FileDestination
 from touchpoint.activation.diff import SyncPlan, build_plan, load_candidates
 from touchpoint.activation.failures import is_retryable
 from touchpoint.activation.state import (
+    compact_state,
     open_state,
     record_acknowledged,
     record_deleted,
@@ -73,6 +79,7 @@ class SyncRunResult:
     sent_deletes: int = 0
     failed: int = 0  # refused by the destination
     skipped: int = 0  # held back: no consent, invalid email, no key
+    held_out: int = 0  # eligible but in the control arm of the sync's experiment: never sent, not a rejection
     duration_s: float = 0.0
     message: str = ""
     files: list[Path] = field(default_factory=list)
@@ -178,12 +185,15 @@ def build_destination(
 def _load(
     con: duckdb.DuckDBPyConnection, ctx: RunContext, sync: SyncDefinition, sample_size: int = 5
 ) -> SyncPlan:
-    # sync SQL is untrusted (rule 9): read-only, no file or network access, settings locked
+    # sync SQL is untrusted (rule 9): read-only, no file or network access, settings locked; it reads the
+    # pseudonymised analytics file only, and the declared personal fields come from the pii file (rule 8)
     published = open_analyst_connection(ctx.paths.published_db)
     try:
-        load_candidates(con, published, sync)
+        load_candidates(con, published, sync, ctx.paths.pii_db)
     finally:
         published.close()
+    folder = sync_folder(ctx.paths.state, sync.name)
+    experiments.apply_holdout(con, sync.experiment, sync.holdout, folder, ctx.as_of)
     return build_plan(con, sync, sample_size=sample_size)
 
 
@@ -363,6 +373,7 @@ class _Attempt:
             sent_deletes=tally.deletes,
             failed=len(tally.refused),
             skipped=sum(plan.ineligible.values()) if plan else 0,
+            held_out=plan.held_out if plan else 0,
             duration_s=round(time.monotonic() - self.clock, 3),
             message=message,
             files=files or [],
@@ -404,6 +415,7 @@ class _Attempt:
                 "failed": result.failed,
                 "skipped": result.skipped,
                 "message": result.message,
+                "held_out": result.held_out,
             },
         )
         return result
@@ -427,10 +439,31 @@ def _send(
                     _send_batches(con, sync, destination, ctx.run_id, run.tally, progress)
                 finally:
                     destination.close()
-                return []
-            return _write_snapshot(con, ctx, sync, plan, destination, run.tally)
+                files: list[Path] = []
+            else:
+                files = _write_snapshot(con, ctx, sync, plan, destination, run.tally)
+            _record_assignments(run, con)
+            return files
         finally:
             con.close()
+
+
+def _record_assignments(run: _Attempt, con: duckdb.DuckDBPyConnection) -> None:
+    """After a send went through: the experiment assignments this run made (none without a holdout)."""
+    sync = run.sync
+    if sync.holdout is None or sync.experiment is None:
+        return
+    experiments.record_assignments(
+        con,
+        run.folder,
+        experiment=sync.experiment,
+        holdout=sync.holdout,
+        sync_name=sync.name,
+        run_id=run.ctx.run_id,
+        attempt_id=run.attempt_id,
+        as_of=run.ctx.as_of,
+        assigned_at=run.started,
+    )
 
 
 def run_sync(
@@ -464,6 +497,9 @@ def run_sync(
                 return run.finish("skipped", message=str(error))
             destination = build_destination(ctx, sync, ctx.run_id, run.connection)
         files = _send(run, destination, progress)
+        if run.tally.deletes:
+            # a delete (erasure, withdrawn consent) would leave the key in a free block of the state file
+            compact_state(ctx.paths.state, sync.name)
     except Exception as error:  # noqa: BLE001 - a failed sync is a result (audited), not a crash of the run
         return run.finish("failed", message=_one_line(error), retryable=is_retryable(error))
     return run.finish("success", files=files)

@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from touchpoint.locks import LockBusyError, file_lock
+from touchpoint.locks import SYNC_LOCK_FILE, LockBusyError, file_lock
 from touchpoint.sql_text import sql_literal
 
 SYNCED_DDL = """
@@ -51,7 +51,7 @@ def state_db_path(state_dir: Path, sync_name: str) -> Path:
 def sync_lock(folder: Path, timeout_s: float = 600.0) -> AbstractContextManager[None]:
     """Hold the lock of one sync (blocks until free, then SyncBusyError after `timeout_s`)."""
     return file_lock(
-        folder / ".lock",
+        folder / SYNC_LOCK_FILE,
         timeout_s=timeout_s,
         poll_s=0.1,
         busy=lambda: SyncBusyError(f"sync state {folder} is locked by another run"),
@@ -141,3 +141,14 @@ def replace_state(con: duckdb.DuckDBPyConnection, desired_table: str, run_id: st
     except BaseException:
         con.execute("rollback")
         raise
+
+
+def compact_state(state_dir: Path, sync_name: str) -> None:
+    """Rewrite a sync's state file into a fresh one, under the sync's lock, so the keys it deleted (an erased
+    person, a withdrawn consent) leave no trace in a free block of the file."""
+    from touchpoint.warehouse import compact_database
+
+    path = state_db_path(state_dir, sync_name)
+    if path.exists():
+        with sync_lock(sync_folder(state_dir, sync_name)):
+            compact_database(path)

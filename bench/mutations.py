@@ -90,6 +90,20 @@ MUTATIONS = [
         ("tests/test_identity.py::test_birth_dates_a_generation_apart_keep_father_and_son_apart",),
     ),
     Mutation(
+        "conversion paths: no lookback (every earlier touch since the previous purchase)",
+        "dbt_project/models/marts/journeys/fct_conversion_paths.sql",
+        "where purchases.ordered_at <= touchpoints.touched_at + interval",
+        "where true or purchases.ordered_at <= touchpoints.touched_at + interval",
+        ("tests/test_journeys.py::test_conversion_paths_respect_the_lookback",),
+    ),
+    Mutation(
+        "attribution: position-based middle touches share 40%, not 20%",
+        "dbt_project/models/marts/journeys/attribution_conversions.sql",
+        "else 0.2 / (touches_count - 2)",
+        "else 0.4 / (touches_count - 2)",
+        ("tests/test_journeys.py::test_attribution_credits_sum_to_one_per_conversion_and_model",),
+    ),
+    Mutation(
         "raw gate: email-validity share 0.9 -> 0.5",
         "expectations/suites/raw.py",
         "email_valid_share: float = 0.9",

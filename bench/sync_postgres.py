@@ -81,6 +81,7 @@ def main() -> None:
                 "revenue",
                 "last_order_date",
             ],
+            "personal_fields": {"email": "clear", "first_name": "clear", "last_name": "clear"},
             "consent": "email_marketing",
             "email_field": "email",
             "destination": {"type": "postgres", "connection": CONN, "table": "bench_audience"},

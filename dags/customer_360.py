@@ -135,9 +135,17 @@ def load():
 
     load_raw() >> gate("raw")
 
+# Erasure requests and the suppression list apply to raw right after staging (whose identifier view it reads)
+# and before identity: no later layer ever sees an erased person's rows.
+@task(task_id="erase", pool=WAREHOUSE_POOL)
+def erase() -> dict:
+    from touchpoint import pipeline
+
+    return pipeline.erase(_ctx())
+
 @task_group(group_id="dbt")
 def dbt():
-    chain(dbt_layer("staging"), dbt_layer("identity"), dbt_layer("marts"))
+    chain(dbt_layer("staging"), erase(), dbt_layer("identity"), dbt_layer("marts"))
 
 @task_group(group_id="ml")
 def ml():

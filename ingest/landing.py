@@ -45,6 +45,8 @@ class BatchManifest:
     # ISO timestamp, UTC: the wall clock when the file was read. Later than this (plus slack) no value in it can
     # be (a broken clock, see plausibility.py). None in manifests written before it was recorded.
     pulled_at: str | None = None
+    # Rows an erasure removed from the landing file (privacy/erasure.py); `rows` counts what the file holds now.
+    rows_erased: int = 0
 
     def landing_path(self, paths: Paths) -> Path:
         return paths.home / self.landing_file

@@ -105,6 +105,23 @@ def skipped(model_name: str, as_of: date, trained_at: datetime, reason: str, **e
     return ModelRun(model_name=model_name, as_of=as_of, trained_at=trained_at, status="skipped", reason=reason, **extra)
 
 
+# Fitted attributes that hold one value per training row: not needed to score, and a model file kept after an
+# erasure must not keep the erased person's row (docs/privacy.md). KMeans keeps `labels_`.
+ROW_LEVEL_ATTRIBUTES = ("labels_",)
+
+
+def without_training_rows(model: Any) -> Any:
+    """A copy of `model` (or of each step of a Pipeline) without its per-training-row attributes."""
+    import copy
+
+    model = copy.deepcopy(model)
+    for part in [model, *(step for _, step in getattr(model, "steps", []))]:
+        for attribute in ROW_LEVEL_ATTRIBUTES:
+            if hasattr(part, attribute):
+                delattr(part, attribute)
+    return model
+
+
 def save_model(run: ModelRun, model: Any, folder: Path) -> ModelRun:
     """Write `<model_name>.joblib` and `<model_name>.json` (the run record) under folder.
 
@@ -112,7 +129,7 @@ def save_model(run: ModelRun, model: Any, folder: Path) -> ModelRun:
     """
     folder.mkdir(parents=True, exist_ok=True)
     model_path = folder / f"{run.model_name}.joblib"
-    joblib.dump(model, model_path)
+    joblib.dump(without_training_rows(model), model_path)
     run.artifact_path = str(model_path)
     (folder / f"{run.model_name}.json").write_text(json.dumps(run.record(), indent=2, sort_keys=True))
     return run

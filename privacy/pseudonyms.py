@@ -16,6 +16,8 @@ from .keys import PrivacyKey
 _BLOCK = 64  # SHA-256's block size in bytes
 IPAD_VARIABLE = "tp_pseudonym_ipad"
 OPAD_VARIABLE = "tp_pseudonym_opad"
+PSEUDONYM_PADS = "tp_pseudonym"  # the variable prefix dbt's macro reads
+SUPPRESSION_PADS = "tp_suppression"  # erasure's suppression hashes (privacy/erasure.py), another key
 
 
 def pseudonym(value: str | None, key: PrivacyKey) -> str | None:
@@ -31,11 +33,21 @@ def _pads(secret: bytes) -> tuple[bytes, bytes]:
     return bytes(b ^ 0x36 for b in block), bytes(b ^ 0x5C for b in block)
 
 
-def connection_setup(key: PrivacyKey) -> list[str]:
-    """Statements that let dbt's `pseudonym()` macro (dbt_project/macros/pseudonym.sql) run on a DuckDB
-    connection: the key's two pads as connection variables (run them on every connection and cursor)."""
+def connection_setup(key: PrivacyKey, pads: str = PSEUDONYM_PADS) -> list[str]:
+    """Statements that let dbt's `pseudonym()` macro (dbt_project/macros/pseudonym.sql), or `hmac_sql` with the
+    same `pads`, run on a DuckDB connection: the key's two pads as connection variables `<pads>_ipad` and
+    `<pads>_opad` (run them on every connection and cursor)."""
     inner, outer = _pads(key.secret)
     return [
-        f"set variable {IPAD_VARIABLE} = unhex('{inner.hex()}')",
-        f"set variable {OPAD_VARIABLE} = unhex('{outer.hex()}')",
+        f"set variable {pads}_ipad = unhex('{inner.hex()}')",
+        f"set variable {pads}_opad = unhex('{outer.hex()}')",
     ]
+
+
+def hmac_sql(expression: str, pads: str = PSEUDONYM_PADS) -> str:
+    """HMAC-SHA256 of a SQL expression as hex, with the key whose pads `connection_setup(key, pads)` set: the
+    SQL form of `pseudonym` for Python-side stages (dbt models use the macro). Null stays null."""
+    return (
+        f"sha256(getvariable('{pads}_opad') || unhex(sha256(getvariable('{pads}_ipad') "
+        f"|| encode(cast(({expression}) as varchar)))))"
+    )

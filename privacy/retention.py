@@ -2,7 +2,7 @@
 
 - landing: the Parquet file of a batch extracted more than N days before the as-of, once it is loaded
   (`TOUCHPOINT_RETENTION_LANDING_DAYS`, default 400);
-- quarantine: `audit.quarantine.raw_record`, and the values its `reason` quotes, N days after the row was
+- quarantine: `audit.quarantine.raw_record`, and the values its `reason` names, N days after the row was
   quarantined (`TOUCHPOINT_RETENTION_QUARANTINE_DAYS`, default 90).
 
 `never` (or an empty value) keeps a layer forever. Days count back from the run's as-of, not the wall clock, so a
@@ -24,13 +24,14 @@ import duckdb
 
 from touchpoint.config import Paths
 from touchpoint.ingest.landing import BatchManifest, manifests_dir, read_manifests
+from touchpoint.privacy.pii_columns import reason_values
 from touchpoint.sql_text import sql_literal_list
 
 DEFAULT_DAYS = {"landing": 400, "quarantine": 90}
 _SETTING = {"landing": "TOUCHPOINT_RETENTION_LANDING_DAYS", "quarantine": "TOUCHPOINT_RETENTION_QUARANTINE_DAYS"}
 # Batches in these states are done with: loaded, or released or dropped by a person (ingest/batches.py).
 _FINAL_STATES = ("loaded", "released", "dropped")
-# A reason quotes values as JSON strings (ingest/quarantine.py); on expiry each becomes this marker.
+# The values a reason names (pii_columns.reason_values: quoted, or in an implausibility) become this on expiry.
 _EXPIRED_VALUE = '"[expired]"'
 
 RETENTION_DDL = """create table if not exists audit.retention_log (
@@ -141,10 +142,13 @@ def expire_quarantine(con: duckdb.DuckDBPyConnection, as_of: date, policy: Reten
     ).fetchone()[0]
     if not exists:
         return RetentionOutcome("quarantine", cutoff, 0, "{}")
+    reason, values = "reason", []
+    for pattern, replacement in reason_values(_EXPIRED_VALUE):
+        reason, values = f"regexp_replace({reason}, ?, ?, 'g')", [*values, pattern, replacement]
     expired = con.execute(
-        """update audit.quarantine
-        set raw_record = null, reason = regexp_replace(reason, '"([^"\\\\]|\\\\.)*"', ?, 'g')
+        f"""update audit.quarantine
+        set raw_record = null, reason = {reason}
         where quarantined_at < ? and raw_record is not null""",
-        [_EXPIRED_VALUE, datetime.combine(cutoff, datetime.min.time())],
+        [*values, datetime.combine(cutoff, datetime.min.time())],
     ).fetchone()[0]
     return RetentionOutcome("quarantine", cutoff, int(expired), "{}")

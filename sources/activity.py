@@ -7,13 +7,15 @@ on how many days are written after it.
 Web: each person has 1-3 devices with deterministic anonymous ids; browsing sessions arrive at the
 person's web rate while active (15% of it after they stop buying); 35% of sessions of a person with a shop
 account log in (customer_id set from the login event on); every online order has a purchase session
-(login, product views, add to cart, checkout, purchase at the order time). Browsers without an account
+(login, product views, add to cart, checkout, purchase at the order time), whose channel leans to the
+channels with the larger known conversion effect (journeys.py). Browsers without an account
 stay anonymous forever.
 
 Email: a campaign every Tuesday 10:00 UTC to CRM contacts opted in, with an email, not unsubscribed and
 not hard-bounced, one send per address (case-insensitive; the oldest contact wins, so a shared family
 address is attributed to the older contact's person). Invalid (typo'd) addresses bounce; delivered mail is
-opened at the person's open rate, 25% of opens click, 0.4% of delivered unsubscribe (and the CRM contact
+opened at the person's open rate, 25% of opens click (more or fewer of the openers who buy soon after: the
+campaign's known effect, journeys.py), 0.4% of delivered unsubscribe (and the CRM contact
 gets a new version with email_opt_in false one hour later). 15% of events carry the address lower-cased.
 """
 
@@ -25,6 +27,8 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
+from . import journeys
+from .journeys import CHANNEL_P, CHANNELS
 from .noise import texts
 from .world import CATEGORIES, World
 
@@ -35,8 +39,6 @@ PAGE_VIEW, LOGIN, PRODUCT_VIEW, ADD_TO_CART, CHECKOUT, PURCHASE = range(6)
 PAGES = np.array(
     ["/", "/sale", "/new", "/account", "/search"] + [f"/c/{c}" for c in CATEGORIES], dtype=object
 )
-CHANNELS = np.array(["direct", "organic_search", "paid_search", "email", "social", "referral"], dtype=object)
-CHANNEL_P = np.array([0.3, 0.3, 0.15, 0.1, 0.1, 0.05])
 DEVICE_TYPES = np.array(["desktop", "mobile", "tablet"], dtype=object)
 LOGIN_RATE = 0.35
 EMAIL_TYPES = np.array(["sent", "bounce", "open", "click", "unsubscribe"], dtype=object)
@@ -267,7 +269,8 @@ def _purchase_sessions(seed: int, world: World, dev: Devices) -> pd.DataFrame:
             "customer_id": np.where(pos >= 1, orders["customer_id"].to_numpy()[o], -1),
             "product_id": product,
             "page": 0,
-            "channel": rng.choice(len(CHANNELS), m, p=CHANNEL_P)[o],
+            # the known channel effects (journeys.py): purchase sessions lean to the channels that convert
+            "channel": rng.choice(len(CHANNELS), m, p=journeys.purchase_channel_p(seed))[o],
             "day": np.floor(t_order[o]).astype(np.int64),
         }
     )
@@ -298,6 +301,7 @@ def email_events(seed: int, world: World, start: date, days: int) -> tuple[pd.Da
     bounced = np.zeros(len(ci), bool)
     eligible_base = ci["opt_in"].to_numpy() & (email != None)  # noqa: E711
     frames = []
+    purchase_times = journeys.purchase_times(world.purchases)
     for c, d in enumerate(campaign_days(start, days)):
         rng = np.random.default_rng([seed, 11, c])
         send = d + 10 / 24
@@ -309,8 +313,15 @@ def email_events(seed: int, world: World, start: date, days: int) -> tuple[pd.Da
         is_bounce = np.where(valid[idx], rng.random(r) < 0.005, rng.random(r) < 0.8)
         opened = ~is_bounce & (rng.random(r) < open_p[idx])
         open_t = sent_t + np.minimum(rng.exponential(6, r), 168) / 24
-        clicked = opened & (rng.random(r) < 0.25)
+        click_u = rng.random(r)
         click_t = open_t + rng.uniform(5, 600, r) / 86400
+        # the campaign's known effect (journeys.py): openers who buy soon after click more, or less
+        buys_soon = np.zeros(r, dtype=bool)
+        buys_soon[opened] = journeys.buys_within(
+            purchase_times, person[idx[opened]], click_t[opened], journeys.CAMPAIGN_WINDOW_DAYS
+        )
+        effect = np.where(buys_soon, journeys.campaign_effect(seed, c), 1.0)
+        clicked = opened & (click_u < journeys.CLICK_RATE * effect)
         unsub = ~is_bounce & (rng.random(r) < 0.004)
         u_t = np.where(opened, open_t, sent_t) + rng.uniform(60, 2 * 86400, r) / 86400
         bounced[idx[is_bounce]] = True

@@ -22,11 +22,13 @@ import pyarrow as pa
 
 from touchpoint.ingest.contract import ENTITY_SPECS
 
-from . import activity, people, population, records, writers
+from . import activity, journeys, people, population, records, writers
 from .consents import consent_events, consent_table
 from .world import CANCEL_RATE, REFUND_RATE, RETURN_RATE, World, build_world
 
-GENERATOR_VERSION = 1
+# 2: known channel and campaign effects (journeys.py) and UTM tags on email landing pages; a folder written by
+# version 1 cannot be advanced with them (its earlier days would lack them).
+GENERATOR_VERSION = 2
 WEB_BLOCK_DAYS = 61
 TRUTH_FUTURE_DAYS = 365
 # The demo systems write the landing contract's columns, in its order (ingest/contract.py is their one list).
@@ -142,7 +144,7 @@ def _run(
     writers.write_sqlite(systems / "shop.sqlite", shop)
     rows.update(shop_rows)
 
-    _write_truth(truth, start, world, end, daily)
+    _write_truth(truth, seed, start, world, end, daily)
     _write_params(truth / "params.json", seed, customers, start)
     _write_meta(out / "generator.json", seed, customers, start, days)
     return GenerateSummary(
@@ -286,6 +288,7 @@ def _web_table(start: date, web: pd.DataFrame, event_id: np.ndarray) -> pa.Table
         [activity.PAGES[web["page"].to_numpy()], "/login", "/p/" + pid_text, "/cart", "/checkout"],
         "/checkout/confirmation",
     )
+    url = _with_campaign_tags(start, web, url)
     cid = web["customer_id"].to_numpy()
     table = writers.to_table(
         {
@@ -302,6 +305,25 @@ def _web_table(start: date, web: pd.DataFrame, event_id: np.ndarray) -> pa.Table
         }
     )
     return table
+
+
+def _with_campaign_tags(start: date, web: pd.DataFrame, url: np.ndarray) -> np.ndarray:
+    """The landing page of a session from the email channel carries the UTM tags of the latest campaign sent
+    before it (none before the first campaign), as a newsletter link would: the warehouse reads the campaign
+    from utm_campaign. No random draw: the other columns and files are as before."""
+    t = web["t"].to_numpy()
+    landing = np.isin(web["pos"].to_numpy(), (0, 100)) & (
+        activity.CHANNELS[web["channel"].to_numpy()] == "email"
+    )
+    first_tuesday = (1 - start.weekday()) % 7
+    sent_hours = 10 / 24
+    weeks = np.floor((t - first_tuesday - sent_hours) / 7)
+    tagged = landing & (weeks >= 0)
+    campaign_day = (first_tuesday + 7 * np.maximum(weeks, 0)).astype(np.int64)
+    tags = np.char.add(
+        "?utm_source=newsletter&utm_medium=email&utm_campaign=CMP", writers.day_tags(start, campaign_day)
+    ).astype(object)
+    return np.where(tagged, url.astype(object) + tags, url)
 
 
 def _email_table(
@@ -407,14 +429,32 @@ def _shop_state(start: date, world: World, end: float) -> tuple[dict[str, list[t
     return tables, counts
 
 
-def _write_truth(truth: Path, start: date, world: World, end: float, daily: _DailyRecords) -> None:
-    """truth/: who each written record belongs to, who the people are, and every purchase up to a year on."""
+def _write_truth(
+    truth: Path, seed: int, start: date, world: World, end: float, daily: _DailyRecords
+) -> None:
+    """truth/: who each written record belongs to, who the people are, every purchase up to a year on, and the
+    known effects of channels and campaigns on conversion."""
     pid = world.persons["true_person_id"].to_numpy(dtype=object)
     writers.write_parquet(truth / "record_persons.parquet", _record_persons(world, end, daily, pid))
     persons = _truth_persons(start, world, end, pid)
     writers.write_parquet(truth / "persons.parquet", pa.Table.from_pandas(persons, preserve_index=False))
     purchases = _truth_purchases(start, world, end, pid)
     writers.write_parquet(truth / "purchases.parquet", pa.Table.from_pandas(purchases, preserve_index=False))
+    channels = journeys.channel_truth(seed)
+    writers.write_parquet(truth / "channel_effects.parquet", pa.Table.from_pandas(channels, preserve_index=False))
+    writers.write_parquet(truth / "campaign_effects.parquet", _truth_campaigns(seed, start, end))
+
+
+def _truth_campaigns(seed: int, start: date, end: float) -> pa.Table:
+    """One row per email campaign sent up to `end`: its id, send date and known click effect (journeys.py)."""
+    days = np.array(activity.campaign_days(start, int(np.ceil(end))), dtype=np.int64)
+    return pa.table(
+        {
+            "campaign_id": pa.array(np.char.add("CMP", writers.day_tags(start, days)).tolist(), type=pa.string()),
+            "sent_on": pa.array(np.datetime64(start, "D") + days.astype("timedelta64[D]"), type=pa.date32()),
+            "click_effect": pa.array([journeys.campaign_effect(seed, c) for c in range(len(days))], type=pa.float64()),
+        }
+    )
 
 
 def _record_persons(world: World, end: float, daily: _DailyRecords, pid: np.ndarray) -> pa.Table:
@@ -559,6 +599,15 @@ def _write_params(path: Path, seed: int, customers: int, start: date) -> None:
         "secondary_email_rate": people.SECONDARY_EMAIL_RATE,
         "noise": records.NOISE_RATES,
         "web": {"login_rate": activity.LOGIN_RATE},
+        "journeys": {
+            "channel_session_share": dict(zip(journeys.CHANNELS, journeys.CHANNEL_P.tolist(), strict=True)),
+            "channel_conversion_multiplier": dict(
+                zip(journeys.CHANNELS, journeys.channel_multipliers(seed).tolist(), strict=True)
+            ),
+            "campaign_click_rate": journeys.CLICK_RATE,
+            "campaign_effect_range": list(journeys.CAMPAIGN_EFFECT_RANGE),
+            "campaign_window_days": journeys.CAMPAIGN_WINDOW_DAYS,
+        },
         "truth_future_days": TRUTH_FUTURE_DAYS,
     }
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ VALID = {
     "name": "vip",
     "source": {"table": "marts.customer_360"},
     "fields": ["person_id", "email"],
+    "personal_fields": {"email": "clear"},
     "purpose": "email_marketing",
     "email_field": "email",
     "destination": {"type": "file"},

@@ -34,6 +34,7 @@ def file_sync(**overrides):
         "source": {"table": "marts.customer_360"},
         "primary_key": "person_id",
         "fields": ["person_id", "email", "first_name"],
+        "personal_fields": {"email": "clear", "first_name": "clear"},
         "consent": "email_marketing",
         "email_field": "email",
         "destination": {"type": "file", "formats": ["csv", "parquet"]},

@@ -28,6 +28,7 @@ def api_sync(batch_size: int = 2, **options):
             "name": "segments_http",
             "source": {"table": "marts.customer_360"},
             "fields": ["person_id", "email", "first_name", "revenue", "last_order_date"],
+            "personal_fields": {"email": "clear", "first_name": "clear"},
             "consent": "email_marketing",
             "email_field": "email",
             "destination": destination,

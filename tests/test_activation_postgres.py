@@ -34,6 +34,7 @@ FIELDS = (
     "email_open_rate",
     "orders_count",
 )
+PERSONAL = {"email": "clear", "first_name": "clear"}
 
 
 @pytest.fixture
@@ -60,6 +61,7 @@ def pg_sync(batch_size: int = 1000):
             "name": "churn_pg",
             "source": {"table": "marts.customer_360"},
             "fields": list(FIELDS),
+            "personal_fields": PERSONAL,
             "consent": "email_marketing",
             "email_field": "email",
             "destination": {
@@ -262,7 +264,7 @@ class DieAfterTwoBatches(PostgresDestination):
 
 sync = parse_sync_definition({
     "name": "churn_pg", "source": {"table": "marts.customer_360"},
-    "fields": json.loads(sys.argv[3]),
+    "fields": json.loads(sys.argv[3]), "personal_fields": {"email": "clear", "first_name": "clear"},
     "consent": "email_marketing", "email_field": "email", "batch_size": 3,
     "destination": {"type": "postgres", "connection": sys.argv[2], "schema": "crm", "table": "audience"},
 })

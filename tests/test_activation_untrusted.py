@@ -25,6 +25,7 @@ VALID = {
     "name": "audience",
     "source": {"table": "marts.customer_360"},
     "fields": ["person_id", "email", "first_name"],
+    "personal_fields": {"email": "clear", "first_name": "clear"},
     "purpose": "email_marketing",
     "destination": {"type": "file", "formats": ["csv"]},
 }
@@ -125,9 +126,9 @@ def test_filter_injections_are_refused(row_filter: str, message: str) -> None:
 
 def test_allowed_filter_is_rerendered_without_comments(home: Path) -> None:
     sync = parse_sync_definition(
-        {**VALID, "filter": "lower(first_name) in ('ann') and coalesce(person_id, '') <> 'P2' -- */ or 1=1"}
+        {**VALID, "filter": "lower(rfm_segment) in ('champions') and coalesce(person_id, '') <> 'P2' -- */ or 1=1"}
     )
-    assert sync.filter == "LOWER(first_name) IN ('ann') AND COALESCE(person_id, '') <> 'P2'"
+    assert sync.filter == "LOWER(rfm_segment) IN ('champions') AND COALESCE(person_id, '') <> 'P2'"
     assert run_sync(ctx(home), sync).sent_upserts == 1
 
 

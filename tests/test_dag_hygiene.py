@@ -106,7 +106,8 @@ def test_warehouse_writers_share_a_single_slot_pool(dagbag) -> None:
     bag, _ = dagbag
     dag = bag.dags["customer_360"]
     writers = [t for t in dag.tasks if not t.task_id.startswith(("extract.", "sync.", *LEASE_TASKS))]
-    assert {t.task_id for t in writers} >= {"load.raw", "dbt.identity", "ml.score", "scored.dbt", "publish"}
+    expected = {"load.raw", "dbt.erase", "dbt.identity", "ml.score", "scored.dbt", "publish"}
+    assert {t.task_id for t in writers} >= expected
     for task in writers:
         assert task.pool == "touchpoint_warehouse", task.task_id
 
@@ -131,6 +132,7 @@ def test_stages_run_in_pipeline_order(dagbag) -> None:
         "load.raw",
         "load.gate_raw",
         "dbt.staging",
+        "dbt.erase",  # erasure reads staging's identifier view and removes rows before identity reads them
         "dbt.identity",
         "dbt.marts",
         "ml.score",

@@ -66,16 +66,21 @@ def test_conformance_kit_passes_on_the_published_warehouse(conformance_run: Path
 
 def test_rerun_of_the_same_as_of_changes_nothing(conformance_run: Path) -> None:
     def snapshot() -> dict[str, int]:
-        con = duckdb.connect(str(conformance_run / "warehouse.duckdb"), read_only=True)
-        try:
-            tables = con.execute(
-                "select table_schema, table_name from information_schema.tables "
-                "where table_schema in ('raw', 'audit', 'identity', 'marts') and table_type = 'BASE TABLE' "
-                "and table_name not like 'sync_%'"
-            ).fetchall()
-            return {f"{s}.{t}": con.execute(f'select count(*) from "{s}"."{t}"').fetchone()[0] for s, t in tables}
-        finally:
-            con.close()
+        counts = {}
+        # raw lives in the working warehouse only; the published one holds the analyst schemas
+        for db, schemas in (("work", "('raw')"), ("", "('audit', 'identity', 'marts')")):
+            con = duckdb.connect(str(conformance_run / db / "warehouse.duckdb"), read_only=True)
+            try:
+                tables = con.execute(
+                    "select table_schema, table_name from information_schema.tables "
+                    f"where table_schema in {schemas} and table_type = 'BASE TABLE' and table_name not like 'sync_%'"
+                ).fetchall()
+                for schema, table in tables:
+                    rows = con.execute(f'select count(*) from "{schema}"."{table}"').fetchone()[0]
+                    counts[f"{schema}.{table}"] = rows
+            finally:
+                con.close()
+        return counts
 
     before = snapshot()
     result = touchpoint(
@@ -130,14 +135,14 @@ def test_every_public_table_and_column_is_documented(conformance_run: Path, tmp_
 
 
 def test_every_column_that_looks_like_personal_data_is_tagged(conformance_run: Path, tmp_path: Path) -> None:
-    """Every table dbt builds (staging, intermediate, identity, marts; the published warehouse as it is): a column
-    named like a direct identifier (email, phone, names, street, postcode, birth date, loyalty id) carries
-    `meta: {pii: true}` in its yml, the one list pseudonymisation and erasure read (docs/privacy.md), or
-    `{pii: false}` when it only looks like one (a comparison level named birth_date)."""
+    """Every table dbt builds (staging, intermediate, identity, marts; the working warehouse, where the clear-text
+    layers live): a column named like a direct identifier (email, phone, names, street, postcode, birth date,
+    loyalty id) carries `meta: {pii: true}` in its yml, the one list pseudonymisation and erasure read
+    (docs/privacy.md), or `{pii: false}` when it only looks like one (a comparison level named birth_date)."""
     from touchpoint.privacy.pii_columns import looks_like_pii, tagged_columns
 
     tagged = tagged_columns(parse_manifest(tmp_path), classified=True)
-    con = _published(conformance_run)
+    con = duckdb.connect(str(conformance_run / "work" / "warehouse.duckdb"), read_only=True)
     try:
         built = con.execute(
             "select table_schema, table_name, column_name from information_schema.columns "
@@ -168,16 +173,33 @@ def _published(home: Path) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
 
 
+
 def test_demo_run_publishes_every_layer(demo_home: Path) -> None:
+    work = duckdb.connect(str(demo_home / "work" / "warehouse.duckdb"), read_only=True)
+    try:
+        # raw and staging stay in the working warehouse: every staged person record is mapped exactly once
+        assert work.execute("select count(*) from raw.shop_orders").fetchone()[0] > 0
+        assert work.execute("select count(*) from raw.web_events").fetchone()[0] > 0
+        unmapped = work.execute(
+            "select count(*) from staging.stg_crm__contacts contact left join identity.person_map map "
+            "on map.source_entity = 'crm_contacts' and map.source_record_id = contact.contact_id "
+            "where map.person_id is null"
+        ).fetchone()[0]
+        assert unmapped == 0
+    finally:
+        work.close()
     con = _published(demo_home)
     try:
 
         def count(table: str) -> int:
             return con.execute(f"select count(*) from {table}").fetchone()[0]
 
+        schemas = {row[0] for row in con.execute("select distinct table_schema from information_schema.tables")
+                   .fetchall()}
+        assert not schemas & {"raw", "staging"}  # the analytics file: published schemas only
+        con.execute(f"attach '{demo_home / 'pii.duckdb'}' as pii (read_only)")
+        assert count("pii.persons") == count("identity.persons")  # the clear identifiers, in their own file
         for table in (
-            "raw.shop_orders",
-            "raw.web_events",
             "identity.person_map",
             "identity.persons",
             "marts.customer_rfm",
@@ -190,12 +212,6 @@ def test_demo_run_publishes_every_layer(demo_home: Path) -> None:
             "select count(*) from audit.load_batches where rows_read <> rows_loaded + rows_quarantined"
         ).fetchone()[0]
         assert unbalanced == 0
-        unmapped = con.execute(
-            "select count(*) from staging.stg_crm__contacts contact left join identity.person_map map "
-            "on map.source_entity = 'crm_contacts' and map.source_record_id = contact.contact_id "
-            "where map.person_id is null"
-        ).fetchone()[0]
-        assert unmapped == 0
         assert count("marts.customer_360") == count("identity.persons")
         gates = con.execute("select distinct layer from audit.gate_results where success").fetchall()
         assert {"raw", "marts", "ml"} <= {layer for (layer,) in gates}
@@ -303,9 +319,13 @@ def test_a_single_entity_still_runs_end_to_end(tmp_path: Path) -> None:
     (extracts / "shop_orders.csv").write_bytes(require_conformance().joinpath("shop_orders.csv").read_bytes())
     result = touchpoint("run", "--extracts", str(extracts), "--as-of", "2026-03-31", "--home", str(tmp_path / "home"))
     assert result.returncode == 0, result.stdout + result.stderr
+    work = duckdb.connect(str(tmp_path / "home" / "work" / "warehouse.duckdb"), read_only=True)
+    try:
+        assert work.execute("select count(*) from raw.crm_contacts").fetchone()[0] == 0
+    finally:
+        work.close()
     con = duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True)
     try:
-        assert con.execute("select count(*) from raw.crm_contacts").fetchone()[0] == 0
         # S-100 (3 orders before the as-of), S-300, S-999: customer ids seen only on orders are persons
         assert con.execute("select count(*) from marts.customer_rfm").fetchone()[0] == 3
         assert con.execute("select count(*) from audit.quarantine").fetchone()[0] == 1  # the 'abc' amount

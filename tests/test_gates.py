@@ -176,7 +176,7 @@ def dbt_tests(kind: str) -> dict[tuple[str, str], set[str]]:
     for path in (dbt_project_dir() / "models").rglob(f"_*__{kind}.yml"):
         for node in yaml.safe_load(path.read_text())[kind]:
             tables = [(node.get("schema", node["name"]), t) for t in node.get("tables", [])] if kind == "sources" \
-                else [(path.parent.name, node)]
+                else [(path.relative_to(dbt_project_dir() / "models").parts[0], node)]  # marts/journeys: marts
             for schema, table in tables:
                 for column in table.get("columns") or []:
                     names = {t if isinstance(t, str) else next(iter(t)) for t in column.get("data_tests") or []}

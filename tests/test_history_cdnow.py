@@ -29,8 +29,9 @@ def purchases() -> list[Purchase]:
     return read_cdnow((FIXTURE / "CDNOW_slice.txt").read_text())
 
 
-def _query(home: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+def _query(home: Path, sql: str, db: str = "warehouse.duckdb") -> list[tuple]:
+    """`sql` on the published warehouse, or with `db="work/warehouse.duckdb"` on the working one (raw)."""
+    con = duckdb.connect(str(home / db), read_only=True)
     try:
         return con.execute(sql).fetchall()
     finally:
@@ -81,7 +82,7 @@ def test_run_as_of_1997_03_31_gives_the_expected_rfm_and_keeps_later_rows_as_not
     assert [(c, p) for c, p in misattributed if persons[c] != p] == []
 
     # every line of the slice is in raw, 1998 included; only those up to the as-of day are orders of this run
-    assert _query(first_run, "select count(*) from raw.shop_orders") == [(len(purchases),)]
+    assert _query(first_run, "select count(*) from raw.shop_orders", "work/warehouse.duckdb") == [(len(purchases),)]
     assert _query(first_run, "select count(*) from audit.quarantine") == [(0,)]
     counted = [purchase for purchase in purchases if purchase.day <= AS_OF]
     assert _query(first_run, "select count(*), max(order_date) from marts.fct_orders") == [

@@ -206,8 +206,10 @@ def rows_in(con: duckdb.DuckDBPyConnection, sql: str) -> int:
 def test_every_mart_and_column_is_documented(built):
     import yaml
 
-    properties = yaml.safe_load((DBT_DIR / "models" / "marts" / "_marts__models.yml").read_text())
-    models = properties["models"] + properties["seeds"]  # the seed rfm_segments is a marts table too
+    models = []  # every properties file of the marts folder and its subfolders (journeys); seeds are marts tables too
+    for path in sorted((DBT_DIR / "models" / "marts").rglob("_*__models.yml")):
+        properties = yaml.safe_load(path.read_text())
+        models += properties.get("models", []) + properties.get("seeds", [])
     built_tables = {t for (t,) in rows(built["db"], "select table_name from information_schema.tables "
                                                      "where table_schema = 'marts'")}
     assert {m["name"] for m in models} == built_tables

@@ -132,6 +132,40 @@ def test_publish_refuses_without_gate_results(tmp_path):
     assert not ctx.paths.published_db.exists()
 
 
+def test_publish_writes_the_analytics_and_the_pii_file_and_leaves_internal_schemas_out(tmp_path, suites):
+    ctx = RunContext(as_of=date(2026, 3, 31), home=tmp_path, run_id="run-files")
+    write_version(ctx, 1)
+    with connect_work(ctx.paths) as con:
+        con.execute("create schema raw; create table raw.crm_contacts as select 'C-1' as contact_id")
+        con.execute("create view marts.snapshot_view as select version from marts.snapshot_info")
+        run_gate(ctx, "raw", con)
+        run_gate(ctx, "marts", con)
+    result = publish(ctx)
+    assert (result.published_db, result.pii_db) == (ctx.paths.published_db, ctx.paths.pii_db)
+    assert ctx.paths.pii_db.exists() and not list(tmp_path.glob(".*.tmp*"))
+    con = duckdb.connect(str(ctx.paths.published_db), read_only=True)
+    try:
+        assert {r[0] for r in con.execute("select distinct schema_name from duckdb_tables()").fetchall()} == {
+            "audit", "marts"}
+        assert con.execute("select count(*) from duckdb_views() where not internal").fetchone()[0] == 0
+        assert con.execute("select version from marts.snapshot_view").fetchall() == [(1,)]  # now a table
+    finally:
+        con.close()
+
+
+def test_publish_refuses_a_column_named_like_personal_data_nobody_classified(tmp_path, suites):
+    ctx = RunContext(as_of=date(2026, 3, 31), home=tmp_path, run_id="run-unclassified")
+    write_version(ctx, 1)
+    with connect_work(ctx.paths) as con:
+        con.execute("create table marts.contacts as select 'p_1' as person_id, 'ann@example.com' as billing_email")
+        run_gate(ctx, "raw", con)
+        run_gate(ctx, "marts", con)
+    with pytest.raises(PublishRefused, match=r"marts\.contacts\.billing_email"):
+        publish(ctx)
+    assert not ctx.paths.published_db.exists() and not ctx.paths.pii_db.exists()
+    assert not list(tmp_path.glob(".*.tmp*"))
+
+
 def test_sql_shell_reads_published_read_only(tmp_path, suites, monkeypatch, capsys):
     ctx = RunContext(as_of=date(2026, 3, 31), home=tmp_path, run_id="run-shell")
     run_pipeline(ctx, 1)

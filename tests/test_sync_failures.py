@@ -31,6 +31,7 @@ def definition(name: str, destination: dict | None = None) -> SyncDefinition:
             "name": name,
             "source": {"table": "marts.customer_360"},
             "fields": ["person_id", "email", "first_name"],
+            "personal_fields": {"email": "clear", "first_name": "clear"},
             "purpose": "email_marketing",
             "destination": destination or FILES,
         }

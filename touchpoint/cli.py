@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_identity,
         _add_batches,
         _add_sql,
+        _add_erase,
     ):
         add_command(commands, common)
     return parser
@@ -150,8 +151,14 @@ def _add_batches(commands: Commands, common: argparse.ArgumentParser) -> None:
 
 
 def _add_sql(commands: Commands, common: argparse.ArgumentParser) -> None:
-    sql = commands.add_parser("sql", parents=[common], help="read-only SQL shell on the published warehouse")
+    sql = commands.add_parser(
+        "sql", parents=[common], help="read-only SQL shell on the published (pseudonymised) warehouse"
+    )
     sql.add_argument("query", nargs="?", help="run one query and exit")
+    sql.add_argument(
+        "--pii", action="store_true",
+        help="also attach the pii file (clear identifiers) read-only as pii.* (pii.persons, pii.source_records, ...)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "sql": _sql,
         "identity": _identity,
         "batches": _batches,
+        "erase": _erase,
     }
     try:
         return handlers[args.command](args, paths)
@@ -488,6 +496,8 @@ def _print_warehouse_summary(paths: Paths) -> None:
     if audiences:
         print(f"  {'syncs':<9} {', '.join(str(path) for path in audiences)}")
     print(f"\nwarehouse: {target}")
+    if paths.pii_db.exists():
+        print(f"pii file:  {paths.pii_db} (clear identifiers: touchpoint sql --pii)")
     print('query it:  touchpoint sql "select rfm_segment, count(*) from marts.customer_rfm group by 1"')
 
 
@@ -610,7 +620,7 @@ def _sql(args: argparse.Namespace, paths: Paths) -> int:
     from touchpoint.shell import open_analyst_connection
 
     try:
-        con = open_analyst_connection(paths.published_db)
+        con = open_analyst_connection(paths.published_db, pii=paths.pii_db if args.pii else None)
     except duckdb.Error as unreadable:
         print(f"touchpoint sql: cannot open {paths.published_db}: {unreadable}", file=sys.stderr)
         return 1
@@ -666,6 +676,90 @@ def _sql_statement(con: duckdb.DuckDBPyConnection, sql: str, max_rows: int = 100
         return 1
     print(format_table(result) if result.columns else "ok", flush=True)
     return 0
+
+
+def _add_erase(commands: Commands, common: argparse.ArgumentParser) -> None:
+    erase = commands.add_parser(
+        "erase", parents=[common],
+        help="record a right-to-erasure request; the next run removes the person everywhere (docs/privacy.md)")
+    erase.add_argument("--email", action="append", default=[], help="an email of the person (repeatable)")
+    erase.add_argument("--phone", action="append", default=[], help="a phone of the person (repeatable)")
+    erase.add_argument("--person-id", action="append", default=[], help="a person_id of identity.persons")
+    erase.add_argument("--file", type=Path, help="CSV with columns email, phone and/or person_id: one request a row")
+    erase.add_argument("--yes", action="store_true", help="do not ask when a request touches more than one person")
+    erase.add_argument("--list", action="store_true", help="list recorded requests and what was removed")
+
+
+def _erase(args: argparse.Namespace, paths: Paths) -> int:
+    from touchpoint.privacy.erasure_requests import ErasureRequestError, load_requests, new_request, save_request
+
+    if args.list:
+        for request in load_requests(paths):
+            removed = ", ".join(f"{where} {count:,}" for where, count in sorted(request.removed.items()))
+            print(f"{request.request_id}  {request.status:<9} requested {request.requested_at}"
+                  f"{'  honoured ' + request.honoured_at if request.honoured_at else ''}  {removed}")
+        return 0
+    try:
+        asks = _erasure_asks(args)
+        recorded = 0
+        for emails, phones, person_ids in asks:
+            resolution = _resolve_or_refuse(paths, emails, phones, person_ids, args.yes)
+            if resolution is None:
+                continue
+            request = new_request(resolution.identifiers, len(resolution.persons) if paths.pii_db.exists() else None)
+            save_request(paths, request)
+            recorded += 1
+            print(f"recorded {request.request_id}: {len(request.identifiers)} identifier hash(es), "
+                  f"{len(resolution.persons)} person(s) in the published warehouse; the next run erases them")
+    except ErasureRequestError as error:
+        print(f"touchpoint erase: {error}", file=sys.stderr)
+        return 2
+    return 0 if recorded == len(asks) else 3
+
+
+def _erasure_asks(args: argparse.Namespace) -> list[tuple[list[str], list[str], list[str]]]:
+    """The requests the arguments make: one from --email/--phone/--person-id, one per row of --file."""
+    import csv
+
+    from touchpoint.privacy.erasure_requests import ErasureRequestError
+
+    asks = []
+    if args.email or args.phone or args.person_id:
+        asks.append((args.email, args.phone, args.person_id))
+    if args.file:
+        with open(args.file, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            known = {"email", "phone", "person_id"}
+            if not reader.fieldnames or not known & set(reader.fieldnames):
+                raise ErasureRequestError(f"{args.file}: needs a header with email, phone and/or person_id")
+            for row in reader:
+                ask = tuple(
+                    [value] if (value := (row.get(name) or "").strip()) else []
+                    for name in ("email", "phone", "person_id")
+                )
+                if any(ask):
+                    asks.append(ask)
+    if not asks:
+        raise ErasureRequestError("name the person: --email, --phone, --person-id or --file")
+    return asks
+
+
+def _resolve_or_refuse(paths: Paths, emails: list[str], phones: list[str], person_ids: list[str], yes: bool):
+    from touchpoint.privacy.erasure_requests import ErasureRequestError, resolve_request
+
+    resolution = resolve_request(paths, emails, phones, person_ids)
+    if resolution.unknown:
+        raise ErasureRequestError("not a usable identifier: " + ", ".join(resolution.unknown))
+    if len(resolution.persons) > 1 and not yes:
+        question = (f"{', '.join(emails + phones + person_ids)} resolves to {len(resolution.persons)} persons "
+                    "in the published warehouse; erase all of them? [y/N] ")
+        if not sys.stdin.isatty():
+            print(f"touchpoint erase: {question[:-8]}: not recorded (confirm with --yes)", file=sys.stderr)
+            return None
+        if input(question).strip().lower() not in ("y", "yes"):
+            print("not recorded")
+            return None
+    return resolution
 
 
 if __name__ == "__main__":

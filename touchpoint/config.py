@@ -71,8 +71,15 @@ class Paths:
 
     @property
     def published_db(self) -> Path:
-        """The published warehouse analysts and syncs read; replaced atomically after the gates pass."""
+        """The published warehouse analysts and syncs read, pseudonymised (the analytics file); replaced
+        atomically after the gates pass."""
         return self.home / "warehouse.duckdb"
+
+    @property
+    def pii_db(self) -> Path:
+        """The published home of clear identifiers (`pii.persons`, ...), written and replaced with the analytics
+        file: `touchpoint sql --pii` and the syncs' personal fields read it (docs/privacy.md)."""
+        return self.home / "pii.duckdb"
 
     @property
     def artifacts(self) -> Path:

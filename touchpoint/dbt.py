@@ -16,9 +16,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from touchpoint import processes
-from touchpoint.config import RunContext, dbt_project_dir
+from touchpoint.config import Paths, RunContext, dbt_project_dir
 
 
 @dataclass(frozen=True)
@@ -83,13 +84,24 @@ def dbt_executable() -> str:
     return str(candidate) if candidate.exists() else (shutil.which("dbt") or "dbt")
 
 
+def build_target(paths: Paths) -> Path:
+    """dbt's target path for the layers of a run: their run results and the manifest (`manifest.json`)."""
+    return paths.work / "dbt_target" / "build"
+
+
+def read_manifest(paths: Paths) -> dict[str, Any]:
+    """The manifest the last layer built wrote (every model, seed and source with its yml), or {} before any."""
+    path = build_target(paths) / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def run_layer(ctx: RunContext, layer: str, extra_args: list[str] | None = None) -> DbtLayerResult:
     """`dbt build` the models of one layer with the run's as-of date; raise DbtLayerFailed on any failure."""
     if layer not in LAYERS:
         raise ValueError(f"unknown dbt layer {layer!r}; expected one of {sorted(LAYERS)}")
     # One target path for every layer: a run's layers share dbt's vars, so every layer after the first reuses the
     # first one's parse (partial parsing) instead of parsing the whole project again (about 4 s a layer).
-    target_path = ctx.paths.work / "dbt_target" / "build"
+    target_path = build_target(ctx.paths)
     selection = LAYERS[layer]
     select = [
         "--select",

@@ -3,7 +3,10 @@
 Reads the published warehouse only (identity.person_map, identity.match_evidence and the scored pairs in
 intermediate.int_person_pairs_scored), read-only through the analyst shell's connection. The comparison levels'
 labels come from the one place they are declared, the dbt model int_person_pairs_scored.py, so the explanation
-can never name a level the model does not use. Library code: it returns data, the CLI prints.
+can never name a level the model does not use. The published warehouse is the pseudonymised analytics file: a
+record shows as itself ('crm_contacts:C-1', source-system ids are keys), an identifier node as its kind and
+pseudonym ('email:<pseudonym>'); `touchpoint sql --pii` turns one back through `pii.identifier_nodes`.
+Library code: it returns data, the CLI prints.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+SYNC_LOCK_FILE = ".lock"  # in a sync's state folder: held by each run of the sync, and by erasure's scrub of it
+
 
 class LockBusyError(RuntimeError):
     """Another process held the lock for longer than the caller was willing to wait."""

@@ -240,12 +240,42 @@ def ml(ctx: RunContext) -> dict[str, Any]:
 
 
 @_stage()
-def publish(ctx: RunContext) -> dict[str, Any]:
-    """Replace the published warehouse atomically with the gated working one."""
-    _hold(ctx)
-    from touchpoint.publish import publish as publish_warehouse
+def erase(ctx: RunContext) -> dict[str, Any]:
+    """Honour pending erasure requests and keep suppressed people out of this run (touchpoint.privacy.erasure).
 
-    return _summary(publish_warehouse(ctx))
+    Runs after dbt's staging layer (whose identifier view it reads) and before identity, so nothing downstream
+    ever sees an erased person's rows.
+    """
+    _hold(ctx)
+    from touchpoint.privacy.erasure import honour_erasures
+    from touchpoint.warehouse import connect_work
+
+    with connect_work(ctx.paths) as con:
+        return _summary(honour_erasures(ctx, con))
+
+
+@_stage()
+def publish(ctx: RunContext) -> dict[str, Any]:
+    """Replace the published warehouse atomically with the gated working one.
+
+    After a run that erased someone, the working warehouse is first rewritten into a fresh file, so no deleted
+    row survives in a free block of it (the published files are always written fresh).
+    """
+    _hold(ctx)
+    from touchpoint.privacy.erasure import compaction_marker
+    from touchpoint.publish import publish as publish_warehouse
+    from touchpoint.warehouse import compact_database, writer_lock
+
+    marker = compaction_marker(ctx)
+    compacted = None
+    if marker.exists():
+        with writer_lock(ctx.paths):
+            compacted = compact_database(ctx.paths.work_db)
+        marker.unlink()
+    summary = _summary(publish_warehouse(ctx))
+    if compacted:
+        summary["compacted_after_erasure"] = compacted
+    return summary
 
 
 def sync_names() -> list[str]:

@@ -6,6 +6,8 @@ SQL typed by an analyst is untrusted input (ARCHITECTURE.md, rule 9). Two barrie
    `enable_external_access=false` (no file reader, `glob`, `COPY ... TO`, `EXPORT`, `ATTACH` or `INSTALL` reaches
    the filesystem or the network), extensions are neither installed nor loaded on demand, nothing spills to a
    temp folder, and `lock_configuration=true` is set last, so no `SET`, `RESET` or `PRAGMA` can undo any of it.
+   With `--pii` the pii file is attached read-only as catalog `pii` first, and external access is switched off
+   right after (DuckDB lets a connection turn it off, never back on; the attached file stays readable).
 2. A statement check with DuckDB's own parser (`extract_statements`, `tokenize`): only queries run (`SELECT` and
    its DuckDB forms `FROM ...`, `DESCRIBE`, `SHOW`, `SUMMARIZE`, `PIVOT`; `EXPLAIN` of a query; a few
    introspection `PRAGMA`s). It refuses with one clear line instead of whatever DuckDB happens to say, and it
@@ -24,27 +26,37 @@ from pathlib import Path
 
 import duckdb
 
-# Set when the database opens (`duckdb.connect(config=...)`); the time zone and the lock follow as statements,
-# because ICU's `TimeZone` option is not known to `connect` and nothing can be set once the lock is on.
+from touchpoint.sql_text import sql_literal
+
+# Set when the database opens (`duckdb.connect(config=...)`); external access, the time zone and the lock follow
+# as statements (SANDBOX), because the pii file is attached in between, ICU's `TimeZone` option is not known to
+# `connect`, and nothing can be set once the lock is on.
 ANALYST_CONFIG: dict[str, str | bool] = {
-    "enable_external_access": False,
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
     "allow_community_extensions": False,
     "allow_unsigned_extensions": False,
     "temp_directory": "",  # no spilling: a read-only shell writes no file, not even a temp one
 }
+SANDBOX = ("set enable_external_access = false", "set timezone = 'UTC'", "set lock_configuration = true")
+# The catalog `touchpoint sql --pii` attaches the pii file as: analysts write pii.persons, pii.source_records, ...
+PII_CATALOG = "pii"
 # Read-only introspection pragmas an analyst may use; every other PRAGMA (settings, IMPORT DATABASE) is refused.
 INTROSPECTION_PRAGMAS = frozenset(
     {"show_tables", "show_tables_expanded", "table_info", "show", "database_list", "database_size", "version",
      "platform", "functions", "collations"}
 )
-TABLES_QUERY = "select table_schema || '.' || table_name as name from information_schema.tables order by 1"
+# schema.table in the published warehouse; catalog.table in an attached file (its tables are all in `main`)
+TABLES_QUERY = (
+    "select case when table_catalog = current_database() then table_schema else table_catalog end "
+    "|| '.' || table_name as name from information_schema.tables order by 1"
+)
 
 FILE_ACCESS = "file access is disabled in the analyst shell"
 SETTINGS_LOCKED = "settings are locked in the analyst shell"
 EXTENSIONS = "extensions cannot be installed or loaded in the analyst shell"
-ATTACH = "ATTACH and DETACH are disabled in the analyst shell: it reads the published warehouse only"
+ATTACH = ("ATTACH and DETACH are disabled in the analyst shell: it reads the published warehouse only "
+          "(and the pii file, with --pii)")
 READ_ONLY = "the analyst shell is read-only"
 
 # Statement kinds refused with a specific reason; any other kind but the allowed ones is refused as a write.
@@ -73,14 +85,19 @@ class QueryResult:
     truncated: bool  # more rows than were fetched
 
 
-def open_analyst_connection(path: Path) -> duckdb.DuckDBPyConnection:
-    """Open the published warehouse at `path` read-only, with no file or network access and settings locked."""
+def open_analyst_connection(path: Path, pii: Path | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the published (analytics) warehouse at `path` read-only, with no file or network access and settings
+    locked. With `pii`, the pii file is attached read-only as catalog `pii` before the sandbox closes."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"no published warehouse at {path}: run `touchpoint run` first")
+    if pii is not None and not Path(pii).is_file():
+        raise FileNotFoundError(f"no pii file at {pii}: run `touchpoint run` to publish it")
     con = duckdb.connect(str(path), read_only=True, config=dict(ANALYST_CONFIG))
     try:
-        con.execute("set timezone = 'UTC'")
-        con.execute("set lock_configuration = true")
+        if pii is not None:
+            con.execute(f"attach {sql_literal(str(pii))} as {PII_CATALOG} (read_only)")
+        for statement in SANDBOX:
+            con.execute(statement)
     except BaseException:
         con.close()
         raise

@@ -20,6 +20,7 @@ import duckdb
 
 from touchpoint.config import Paths
 from touchpoint.locks import LockBusyError, file_lock
+from touchpoint.sql_text import sql_literal
 
 
 class WarehouseBusyError(LockBusyError):
@@ -137,3 +138,41 @@ class WarehouseLease:
                 f"the working warehouse {self.path.parent} is leased to {held_by}, not to {run_key}: "
                 "a stage may only run inside the run that claimed the warehouse"
             )
+
+
+def compact_database(path: Path) -> dict[str, int]:
+    """Rewrite a DuckDB file into a fresh one holding only its live rows, and swap it in.
+
+    DuckDB leaves deleted rows in their row groups and dropped tables in free blocks; `COPY FROM DATABASE` into a
+    new file writes live rows only. Returns the free blocks before and after and the new size. A fresh file
+    always has no free block, so that figure alone proves little: tests/test_privacy_erasure.py searches the
+    file's bytes and every table for the erased person.
+    """
+    tmp = path.with_name(f".{path.name}.compact.tmp")
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect()
+    try:
+        con.execute(f"attach {sql_literal(str(path))} as old_db")
+        con.execute("checkpoint old_db")
+        before = _free_blocks(con, "old_db")
+        con.execute(f"attach {sql_literal(str(tmp))} as new_db")
+        con.execute("copy from database old_db to new_db")
+        con.execute("checkpoint new_db")
+        after = _free_blocks(con, "new_db")
+        con.execute("detach new_db")
+        con.execute("detach old_db")
+    except BaseException:
+        con.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    con.close()
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    Path(f"{path}.wal").unlink(missing_ok=True)
+    return {"free_blocks_before": before, "free_blocks_after": after, "bytes": path.stat().st_size}
+
+
+def _free_blocks(con: duckdb.DuckDBPyConnection, database: str) -> int:
+    rows = con.execute("select database_name, free_blocks from pragma_database_size()").fetchall()
+    return int(next(free for name, free in rows if name == database))

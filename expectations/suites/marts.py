@@ -9,7 +9,9 @@ cannot or do not:
 - customer_360 and customer_activity hold every person of identity.persons exactly once (same row count,
   every person_id known): a dbt test touching an identity model would run, and fail, when the identity layer
   is built before the marts;
-- ranges: recency_days >= 0, frequency >= 1 in customer_rfm, orders_count >= 0 in customer_360;
+- ranges: recency_days >= 0, frequency >= 1 in customer_rfm, orders_count >= 0 in customer_360; the journeys'
+  shares and rates in [0, 1] (attribution conversion and revenue shares, Markov removal effects, funnel step
+  conversion), which a wrong credit rule or a growing funnel would break;
 - freshness: customer_rfm and customer_360 are as of the run's date.
 """
 
@@ -35,4 +37,8 @@ def build_suite(ctx: RunContext, con: duckdb.DuckDBPyConnection) -> list[Check]:
         checks.in_set("marts.customer_360", "as_of", [ctx.as_of.isoformat()],
                       description="customer_360 is as of the run's date"),
         checks.same_row_count("marts.customer_activity", "identity.persons"),
+        checks.between("marts.attribution_channel_summary", "conversion_share", min_value=0, max_value=1),
+        checks.between("marts.attribution_channel_summary", "revenue_share", min_value=0, max_value=1),
+        checks.between("marts.attribution_markov_removal_effects", "removal_effect", min_value=0, max_value=1),
+        checks.between("marts.funnel_daily", "conversion_rate_from_previous_step", min_value=0, max_value=1),
     ]

@@ -19,6 +19,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from touchpoint.privacy.keys import pseudonym_key
+from touchpoint.privacy.pseudonyms import connection_setup, hmac_sql
+from touchpoint.sql_text import sql_literal
+
 PEOPLE_SCHEMA = pa.schema(
     [
         ("person_id", pa.string()),
@@ -53,27 +57,35 @@ def person(person_id: str, **values: Any) -> dict[str, Any]:
     return row
 
 
+PHONE = "+4915100000000"
+
+
 def write_published_warehouse(
     path: Path, people: pa.Table | list[dict[str, Any]], as_of: date = date(2026, 3, 31)
 ) -> None:
-    """Write a published warehouse (marts.customer_360, marts.dim_consents, ml.*) for these people.
+    """Write a published warehouse (marts.customer_360, marts.dim_consents, ml.*) for these people, with their
+    names, email and phone as pseudonyms, and beside it (`pii.duckdb`) the pii file's persons in clear text.
 
-    Replaces `path` atomically, as the pipeline's publish step does.
+    Replaces both files atomically, as the pipeline's publish step does.
     """
     table = people if isinstance(people, pa.Table) else pa.Table.from_pylist(people, schema=PEOPLE_SCHEMA)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _write_pii_persons(path.with_name("pii.duckdb"), table)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.building")
     tmp.unlink(missing_ok=True)
     con = duckdb.connect(str(tmp))
     try:
         con.register("people", table)
+        for statement in connection_setup(pseudonym_key()):
+            con.execute(statement)
         con.execute("create schema marts")
         con.execute("create schema ml")
         con.execute(
-            """
+            f"""
             create table marts.customer_360 as
             select
-                person_id, email, '+4915100000000' as phone_e164, first_name, last_name, country,
+                person_id, {hmac_sql("email")} as email, {hmac_sql(sql_literal(PHONE))} as phone_e164,
+                {hmac_sql("first_name")} as first_name, {hmac_sql("last_name")} as last_name, country,
                 date '2025-01-01' as first_order_date, date '2026-03-01' as last_order_date,
                 3 as orders_count, 300.00::decimal(18, 2) as revenue,
                 100.00::decimal(18, 2) as avg_order_value,
@@ -132,6 +144,21 @@ def write_published_warehouse(
             from people
             """,
             [as_of],
+        )
+    finally:
+        con.close()
+    os.replace(tmp, path)
+
+
+def _write_pii_persons(path: Path, table: pa.Table) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.building")
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect(str(tmp))
+    try:
+        con.register("people", table)
+        con.execute(
+            "create table persons as select person_id, first_name, last_name, email, ? as phone_e164 from people",
+            [PHONE],
         )
     finally:
         con.close()

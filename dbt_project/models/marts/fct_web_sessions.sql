@@ -1,4 +1,7 @@
--- One row per web session, attributed to the person most of its events are stitched to.
+-- One row per web session, attributed to the person most of its events are stitched to: every event type
+-- counted, where the session came from (entry channel, campaign, landing page, device) and whether it
+-- converted. Converted is defined here once (fct_abandoned_carts and the funnels read it): a purchase
+-- (fct_orders.is_purchase) by the session's person from its start to var('conversion_window_hours') after its end.
 
 with
 
@@ -15,12 +18,23 @@ person_map as (
 
 ),
 
+purchases as (
+
+    select
+        order_id,
+        person_id,
+        ordered_at
+    from {{ ref('fct_orders') }}
+    where is_purchase and person_id is not null
+
+),
+
 events_personed as (
 
     select
         web_events.*,
         -- an event without a session id is a session of its own
-        coalesce(web_events.session_id, 'event:' || web_events.event_id) as session_key,
+        {{ web_session_key('web_events.session_id', 'web_events.event_id') }} as session_key,
         person_map.person_id
     from web_events
     left join person_map
@@ -43,6 +57,7 @@ session_persons as (
 
 sessions as (
 
+    -- "first" is the earliest event, then the smallest event id: the same session always has the same entry
     select
         session_key,
         min(occurred_at) as started_at,
@@ -50,34 +65,82 @@ sessions as (
         count(*) as events_count,
         count(*) filter (where event_type = 'page_view') as page_views,
         count(*) filter (where event_type = 'product_view') as product_views,
+        count(*) filter (where event_type = 'add_to_cart') as add_to_carts,
+        count(*) filter (where event_type = 'checkout') as checkouts,
+        count(*) filter (where event_type = 'purchase') as purchase_events,
+        count(*) filter (where event_type = 'login') as logins,
+        count(*) filter (
+            where event_type not in ('page_view', 'product_view', 'add_to_cart', 'checkout', 'purchase', 'login')
+        ) as other_events,
+        list_sort(list(product_id) filter (where event_type = 'add_to_cart')) as cart_product_ids,
         bool_or(customer_id is not null) as is_logged_in,
-        arg_min(anonymous_id, occurred_at) as anonymous_id,
-        arg_min(device_type, occurred_at) as device_type,
-        arg_min(channel, occurred_at) as channel
+        arg_min(anonymous_id, (occurred_at, event_id)) as anonymous_id,
+        arg_min(device_type, (occurred_at, event_id)) as device_type,
+        arg_min(channel, (occurred_at, event_id)) as channel,
+        arg_min(page_url, (occurred_at, event_id)) as landing_url
     from events_personed
     group by session_key
+
+),
+
+sessions_personed as (
+
+    select
+        sessions.*,
+        session_persons.person_id
+    from sessions
+    left join session_persons
+        on sessions.session_key = session_persons.session_key
+
+),
+
+conversions as (
+
+    -- the person's first purchase at or after the session's start: one ordered lookup per person (asof join),
+    -- not every session against every order
+    select
+        sessions_personed.session_key,
+        purchases.order_id,
+        purchases.ordered_at
+    from sessions_personed
+    asof inner join purchases
+        on
+            sessions_personed.person_id = purchases.person_id
+            and sessions_personed.started_at <= purchases.ordered_at
+    where purchases.ordered_at <= sessions_personed.ended_at + interval '{{ var("conversion_window_hours") }} hours'
 
 ),
 
 final as (
 
     select
-        sessions.session_key as session_id,
-        session_persons.person_id,
-        sessions.anonymous_id,
-        sessions.started_at,
-        sessions.ended_at,
-        cast(sessions.started_at as date) as session_date,
-        date_diff('second', sessions.started_at, sessions.ended_at) as duration_seconds,
-        sessions.events_count,
-        sessions.page_views,
-        sessions.product_views,
-        sessions.is_logged_in,
-        sessions.device_type,
-        sessions.channel
-    from sessions
-    left join session_persons
-        on sessions.session_key = session_persons.session_key
+        sessions_personed.session_key as session_id,
+        sessions_personed.person_id,
+        sessions_personed.anonymous_id,
+        sessions_personed.started_at,
+        sessions_personed.ended_at,
+        cast(sessions_personed.started_at as date) as session_date,
+        date_diff('second', sessions_personed.started_at, sessions_personed.ended_at) as duration_seconds,
+        sessions_personed.events_count,
+        sessions_personed.page_views,
+        sessions_personed.product_views,
+        sessions_personed.is_logged_in,
+        sessions_personed.device_type,
+        sessions_personed.channel,
+        sessions_personed.add_to_carts,
+        sessions_personed.checkouts,
+        sessions_personed.purchase_events,
+        sessions_personed.logins,
+        sessions_personed.other_events,
+        sessions_personed.cart_product_ids,
+        {{ utm_campaign('sessions_personed.landing_url') }} as campaign,
+        {{ url_page('sessions_personed.landing_url') }} as landing_page,
+        conversions.order_id is not null as is_converted,
+        conversions.order_id as converted_order_id,
+        conversions.ordered_at as converted_at
+    from sessions_personed
+    left join conversions
+        on sessions_personed.session_key = conversions.session_key
 
 )
 

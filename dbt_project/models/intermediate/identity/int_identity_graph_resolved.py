@@ -19,9 +19,10 @@ Overrides come from `<home>/identity/overrides.csv` (columns left_record, right_
 records named '<source_entity>:<source_record_id>' as in identity.person_map, decision always_link or
 never_link) and apply on every run.
 
-person_id = 'p_' + first 16 hex chars of md5(anchor node), the anchor being the component's earliest-seen node
-(ties by node id): the same data always gives the same ids, and a new day only changes the id of a person
-whose anchor moved, i.e. who merged with an earlier-seen person.
+person_id = 'p_' + first 16 hex chars of the keyed pseudonym (HMAC) of the anchor node, the anchor being the
+component's earliest-seen node (ties by node id), keyed so a person id reveals no email: the same data always
+gives the same ids, and a new day only changes the id of a person whose anchor moved, i.e. who merged with an
+earlier-seen person.
 
 Returns one row per edge (deterministic, probabilistic, override, and a 'self' row per node carrying the
 node's person). Memory: nodes and edges stay in DuckDB; only integer arrays come into numpy for the
@@ -36,6 +37,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from touchpoint.frames import temp_table
+from touchpoint.privacy.pseudonyms import PSEUDONYM_PADS, hmac_sql
 
 # Edge classes the maximum-cluster-size guardrail relaxes, weakest first.
 RELAXED_RULES = (
@@ -300,14 +302,18 @@ def model(dbt, session):
 
 def resolved_edges(session, max_cluster: int):
     """Stable person ids (the earliest-seen node of each component names it) and every edge with its persons."""
-    session.execute("""
+    # keyed, not md5: an anchor may be an email node, and md5('email:' || an address) is anyone's to compute
+    if session.execute(f"select getvariable('{PSEUDONYM_PADS}_ipad') is null").fetchall()[0][0]:
+        raise RuntimeError("no pseudonymisation key on this connection: run dbt through touchpoint (privacy plugin)")
+    person_key = hmac_sql("a.anchor_node")
+    session.execute(f"""
         create or replace temp table tp_graph_persons as
         with anchors as (
             select c.component, first(n.node_id order by n.seen_at asc nulls last, n.node_id) as anchor_node
             from tp_graph_nodes as n join tp_graph_components as c using (node_index)
             group by c.component
         )
-        select n.node_id, a.anchor_node, 'p_' || left(md5(a.anchor_node), 16) as person_id
+        select n.node_id, a.anchor_node, 'p_' || left({person_key}, 16) as person_id
         from tp_graph_nodes as n
         join tp_graph_components as c using (node_index)
         join anchors as a using (component)

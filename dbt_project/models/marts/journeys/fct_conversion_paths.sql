@@ -1,0 +1,88 @@
+-- The ordered touches (fct_touchpoints) before each purchase (fct_orders.is_purchase) of a person. A touch is
+-- on the path of the person's first purchase at or after it, if that purchase is at most
+-- var('attribution_lookback_days') days later: so each touch counts for one purchase at most, and a path
+-- starts after the previous purchase. A store purchase's own visit is the last touch of its path.
+
+with
+
+touchpoints as (
+
+    select * from {{ ref('fct_touchpoints') }}
+
+),
+
+purchases as (
+
+    select
+        order_id,
+        person_id,
+        ordered_at,
+        order_date,
+        channel as order_channel,
+        net_amount
+    from {{ ref('fct_orders') }}
+    where is_purchase and person_id is not null
+
+),
+
+touches_assigned as (
+
+    -- the first purchase at or after each touch, by person: an ordered lookup (asof join), linear in the
+    -- touches, never every touch against every purchase of the person
+    select
+        touchpoints.*,
+        purchases.order_id,
+        purchases.ordered_at,
+        purchases.order_date,
+        purchases.order_channel,
+        purchases.net_amount
+    from touchpoints
+    asof inner join purchases
+        on
+            touchpoints.person_id = purchases.person_id
+            and touchpoints.touched_at <= purchases.ordered_at
+    where purchases.ordered_at <= touchpoints.touched_at + interval '{{ var("attribution_lookback_days") }} days'
+
+),
+
+numbered as (
+
+    select
+        *,
+        row_number() over (partition by order_id order by touched_at asc, touchpoint_id asc) as touch_position,
+        count(*) over (partition by order_id) as touches_count,
+        string_agg(channel, ' > ') over (
+            partition by order_id
+            order by touched_at asc, touchpoint_id asc
+            rows between unbounded preceding and unbounded following
+        ) as channel_path
+    from touches_assigned
+
+),
+
+final as (
+
+    select
+        order_id || '|' || touchpoint_id as conversion_path_id,
+        order_id,
+        person_id,
+        ordered_at,
+        order_date,
+        order_channel,
+        net_amount as conversion_value,
+        touchpoint_id,
+        touch_type,
+        channel,
+        campaign,
+        touched_at,
+        touch_position,
+        touches_count,
+        touch_position = 1 as is_first_touch,
+        touch_position = touches_count as is_last_touch,
+        date_diff('second', touched_at, ordered_at) as seconds_to_conversion,
+        channel_path
+    from numbered
+
+)
+
+select * from final
