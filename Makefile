@@ -43,5 +43,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	cd dbt_project && ../$(BIN)/sqlfluff lint models
 
+# The whole pipeline at one scale, full refresh and +1 day, per stage (bench/harness.py): S 10k, M 100k, L 1M.
+SCALE ?= S
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(BIN)/python bench/harness.py --scale $(SCALE) $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) data .pytest_cache dbt_project/target

@@ -132,11 +132,15 @@ def read_assignment_files(files: list[Path]) -> pa.Table:
     return _read_all(files, EXPERIMENT_ASSIGNMENTS_SCHEMA)
 
 
+def assignment_files(home: Path) -> list[Path]:
+    """Every sync's assignment files under `home`, in name order."""
+    return sorted((Paths(Path(home)).state / "syncs").glob("*/assignments/*.parquet"))
+
+
 def experiment_assignment_table(home: Path) -> pa.Table:
     """Every sync's assignment files under `home`: one row per person and attempt that assigned them (a
     backfill may add an earlier one); `marts.experiment_assignments` keeps each person's first."""
-    root = Paths(Path(home)).state / "syncs"
-    return read_assignment_files(list(root.glob("*/assignments/*.parquet")))
+    return read_assignment_files(assignment_files(home))
 
 
 def sync_audit_tables(home: Path) -> dict[str, pa.Table]:
@@ -158,7 +162,8 @@ def _replace_table(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -
 
 def load_sync_audit(con: duckdb.DuckDBPyConnection, home: Path) -> dict[str, int]:
     """Replace `audit.sync_runs` and `audit.sync_rejections` in a warehouse being built (the caller holds
-    the writer); returns their row counts. Idempotent: the tables are rebuilt from the files every time.
+    the writer); returns their row counts and the assignments'. Idempotent: the tables are rebuilt from the
+    files every time.
 
     `audit.experiment_assignments` is replaced too (`load_experiment_assignments`), empty before any experiment
     ran, so `marts.experiment_assignments` builds on a first run."""
@@ -167,7 +172,7 @@ def load_sync_audit(con: duckdb.DuckDBPyConnection, home: Path) -> dict[str, int
     for name, table in sync_audit_tables(home).items():
         _replace_table(con, name, table)
         counts[name] = table.num_rows
-    load_experiment_assignments(con, home)
+    counts["experiment_assignments"] = load_experiment_assignments(con, home)
     return counts
 
 

@@ -2,11 +2,17 @@
 """Benchmark: extract + load throughput (rows/s) from a generated demo systems dir.
 
     .venv/bin/python bench/extract_load.py --customers 10000 --days 30 [--home DIR] [--synthetic]
+        [--sources DIR] [--parquet]
 
-Uses the demo generator (`touchpoint.sources.generator.generate`) when it exists (unless --synthetic),
-else a built-in synthetic systems dir of the same layout (docs/contracts.md §2): per customer about
+Uses the demo generator (`touchpoint.sources.generator.generate`) when it exists (unless --synthetic or
+--sources), else a built-in synthetic systems dir of the same layout (docs/contracts.md §2): per customer about
 3 orders, 6 order items, 30 web events, 10 email events, 1 POS transaction, 1 CRM contact.
-Prints seconds and rows/s for each source's extract and for the load, then a rerun (incremental no-op).
+
+Each source is extracted and then loaded on its own, so every figure is extract + load of one input format:
+shop = SQLite, crm/email/pos = CSV, web = JSON lines. With --parquet the daily files are also written as
+bring-your-own Parquet extracts (text columns, one file per day) and run through `--extracts` the same way.
+Prints wall seconds, process CPU seconds (DuckDB's threads included; a better yardstick than wall time on a shared
+machine) and rows/s per source, per format and in total, then a rerun (incremental no-op). Note the load average.
 """
 
 from __future__ import annotations
@@ -119,6 +125,14 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--home", type=Path, default=None, help="default: a temporary directory")
     parser.add_argument("--synthetic", action="store_true", help="use the built-in synthetic systems dir")
+    parser.add_argument("--parquet", action="store_true", help="also run the daily files as Parquet extracts")
+    parser.add_argument(
+        "--sources",
+        type=Path,
+        default=None,
+        help="reuse a generated world (`touchpoint generate --seed 7 --start 2026-01-01 --out DIR`) instead of "
+        "generating one: it is linked as <home>/sources and only read",
+    )
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="touchpoint-bench-"))
     as_of = START + timedelta(days=args.days - 1)
@@ -127,12 +141,16 @@ def main() -> None:
 
     started = time.perf_counter()
     try:
-        if args.synthetic:
+        if args.sources is not None:
+            ctx.paths.demo_sources.symlink_to(args.sources.resolve(), target_is_directory=True)
+            how = f"existing world {args.sources}"
+        elif args.synthetic:
             raise ImportError("synthetic systems requested")
-        from touchpoint.sources.generator import generate  # the demo generator, when present
+        else:
+            from touchpoint.sources.generator import generate  # the demo generator, when present
 
-        generate(ctx.paths.demo_sources, args.customers, args.days, 7, START)
-        how = "touchpoint.sources.generator.generate"
+            generate(ctx.paths.demo_sources, args.customers, args.days, 7, START)
+            how = "touchpoint.sources.generator.generate"
     except ImportError:
         build_synthetic_systems(ctx.source_systems, args.customers, args.days)
         how = "synthetic (bench/extract_load.py)"
@@ -142,30 +160,74 @@ def main() -> None:
     )
 
     for attempt in ("first run", "rerun (same as-of)"):
-        total_rows, total_extract = 0, 0.0
-        for source in SOURCES:
-            result = extract_source(ctx, source)
-            total_rows += result.rows
-            total_extract += result.seconds
-            rate = result.rows / result.seconds if result.seconds else 0
-            print(
-                f"{attempt}: extract {source:6} {result.rows:>10,} rows {len(result.batches):>4} batches "
-                f"{result.seconds:7.2f} s {rate:>12,.0f} rows/s errors={len(result.errors)}"
-            )
+        _run_sources(ctx, attempt, FORMATS)
+    if args.parquet:
+        extracts = home / "parquet_extracts"
+        started = time.perf_counter()
+        rows = write_parquet_extracts(ctx.source_systems, extracts)
+        print(f"parquet extracts: {rows:,} rows written in {time.perf_counter() - started:.1f} s at {extracts}")
+        byo = RunContext(as_of=as_of, home=home / "parquet_home", run_id="bench", extracts_dir=extracts)
+        byo.paths.ensure()
+        _run_sources(byo, "parquet", dict.fromkeys(FORMATS, "Parquet"))
+
+
+# The input format each source's demo extract arrives in.
+FORMATS = {"shop": "SQLite", "crm": "CSV", "web": "JSONL", "email": "CSV", "pos": "CSV"}
+
+
+def _run_sources(ctx: RunContext, attempt: str, formats: dict[str, str]) -> None:
+    """Extract then load each source; print per source, per format and in total (wall and CPU seconds)."""
+    totals: dict[str, list[float]] = {}
+    for source in SOURCES:
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = extract_source(ctx, source)
+        extract_wall = time.perf_counter() - wall
         con = duckdb.connect(str(ctx.paths.work_db))
         loaded = load_pending(ctx, con)
         con.close()
-        load_rate = loaded.rows_read / loaded.seconds if loaded.seconds else 0
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         print(
-            f"{attempt}: load {loaded.rows_read:,} rows ({loaded.rows_loaded:,} loaded, "
-            f"{loaded.rows_quarantined:,} quarantined) in {len(loaded.batches)} batches: "
-            f"{loaded.seconds:.2f} s, {load_rate:,.0f} rows/s"
+            f"{attempt}: {source:6} ({formats[source]:7}) {result.rows:>10,} rows {len(result.batches):>5} batches "
+            f"extract {extract_wall:6.2f} s + load {loaded.seconds:6.2f} s = {wall:6.2f} s "
+            f"{_rate(result.rows, wall):>10} rows/s (cpu {cpu:6.2f} s, {_rate(result.rows, cpu):>10} rows/cpu-s) "
+            f"quarantined={loaded.rows_quarantined} errors={len(result.errors)}"
         )
-        both = total_extract + loaded.seconds
+        for key in (formats[source], "all"):
+            total = totals.setdefault(key, [0, 0.0, 0.0])
+            total[0] += result.rows
+            total[1] += wall
+            total[2] += cpu
+    for key, (rows, wall, cpu) in totals.items():
         print(
-            f"{attempt}: extract+load {total_rows:,} rows in {both:.2f} s = "
-            f"{(total_rows / both if both else 0):,.0f} rows/s"
+            f"{attempt}: {key:7} extract+load {int(rows):>10,} rows in {wall:7.2f} s = {_rate(rows, wall):>10} rows/s "
+            f"(cpu {cpu:7.2f} s, {_rate(rows, cpu):>10} rows/cpu-s)"
         )
+
+
+def _rate(rows: float, seconds: float) -> str:
+    return f"{rows / seconds:,.0f}" if seconds else "-"
+
+
+def write_parquet_extracts(systems: Path, extracts: Path) -> int:
+    """The demo's daily CSV and JSON-lines files as bring-your-own Parquet extracts, `<entity>/<file>.parquet`."""
+    from touchpoint.ingest import ENTITY_SPECS
+    from touchpoint.ingest.extract import DAILY_FILES
+
+    con = duckdb.connect()
+    rows = 0
+    for entity, (folder, prefix, suffix) in DAILY_FILES.items():
+        (extracts / entity).mkdir(parents=True, exist_ok=True)
+        as_text = ", ".join(f"'{name}': 'VARCHAR'" for name in ENTITY_SPECS[entity].column_names)
+        for path in sorted((systems / folder).glob(f"{prefix}*{suffix}")):
+            reader = (
+                f"read_csv('{path}', all_varchar = true, header = true)"
+                if suffix == ".csv"
+                else f"read_json('{path}', format = 'newline_delimited', columns = {{{as_text}}})"
+            )
+            target = extracts / entity / f"{path.stem}.parquet"
+            rows += con.execute(f"copy (select * from {reader}) to '{target}' (format parquet)").fetchone()[0]
+    con.close()
+    return rows
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "web_events": ("event_id", "anonymous_id", "customer_id", "session_id", "product_id"),
     "email_events": ("event_id",),
     "pos_transactions": ("transaction_id", "loyalty_id"),
+    "consent_events": ("customer_id",),
 }
 # Per raw table: the columns holding an email address (see "Emails" in the docstring).
 EMAIL_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -84,6 +85,7 @@ EMAIL_COLUMNS: dict[str, tuple[str, ...]] = {
     "shop_customers": ("email",),
     "email_events": ("email",),
     "pos_transactions": ("email",),
+    "consent_events": ("subject_email",),
 }
 # Load metadata and audit columns naming a batch or a landed file.
 BATCH_COLUMNS = ("_batch_id", "_source_file")

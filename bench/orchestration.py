@@ -30,7 +30,6 @@ sys.path.insert(0, str(ROOT))
 from touchpoint import pipeline  # noqa: E402
 from touchpoint.airflow_server import AirflowDeployment, AirflowServices, free_port  # noqa: E402
 from touchpoint.config import Paths, RunContext  # noqa: E402
-from touchpoint.ingest import SOURCES  # noqa: E402
 from touchpoint.sources import generate, last_day  # noqa: E402
 
 COMPARED_SCHEMAS = ("raw", "identity", "marts", "ml")
@@ -44,23 +43,9 @@ def fresh_home(work: Path, name: str, sources: Path) -> Paths:
     return Paths(home).ensure()
 
 
-PRE_ML_LAYERS = ("staging", "identity", "marts")  # the DAG's order: these, ML, then the scored layer
-
-
 def run_direct(paths: Paths, as_of: date) -> dict[str, float]:
     ctx = RunContext(as_of=as_of, home=paths.home, run_id=as_of.isoformat())
-    stages = [
-        *((f"extract.{source}", lambda source=source: pipeline.extract(ctx, source)) for source in SOURCES),
-        ("load.raw", lambda: pipeline.load(ctx)),
-        ("load.gate_raw", lambda: pipeline.gate(ctx, "raw")),
-        *((f"dbt.{layer}", lambda layer=layer: pipeline.dbt_layer(ctx, layer)) for layer in PRE_ML_LAYERS),
-        ("ml.score", lambda: pipeline.ml(ctx)),
-        ("ml.gate_ml", lambda: pipeline.gate(ctx, "ml")),
-        ("scored.dbt", lambda: pipeline.dbt_layer(ctx, "scored")),  # customer_360 reads the ML outputs
-        ("scored.gate_marts", lambda: pipeline.gate(ctx, "marts")),
-        ("publish", lambda: pipeline.publish(ctx)),
-        *((f"sync.run[{name}]", lambda name=name: pipeline.sync(ctx, name)) for name in pipeline.sync_names()),
-    ]
+    stages = pipeline.stages_in_order(ctx)  # the DAG's stages and order, the repo's syncs
     seconds = {}
     for name, stage in stages:
         started = time.perf_counter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 
 import duckdb
 import pyarrow.parquet as pq
@@ -18,13 +19,21 @@ from touchpoint.config import Paths, RunContext
 from touchpoint.ingest.contract import ENTITY_SPECS, LOAD_METADATA, EntitySpec
 from touchpoint.ingest.landing import LANDING_METADATA, BatchManifest, read_manifests
 from touchpoint.ingest.plausibility import Plausibility, latest_plausible, plausibility_from_env
-from touchpoint.ingest.quarantine import LATEST_PLAUSIBLE, checked_query, raw_record
+from touchpoint.ingest.quarantine import (
+    LATEST_PLAUSIBLE,
+    checked_query,
+    clean_row_condition,
+    clean_row_values,
+    raw_record,
+)
 from touchpoint.ingest.results import BatchLoad, ExtractError, LoadResult
 from touchpoint.sql_text import quote_ident, sql_literal, sql_literal_list
 
 _BATCH = "_batch_rows"
 _CHECKED = "_batch_checked"
 _FILES = "_batch_files"
+# Columns of the `_BATCH` view that are not the file's own (landed names never start with "_" but "_extra.").
+_STAGED_METADATA = (*LANDING_METADATA, "_batch_id", "_batch_extracted_at", "_batch_extract_date", LATEST_PLAUSIBLE)
 
 AUDIT_DDL = (
     "create schema if not exists raw",
@@ -146,63 +155,169 @@ def load_batches(
 
     `replace=True` first removes any earlier load of these batches (a reload); a batch never loaded before
     needs no delete, which would scan the whole raw table. `limits` default to `plausibility_from_env()`.
+
+    Two paths, one verdict. Every row the quarantine conditions themselves find nothing wrong with
+    (`quarantine.clean_row_condition`) is inserted in one pass; a batch all of whose rows went in and whose
+    primary keys do not repeat is done. Only the other batches (rare) are taken out again and go the careful
+    way, which builds a reason for every bad row (`quarantine.checked_query`). At 4.1M web events the careful
+    way over everything took 9 s to judge and 10 s to insert, mostly materialising and sorting good rows.
     """
     limits = limits or plausibility_from_env()
     spec = ENTITY_SPECS[manifests[0].entity]
+    # Staged in batch-id order, so rows reach raw in (batch, row) order (landing files are in row order).
+    staged = sorted(manifests, key=lambda m: m.batch_id)
     try:
-        _stage_batch_files(con, manifests, paths, limits)
-        data_columns = _stage_checked_rows(con, spec, limits)
+        data_columns = _stage_batch_files(con, staged, paths, limits)
         if replace:
             _remove_earlier_loads(con, spec)
-        written = _write_rows(con, spec, data_columns)
-        loads = _account_rows(con, spec, manifests, *written)
-        _record_batches(con, manifests, loads)
+        inserted = _insert_good_rows(con, paths, spec, staged, data_columns, limits)
+        landed, kept, repeated = _batch_counts(con, spec)
+        if inserted != sum(kept.values()):
+            raise RowAccountingError(f"{spec.name}: inserted {inserted} raw rows, found {sum(kept.values())}")
+        dirty = [m for m in staged if kept.get(m.batch_id, 0) != landed.get(m.batch_id, 0) or m.batch_id in repeated]
+        loads = _clean_loads([m for m in staged if m not in dirty], landed)
+        if dirty:
+            con.execute(f"delete from raw.{spec.name} where list_contains(?, _batch_id)", [[m.batch_id for m in dirty]])
+            _stage_batch_files(con, dirty, paths, limits)
+            data_columns = _stage_checked_rows(con, spec, limits)
+            written = _write_rows(con, spec, data_columns)
+            loads |= {load.batch_id: load for load in _account_rows(con, spec, dirty, *written)}
+        ordered = [loads[m.batch_id] for m in manifests]
+        _record_batches(con, manifests, ordered)
     finally:
         con.execute(f"drop view if exists {_BATCH}")
         con.execute(f"drop table if exists {_CHECKED}")
         con.execute(f"drop table if exists {_FILES}")
-    return loads
+    return ordered
 
 
 def _stage_batch_files(
     con: duckdb.DuckDBPyConnection, manifests: list[BatchManifest], paths: Paths, limits: Plausibility
-) -> None:
+) -> list[str]:
     """The temp table of the batches' landing files with what the loader adds to their rows, and the view of
-    all their landed rows joined to it (`_BATCH`)."""
+    all their landed rows with those values (`_BATCH`). Returns the landed data columns (the file's columns, without
+    the landing and loader metadata)."""
     files = [str(manifest.landing_path(paths)) for manifest in manifests]
     con.execute(
         f"create or replace temp table {_FILES} (_landing_file varchar, _batch_id varchar, _at timestamp, "
         f"_extract_date date, _source varchar, {LATEST_PLAUSIBLE} timestamp)"
     )
     # The broken-clock bound is per batch: when its file was read (quarantine.checked_query reads it per row).
-    con.executemany(
-        f"insert into {_FILES} values (?, ?, ?::timestamp, ?::date, ?, ?)",
-        [
-            [
-                file,
-                manifest.batch_id,
-                manifest.extracted_at,
-                manifest.extract_date,
-                manifest.source,
-                latest_plausible(manifest.pulled_at, manifest.extracted_at, limits),
-            ]
-            for file, manifest in zip(files, manifests, strict=True)
-        ],
-    )
-    source = f"read_parquet({sql_literal_list(files)}, hive_partitioning = false, filename = '_landing_file')"
+    # One statement of lists, not executemany: a first load of two years of daily files is thousands of rows,
+    # and executemany cost about 1 ms a row.
+    columns = [
+        files,
+        [m.batch_id for m in manifests],
+        [m.extracted_at for m in manifests],
+        [m.extract_date for m in manifests],
+        [m.source for m in manifests],
+        [latest_plausible(m.pulled_at, m.extracted_at, limits) for m in manifests],
+    ]
     con.execute(
-        f"create or replace temp view {_BATCH} as select landed.* exclude (_landing_file), files._batch_id, "
-        f"files._at as _batch_extracted_at, files.{LATEST_PLAUSIBLE} "
-        f"from {source} as landed join {_FILES} as files using (_landing_file)"
+        f"insert into {_FILES} select unnest(?::varchar[]), unnest(?::varchar[]), unnest(?::timestamp[]), "
+        "unnest(?::date[]), unnest(?::varchar[]), unnest(?::timestamp[])",
+        columns,
     )
+    con.execute(f"create or replace temp view {_BATCH} as {_landed_rows(files, manifests, columns[5])}")
+    landed = [row[0] for row in con.execute(f"describe {_BATCH}").fetchall()]
+    return [c for c in landed if c not in _STAGED_METADATA]
+
+
+def _landed_rows(files: list[str], manifests: list[BatchManifest], latest: list[datetime]) -> str:
+    """SELECT of every landed row of `files` with its batch's values (`_STAGED_METADATA`), in file order.
+
+    The values are looked up by the position of the row's file (`file_index`), not joined: DuckDB keeps the
+    files' row order through a projection but not through a join, and a sorted insert of 4.1M web events cost
+    a fifth more. A landed column named `file_index` hides DuckDB's; such files are joined by name instead, and
+    the clean insert then sorts (`_in_file_order`).
+    """
+    source = f"read_parquet({sql_literal_list(files)}, hive_partitioning = false"
+    if not _in_file_order(files):
+        return (
+            f"select landed.* exclude (_landing_file), files._batch_id, files._at as _batch_extracted_at, "
+            f"files._extract_date as _batch_extract_date, files.{LATEST_PLAUSIBLE} "
+            f"from {source}, filename = '_landing_file') as landed join {_FILES} as files using (_landing_file)"
+        )
+
+    def at_file(values: list[str], sql_type: str) -> str:
+        return f"cast({sql_literal_list(values)}[cast(file_index as bigint) + 1] as {sql_type})"
+
+    return (
+        f"select landed.*, {at_file([m.batch_id for m in manifests], 'varchar')} as _batch_id, "
+        f"{at_file([m.extracted_at for m in manifests], 'timestamp')} as _batch_extracted_at, "
+        f"{at_file([m.extract_date for m in manifests], 'date')} as _batch_extract_date, "
+        f"{at_file([str(t) for t in latest], 'timestamp')} as {LATEST_PLAUSIBLE} from {source}) as landed"
+    )
+
+
+def _in_file_order(files: list[str]) -> bool:
+    """Whether `_landed_rows` gives the rows of `files` (one layout) in file order, unsorted."""
+    return not files or all(name.lower() != "file_index" for name in pq.read_schema(files[0]).names)
+
+
+def _insert_good_rows(
+    con: duckdb.DuckDBPyConnection,
+    paths: Paths,
+    spec: EntitySpec,
+    manifests: list[BatchManifest],
+    data_columns: list[str],
+    limits: Plausibility,
+) -> int:
+    """Insert every staged row with nothing wrong with it into raw.<entity>, typed; returns how many."""
+    contract = ", ".join(quote_ident(c) for c in spec.column_names)
+    metadata = ", ".join(name for name, _ in LOAD_METADATA)
+    in_order = _in_file_order([str(m.landing_path(paths)) for m in manifests])
+    return con.execute(
+        f"insert into raw.{spec.name} ({contract}, {metadata}) "
+        f"select {clean_row_values(spec, data_columns)}, _batch_id, _source_file, _row_number, "
+        f"_batch_extracted_at, _batch_extract_date from {_BATCH} "
+        f"where {clean_row_condition(spec, data_columns, limits)}"
+        + ("" if in_order else " order by _batch_id, _row_number")
+    ).fetchone()[0]
+
+
+def _batch_counts(
+    con: duckdb.DuckDBPyConnection, spec: EntitySpec
+) -> tuple[dict[str, int], dict[str, int], set[str]]:
+    """Per staged batch: rows landed, rows now in raw, and the batches whose raw rows repeat a primary key.
+
+    Keys are compared typed, as checked_query compares them; a key with a NULL part is grouped with its like
+    here though checked_query never calls it a duplicate, which only sends its batch the careful way.
+    """
+    landed = dict(con.execute(f"select _batch_id, count(*) from {_BATCH} group by 1").fetchall())
+    ours = f"raw.{spec.name} where _batch_id in (select _batch_id from {_FILES})"
+    kept = dict(con.execute(f"select _batch_id, count(*) from {ours} group by 1").fetchall())
+    key = ", ".join(quote_ident(k) for k in spec.primary_key)
+    repeated = {
+        row[0]
+        for row in con.execute(
+            f"select distinct _batch_id from (select _batch_id from {ours} group by _batch_id, {key} "
+            "having count(*) > 1)"
+        ).fetchall()
+    }
+    return landed, kept, repeated
+
+
+def _clean_loads(manifests: list[BatchManifest], landed: dict[str, int]) -> dict[str, BatchLoad]:
+    """Batches whose every landed row is in raw: nothing lost, and per batch what the manifest (the extraction)
+    counted. Raises RowAccountingError otherwise."""
+    loads = {}
+    for manifest in manifests:
+        rows = landed.get(manifest.batch_id, 0)
+        if rows != manifest.rows:
+            raise RowAccountingError(
+                f"batch {manifest.batch_id} ({manifest.source_file}): manifest says {manifest.rows} rows, "
+                f"landed {rows}, loaded {rows}, quarantined 0"
+            )
+        loads[manifest.batch_id] = BatchLoad(manifest.batch_id, manifest.entity, manifest.source_file, rows, rows, 0)
+    return loads
 
 
 def _stage_checked_rows(con: duckdb.DuckDBPyConnection, spec: EntitySpec, limits: Plausibility) -> list[str]:
     """Judge every landed row into the temp table `_CHECKED` (typed, with its problem if any); returns the landed
     data columns (the file's columns, without the landing and loader metadata)."""
     landed = [row[0] for row in con.execute(f"describe {_BATCH}").fetchall()]
-    metadata = (*LANDING_METADATA, "_batch_id", "_batch_extracted_at", LATEST_PLAUSIBLE)
-    data_columns = [c for c in landed if c not in metadata]
+    data_columns = [c for c in landed if c not in _STAGED_METADATA]
     checked = checked_query(spec, data_columns, _BATCH, batch_column="_batch_id", limits=limits)
     con.execute(
         f"create or replace temp table {_CHECKED} as select checked.*, files._at as _batch_extracted_at, "
@@ -280,22 +395,22 @@ def _account_rows(
 
 
 def _record_batches(con: duckdb.DuckDBPyConnection, manifests: list[BatchManifest], loads: list[BatchLoad]) -> None:
-    con.executemany(
+    # One statement of lists, not executemany (about 1 ms a row: 2 s for two years of daily CRM files).
+    con.execute(
         "insert into audit.load_batches (batch_id, source, entity, source_file, extract_date, as_of, rows_read, "
-        "rows_loaded, rows_quarantined, status) values (?, ?, ?, ?, ?, ?, ?, ?, ?, 'loaded')",
+        "rows_loaded, rows_quarantined, status) select unnest(?::varchar[]), unnest(?::varchar[]), "
+        "unnest(?::varchar[]), unnest(?::varchar[]), unnest(?::date[]), unnest(?::date[]), unnest(?::bigint[]), "
+        "unnest(?::bigint[]), unnest(?::bigint[]), 'loaded'",
         [
-            [
-                m.batch_id,
-                m.source,
-                m.entity,
-                m.source_file,
-                m.extract_date,
-                m.as_of,
-                b.rows_read,
-                b.rows_loaded,
-                b.rows_quarantined,
-            ]
-            for m, b in zip(manifests, loads, strict=True)
+            [m.batch_id for m in manifests],
+            [m.source for m in manifests],
+            [m.entity for m in manifests],
+            [m.source_file for m in manifests],
+            [m.extract_date for m in manifests],
+            [m.as_of for m in manifests],
+            [b.rows_read for b in loads],
+            [b.rows_loaded for b in loads],
+            [b.rows_quarantined for b in loads],
         ],
     )
 

@@ -210,7 +210,7 @@ def checked_query(
     when it repeats inside one batch (row numbers are per batch). Columns of `landed_columns` that are not in
     the contract go to `_extra`, keyed by their file's own name (`contract.original_name`)."""
     limits = limits or Plausibility()
-    extras = [c for c in landed_columns if c not in set(spec.column_names)]
+    extras = extra_columns(spec, landed_columns)
     checked = _value_checks(spec, landed_columns, extras, limits)
     partition = [batch_column] if batch_column else []
     return f"""
@@ -234,31 +234,62 @@ def _typed_rows(
 ) -> str:
     """The `typed` CTE: each landed row with its contract columns typed, the text of every checked value
     (for the reasons), extras as JSON, and `_is_good` (read by the reader, nothing wrong with any value)."""
-    present = set(landed_columns)
-    source_text = {c.name: quote_ident(c.name) if c.name in present else "null::varchar" for c in spec.columns}
-    typed_select = ",\n".join(
-        f"{typed_expression(c, source_text[c.name])} as {quote_ident(c.name)}" for c in spec.columns
-    )
+    source_text = _source_text(spec, landed_columns)
     text_select = "".join(
         f"{source_text.get(landed, quote_ident(landed))} as {_text_alias(landed)},\n" for _, landed, _, _ in checked
     )
-    extra_json = (
-        "json_object(" + ", ".join(f"{sql_literal(original_name(c))}, {quote_ident(c)}" for c in extras) + ")"
-        if extras
-        else "null::json"
-    )
-    any_bad = " or ".join(_any(first) for _, _, first, _ in checked) or "false"
     carried = "".join(f"{quote_ident(c)},\n" for c in partition)
     return f"""select
-                {typed_select},
+                {typed_contract_columns(spec, landed_columns)},
                 {text_select}
-                {extra_json} as _extra,
+                {_extra_json(extras)} as _extra,
                 {carried}_source_file,
                 _row_number,
                 _reject_reason,
                 {quote_ident(LATEST_PLAUSIBLE)},
-                _reject_reason is null and not ({any_bad}) as _is_good
+                {_good_condition(checked)} as _is_good
             from {landing}"""
+
+
+def _source_text(spec: EntitySpec, landed_columns: list[str]) -> dict[str, str]:
+    present = set(landed_columns)
+    return {c.name: quote_ident(c.name) if c.name in present else "null::varchar" for c in spec.columns}
+
+
+def typed_contract_columns(spec: EntitySpec, landed_columns: list[str]) -> str:
+    """SQL select list over a landing relation: every contract column typed, in contract order."""
+    source_text = _source_text(spec, landed_columns)
+    return ",\n".join(f"{typed_expression(c, source_text[c.name])} as {quote_ident(c.name)}" for c in spec.columns)
+
+
+def _extra_json(extras: list[str]) -> str:
+    if not extras:
+        return "null::json"
+    return "json_object(" + ", ".join(f"{sql_literal(original_name(c))}, {quote_ident(c)}" for c in extras) + ")"
+
+
+def _good_condition(checked: list[tuple[str, str, _Checks, _Checks]]) -> str:
+    any_bad = " or ".join(_any(first) for _, _, first, _ in checked) or "false"
+    return f"_reject_reason is null and not ({any_bad})"
+
+
+def extra_columns(spec: EntitySpec, landed_columns: list[str]) -> list[str]:
+    """The landed columns that are not in the contract (they go to `_extra`)."""
+    return [c for c in landed_columns if c not in set(spec.column_names)]
+
+
+def clean_row_condition(spec: EntitySpec, landed_columns: list[str], limits: Plausibility | None = None) -> str:
+    """SQL over a landing relation, true exactly when `checked_query` finds nothing wrong with the row itself (its
+    `_is_good`: the same conditions, built by the same code). A repeated primary key is judged apart."""
+    limits = limits or Plausibility()
+    return _good_condition(_value_checks(spec, landed_columns, extra_columns(spec, landed_columns), limits))
+
+
+def clean_row_values(spec: EntitySpec, landed_columns: list[str]) -> str:
+    """SQL select list over a landing relation: the typed contract columns and `_extra`, as `checked_query` gives
+    them for a good row."""
+    extras = extra_columns(spec, landed_columns)
+    return f"{typed_contract_columns(spec, landed_columns)},\n{_extra_json(extras)} as _extra"
 
 
 def _repeated_keys(spec: EntitySpec, partition: list[str]) -> str:

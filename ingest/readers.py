@@ -22,7 +22,7 @@ from touchpoint.sql_text import quote_ident, sql_literal
 SUPPORTED_SUFFIXES = (".csv", ".jsonl", ".parquet")
 # A byte that cannot occur in valid JSON text (raw control characters must be escaped inside strings),
 # used as the "delimiter" to read JSONL as whole lines.
-_LINE_DELIMITER = "\x01"
+LINE_DELIMITER = "\x01"
 # DuckDB's default (2 MB) failed a whole file on one long field. 64 MiB reads any line a real export has, so an
 # oversize value is quarantined per row by the loader (plausibility.max_text_chars), and a longer line is a
 # per-row reject. Speed and memory do not depend on it (1.5M rows: 0.7 s and 288 MB with either setting).
@@ -224,7 +224,7 @@ def read_jsonl(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> list[s
     try:
         con.execute(
             f"create temp table _jsonl_lines as select * from read_csv({sql_literal(str(path))}, "
-            f"columns = {{'line': 'VARCHAR'}}, delim = {sql_literal(_LINE_DELIMITER)}, quote = '', "
+            f"columns = {{'line': 'VARCHAR'}}, delim = {sql_literal(LINE_DELIMITER)}, quote = '', "
             f"escape = '', header = false, auto_detect = false, max_line_size = {MAX_LINE_BYTES}, "
             "store_rejects = true, rejects_table = '_jsonl_rejects', rejects_scan = '_jsonl_scans')"
         )

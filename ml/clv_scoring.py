@@ -60,17 +60,19 @@ def _backtest(purchases: pd.DataFrame, as_of: date, summary: pd.DataFrame) -> di
         return {"skipped": f"calibration fit failed: {error}"}
 
 
-def fit_and_score_clv(purchases: pd.DataFrame, as_of: date, trained_at: datetime, model_folder: Path) -> ClvOutcome:
-    """purchases: person_id, purchase_date, amount (see features.load_purchases)."""
-    summary = clv.rfm_summary(purchases, as_of)
-    scores = _unscored_rows(summary, as_of)
+def fit_and_score_clv(
+    purchases: pd.DataFrame, as_of: date, trained_at: datetime, model_folder: Path, summary: pd.DataFrame | None = None
+) -> ClvOutcome:
+    """Fit BG/NBD and Gamma-Gamma as of `as_of` and score every customer. purchases: person_id, purchase_date,
+    amount (see features.load_purchases); `summary`: their clv.rfm_summary when already computed."""
+    summary = clv.rfm_summary(purchases, as_of) if summary is None else summary
     window = f"{summary['first_purchase_date'].min().date().isoformat()}..{as_of.isoformat()}" if len(summary) else None
     records = _RunRecords(as_of, trained_at, window)
 
     if summary.empty:
         reason = "no purchases on or before as_of"
         return ClvOutcome(
-            scores[CLV_COLUMNS],
+            clv_rows(summary, as_of),
             [records.skipped("bg_nbd", reason, BG_FEATURES), records.skipped("gamma_gamma", reason, GG_FEATURES)],
         )
 
@@ -84,36 +86,51 @@ def fit_and_score_clv(purchases: pd.DataFrame, as_of: date, trained_at: datetime
         bg = clv.fit_bgnbd(x, t_x, big_t)
     except clv.ModelFitError as error:
         return ClvOutcome(
-            scores[CLV_COLUMNS],
+            clv_rows(summary, as_of),
             [
                 records.skipped("bg_nbd", f"BG/NBD not fitted: {error}", BG_FEATURES, metrics=data_metrics),
                 records.skipped("gamma_gamma", "BG/NBD was not fitted", GG_FEATURES),
             ],
         )
-
-    scores["expected_purchases_90d"] = clv.expected_purchases(bg, 90, x, t_x, big_t)
-    scores["expected_purchases_365d"] = clv.expected_purchases(bg, 365, x, t_x, big_t)
-    scores["probability_alive"] = clv.probability_alive(bg, x, t_x, big_t)
     bg_run = _bg_nbd_run(records, bg, purchases, summary, data_metrics)
     save_model(bg_run, bg, model_folder)
-    runs = [bg_run]
 
     try:
         gg = clv.fit_gamma_gamma(x, summary["monetary_value"])
         spend = clv.expected_average_spend(gg, x, summary["monetary_value"])
     except clv.ModelFitError as error:
         # BG/NBD's expected purchases are still worth publishing: only spend and CLV stay null.
-        runs.append(records.skipped("gamma_gamma", f"Gamma-Gamma not fitted: {error}", GG_FEATURES))
-        return ClvOutcome(scores[CLV_COLUMNS], runs)
+        gg_skipped = records.skipped("gamma_gamma", f"Gamma-Gamma not fitted: {error}", GG_FEATURES)
+        return ClvOutcome(clv_rows(summary, as_of, bg), [bg_run, gg_skipped])
 
     gg_run = _gamma_gamma_run(records, gg, spend, summary)
     save_model(gg_run, gg, model_folder)
-    runs.append(gg_run)
+    return ClvOutcome(clv_rows(summary, as_of, bg, gg), [bg_run, gg_run])
+
+
+def clv_rows(
+    summary: pd.DataFrame,
+    as_of: date,
+    bg: clv.BgNbdParams | None = None,
+    gg: clv.GammaGammaParams | None = None,
+) -> pd.DataFrame:
+    """Rows of ml.customer_clv for every customer of `summary` (clv.rfm_summary as of `as_of`): BG/NBD's
+    predictions when `bg` is given, spend and CLV when `gg` is too; null otherwise."""
+    scores = _unscored_rows(summary, as_of)
+    if bg is None or summary.empty:
+        return scores[CLV_COLUMNS]
+    x, t_x, big_t = summary["frequency"], summary["recency"], summary["T"]
+    scores["expected_purchases_90d"] = clv.expected_purchases(bg, 90, x, t_x, big_t)
+    scores["expected_purchases_365d"] = clv.expected_purchases(bg, 365, x, t_x, big_t)
+    scores["probability_alive"] = clv.probability_alive(bg, x, t_x, big_t)
+    if gg is None:
+        return scores[CLV_COLUMNS]
+    spend = clv.expected_average_spend(gg, x, summary["monetary_value"])
     scores["expected_avg_spend"] = spend
     scores["clv"] = clv.customer_lifetime_value(
         bg, spend, x, t_x, big_t, horizon_days=CLV_HORIZON_DAYS, annual_discount_rate=ANNUAL_DISCOUNT_RATE
     )
-    return ClvOutcome(scores[CLV_COLUMNS], runs)
+    return scores[CLV_COLUMNS]
 
 
 @dataclass(frozen=True)

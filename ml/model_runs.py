@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -20,7 +21,7 @@ create table if not exists ml.model_runs (
     model_name varchar not null,
     as_of date not null,
     trained_at timestamp not null,
-    status varchar not null,          -- 'trained' | 'skipped'
+    status varchar not null,          -- 'trained' (a trained model scored the day) | 'skipped'
     reason varchar,                   -- why skipped (null when trained)
     training_window varchar,
     time_unit varchar,
@@ -30,13 +31,22 @@ create table if not exists ml.model_runs (
     library_versions json,
     artifact_path varchar,
     algorithm varchar,                -- the estimator chosen (model_name names the purpose, stably)
+    action varchar,                   -- 'trained' (this as-of) | 'scored' (by a model trained earlier) | 'skipped'
+    model_version varchar,            -- the model that scored the day: '<trained_as_of>.<sha256 of its file, 12>'
+    trained_as_of date,               -- the as-of the scoring model was trained on (<= as_of)
+    training_trigger varchar,         -- why the model was trained: forced | no_model | cadence | drift | volume
+    training_reason varchar,          -- the same in words, with the values measured
+    psi double,                       -- largest input-feature PSI against the latest earlier trained model
+    drift json,                       -- PSI per feature and customers now vs at training (ml/cadence.py)
     primary key (model_name, as_of)
 )
 """
 COLUMNS = (
-    "model_name, as_of, trained_at, status, reason, training_window, time_unit, parameters, metrics, features, "
-    "library_versions, artifact_path, algorithm"
+    "model_name", "as_of", "trained_at", "status", "reason", "training_window", "time_unit", "parameters", "metrics",
+    "features", "library_versions", "artifact_path", "algorithm", "action", "model_version", "trained_as_of",
+    "training_trigger", "training_reason", "psi", "drift",
 )
+JSON_COLUMNS = ("parameters", "metrics", "features", "library_versions", "drift")
 # A warehouse written before `algorithm` existed, and before the segmentation model was named for its purpose
 # rather than for KMeans (it may be a Gaussian mixture): brought up to date in place, history kept.
 MIGRATIONS = (
@@ -44,6 +54,16 @@ MIGRATIONS = (
     "update ml.model_runs set model_name = 'segments' where model_name = 'kmeans_segments'",
     "update ml.model_runs set algorithm = coalesce(parameters->>'algorithm', model_name) "
     "where algorithm is null and status = 'trained'",
+    # Cadence (ml/cadence.py): until then every recorded model was trained (or skipped) on its own as-of.
+    "alter table ml.model_runs add column if not exists action varchar",
+    "alter table ml.model_runs add column if not exists model_version varchar",
+    "alter table ml.model_runs add column if not exists trained_as_of date",
+    "alter table ml.model_runs add column if not exists training_trigger varchar",
+    "alter table ml.model_runs add column if not exists training_reason varchar",
+    "alter table ml.model_runs add column if not exists psi double",
+    "alter table ml.model_runs add column if not exists drift json",
+    "update ml.model_runs set action = status, trained_as_of = case when status = 'trained' then as_of end "
+    "where action is null",
 )
 
 
@@ -84,6 +104,20 @@ class ModelRun:
     features: list[str] = field(default_factory=list)
     library_versions: dict[str, str] = field(default_factory=library_versions)
     artifact_path: str | None = None
+    # cadence (ml/cadence.py): what the stage did with the model for this as-of, and why
+    action: str | None = None  # trained | scored | skipped; None: from the status (trained or skipped today)
+    model_version: str | None = None
+    trained_as_of: date | None = None
+    training_trigger: str | None = None
+    training_reason: str | None = None
+    psi: float | None = None
+    drift: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.action is None:
+            self.action = "trained" if self.status == "trained" else "skipped"
+        if self.trained_as_of is None and self.action == "trained":
+            self.trained_as_of = self.as_of
 
     @property
     def algorithm(self) -> str | None:
@@ -98,6 +132,7 @@ class ModelRun:
         row["algorithm"] = self.algorithm
         row["as_of"] = self.as_of.isoformat()
         row["trained_at"] = self.trained_at.isoformat()
+        row["trained_as_of"] = self.trained_as_of.isoformat() if self.trained_as_of else None
         return _clean(row)
 
 
@@ -122,43 +157,53 @@ def without_training_rows(model: Any) -> Any:
     return model
 
 
-def save_model(run: ModelRun, model: Any, folder: Path) -> ModelRun:
-    """Write `<model_name>.joblib` and `<model_name>.json` (the run record) under folder.
+def model_version(trained_as_of: date, model_path: Path) -> str:
+    """`<training as-of>.<first 12 hex digits of the model file's sha256>`: stable for identical models."""
+    return f"{trained_as_of.isoformat()}.{hashlib.sha256(model_path.read_bytes()).hexdigest()[:12]}"
 
-    Sets and returns the run with its artifact_path.
+
+def save_model(run: ModelRun, model: Any, folder: Path) -> ModelRun:
+    """Write `<model_name>.<sha12>.joblib` and `<model_name>.<sha12>.json` (the run record) under folder, sha12
+    being the first 12 hex digits of the model file's sha256: a file, once written, is never overwritten by
+    another model (a rerun of a training day that trains another model writes another file; the same model,
+    the same file).
+
+    Sets and returns the run with its artifact_path and model_version (`<as_of>.<sha12>`: the same model gives
+    the same version, and a file changed since is recognised).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    model_path = folder / f"{run.model_name}.joblib"
-    joblib.dump(without_training_rows(model), model_path)
+    partial = folder / f".{run.model_name}.joblib.partial"
+    joblib.dump(without_training_rows(model), partial)
+    digest = hashlib.sha256(partial.read_bytes()).hexdigest()[:12]
+    model_path = folder / f"{run.model_name}.{digest}.joblib"
+    partial.replace(model_path)
     run.artifact_path = str(model_path)
-    (folder / f"{run.model_name}.json").write_text(json.dumps(run.record(), indent=2, sort_keys=True))
+    run.model_version = f"{run.as_of.isoformat()}.{digest}"
+    model_path.with_suffix(".json").write_text(json.dumps(run.record(), indent=2, sort_keys=True))
     return run
 
 
-def write_model_runs(con: duckdb.DuckDBPyConnection, runs: list[ModelRun]) -> None:
-    """Replace the rows of these (model_name, as_of) pairs: a rerun never appends twice."""
+def ensure_model_runs(con: duckdb.DuckDBPyConnection) -> None:
+    """Create ml.model_runs, or bring one written by an earlier version up to date (history kept)."""
     con.execute("create schema if not exists ml")
     con.execute(MODEL_RUNS_DDL)
     for migration in MIGRATIONS:
         con.execute(migration)
+
+
+def write_model_runs(con: duckdb.DuckDBPyConnection, runs: list[ModelRun]) -> None:
+    """Replace the rows of these (model_name, as_of) pairs: a rerun never appends twice."""
+    ensure_model_runs(con)
     for run in runs:
         row = run.record()
+        values = {
+            **{column: getattr(run, column) for column in COLUMNS},
+            "algorithm": run.algorithm,
+            **{column: json.dumps(row[column], sort_keys=True) for column in JSON_COLUMNS},
+            "psi": row["psi"],
+        }
         con.execute("delete from ml.model_runs where model_name = ? and as_of = ?", [run.model_name, run.as_of])
         con.execute(
-            f"insert into ml.model_runs ({COLUMNS}) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                run.model_name,
-                run.as_of,
-                run.trained_at,
-                run.status,
-                run.reason,
-                run.training_window,
-                run.time_unit,
-                json.dumps(row["parameters"], sort_keys=True),
-                json.dumps(row["metrics"], sort_keys=True),
-                json.dumps(row["features"]),
-                json.dumps(row["library_versions"], sort_keys=True),
-                run.artifact_path,
-                run.algorithm,
-            ],
+            f"insert into ml.model_runs ({', '.join(COLUMNS)}) values ({', '.join('?' for _ in COLUMNS)})",
+            [values[column] for column in COLUMNS],
         )

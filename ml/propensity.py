@@ -190,11 +190,7 @@ def train_and_score(
     final = candidate_pipelines(len(refit))[chosen]
     final.fit(refit[PROPENSITY_FEATURES], refit["label"].to_numpy())
 
-    current = propensity_features(purchases, as_of_end)
-    probabilities = (
-        final.predict_proba(current[PROPENSITY_FEATURES])[:, 1] if len(current) else np.array([], dtype="float64")
-    )
-    scored = pd.DataFrame({"person_id": current["person_id"], "probability": probabilities})
+    scored = score_with(final, propensity_features(purchases, as_of_end))
     first_cutoff = min(refit_cutoffs)
     run = ModelRun(
         task.model_name,
@@ -231,37 +227,50 @@ def train_and_score(
 def score_all(
     purchases: pd.DataFrame, as_of: date, as_of_end: datetime, model_folder
 ) -> tuple[pd.DataFrame, list[ModelRun]]:
-    """Rows of ml.customer_propensity for every customer, plus one run record per task.
+    """Train every task and return the rows of ml.customer_propensity for every customer, plus one run record
+    per task (the ML stage trains on a cadence instead: ml/stage.py).
 
     A task without enough data is recorded as skipped and its two columns stay null.
     """
-    current = propensity_features(purchases, as_of_end)[["person_id"]].copy()
-    current["as_of"] = pd.Series([as_of] * len(current), dtype="object")
-    runs = []
+    current = propensity_features(purchases, as_of_end)
+    runs, scores = [], {}
     for task in TASKS:
-        probability_column = f"{task.column_prefix}_probability"
-        decile_column = f"{task.column_prefix}_decile"
         try:
             scored, run, model = train_and_score(purchases, as_of_end, task)
         except NotEnoughData as error:
-            runs.append(
-                skipped(
-                    task.model_name,
-                    as_of,
-                    as_of_end,
-                    str(error),
-                    time_unit="day",
-                    features=list(PROPENSITY_FEATURES),
-                )
-            )
-            current[probability_column] = np.nan
-            current[decile_column] = pd.array([pd.NA] * len(current), dtype="Int64")
+            runs.append(skipped(task.model_name, as_of, as_of_end, str(error), time_unit="day",
+                                features=list(PROPENSITY_FEATURES)))
             continue
         save_model(run, model, model_folder)
         runs.append(run)
-        merged = current[["person_id"]].merge(scored, on="person_id", how="left")
+        scores[task.model_name] = scored
+    return propensity_rows(current, as_of, scores), runs
+
+
+def score_with(model: Pipeline, current: pd.DataFrame) -> pd.DataFrame:
+    """(person_id, probability) of every customer in `current` (propensity_features) by a trained model."""
+    probabilities = (
+        model.predict_proba(current[PROPENSITY_FEATURES])[:, 1] if len(current) else np.array([], dtype="float64")
+    )
+    return pd.DataFrame({"person_id": current["person_id"], "probability": probabilities})
+
+
+def propensity_rows(people: pd.DataFrame, as_of: date, scores: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Rows of ml.customer_propensity: every customer in `people` (propensity_features), with the probability
+    and decile of each task in `scores` (model_name -> person_id, probability); a task without scores keeps its
+    two columns null."""
+    current = people[["person_id"]].copy()  # `current`: bench/mutations.py mutates a line below by its text
+    current["as_of"] = pd.Series([as_of] * len(current), dtype="object")
+    for task in TASKS:
+        probability_column = f"{task.column_prefix}_probability"
+        decile_column = f"{task.column_prefix}_decile"
+        if task.model_name not in scores:
+            current[probability_column] = np.nan
+            current[decile_column] = pd.array([pd.NA] * len(current), dtype="Int64")
+            continue
+        merged = current[["person_id"]].merge(scores[task.model_name], on="person_id", how="left")
         current[probability_column] = merged["probability"].to_numpy()
         current[decile_column] = pd.array(
             deciles(merged["probability"].to_numpy(), merged["person_id"].to_numpy()), dtype="Int64"
         )
-    return current, runs
+    return current

@@ -302,22 +302,7 @@ def fit_segments(
     """
     transformer, matrix = _feature_matrix(frame)
     clustering = _cluster(frame, transformer, matrix)
-    labels = clustering.labels
-    numeric_index = list(range(len(NUMERIC_FEATURES)))
-    profiles = _profile(frame, matrix, labels, numeric_index)
-    mapping, matching = _match_ids(profiles, previous_profiles, frame)
-    names = name_segments({lab: profiles[lab]["z"] for lab in sorted(profiles, key=lambda lab: mapping[lab])})
-
-    segment_ids = np.array([mapping[lab] for lab in labels], dtype="int64")
-    assignments = pd.DataFrame(
-        {
-            "person_id": frame["person_id"].to_numpy(),
-            "segment_id": segment_ids,
-            "segment_name": [names[lab] for lab in labels],
-        }
-    )
-    profile_rows = _profile_rows(profiles, mapping, names, len(frame))
-    changes = membership_changes(assignments, previous_assignments, previous_as_of)
+    day = _segment_day(frame, matrix, clustering.labels, previous_profiles, previous_assignments, previous_as_of)
     run = ModelRun(
         "segments",
         as_of,
@@ -332,17 +317,67 @@ def fit_segments(
             "random_state": RANDOM_STATE,
             "silhouette_sample": SILHOUETTE_SAMPLE,
         },
-        metrics={
-            "customers": len(frame),
-            **clustering.curves,
-            **clustering.comparison,
-            **matching,
-            "segment_sizes": {str(r.segment_id): int(r.size) for r in profile_rows.itertuples()},
-            "membership_changes": int(len(changes)),
-        },
+        metrics={"customers": len(frame), **clustering.curves, **clustering.comparison, **day.metrics},
         features=list(FEATURES),
     )
-    return SegmentOutcome(assignments, profile_rows, changes, run, clustering.production)
+    return SegmentOutcome(day.assignments, day.profiles, day.changes, run, clustering.production)
+
+
+@dataclass
+class SegmentDay:
+    """The segment tables of one as-of from a model's raw labels, and that day's counts for the run record."""
+
+    assignments: pd.DataFrame
+    profiles: pd.DataFrame
+    changes: pd.DataFrame
+    metrics: dict[str, object]  # matching to the previous as-of, segment sizes, membership changes
+
+
+def assign_segments(
+    model: Pipeline,
+    frame: pd.DataFrame,
+    previous_profiles: pd.DataFrame | None = None,
+    previous_assignments: pd.DataFrame | None = None,
+    previous_as_of: date | None = None,
+) -> SegmentDay:
+    """Assign the customers in `frame` with a segmentation trained earlier (a Pipeline: features -> KMeans or
+    GaussianMixture); profiles, names and stable ids as after a training. Raises NotEnoughCustomers as
+    fit_segments does."""
+    if len(frame) < MIN_CUSTOMERS:
+        raise NotEnoughCustomers(f"{len(frame)} customers with purchases; segments need >= {MIN_CUSTOMERS}")
+    matrix = model.named_steps["features"].transform(frame[FEATURES])
+    labels = model.named_steps["model"].predict(matrix)
+    return _segment_day(frame, matrix, labels, previous_profiles, previous_assignments, previous_as_of)
+
+
+def _segment_day(
+    frame: pd.DataFrame,
+    matrix: np.ndarray,
+    labels: np.ndarray,
+    previous_profiles: pd.DataFrame | None,
+    previous_assignments: pd.DataFrame | None,
+    previous_as_of: date | None,
+) -> SegmentDay:
+    """Profiles, stable ids (matched to the previous as-of), names and membership changes of raw labels."""
+    numeric_index = list(range(len(NUMERIC_FEATURES)))
+    profiles = _profile(frame, matrix, labels, numeric_index)
+    mapping, matching = _match_ids(profiles, previous_profiles, frame)
+    names = name_segments({lab: profiles[lab]["z"] for lab in sorted(profiles, key=lambda lab: mapping[lab])})
+    assignments = pd.DataFrame(
+        {
+            "person_id": frame["person_id"].to_numpy(),
+            "segment_id": np.array([mapping[lab] for lab in labels], dtype="int64"),
+            "segment_name": [names[lab] for lab in labels],
+        }
+    )
+    profile_rows = _profile_rows(profiles, mapping, names, len(frame))
+    changes = membership_changes(assignments, previous_assignments, previous_as_of)
+    metrics = {
+        **matching,
+        "segment_sizes": {str(r.segment_id): int(r.size) for r in profile_rows.itertuples()},
+        "membership_changes": int(len(changes)),
+    }
+    return SegmentDay(assignments, profile_rows, changes, metrics)
 
 
 def _feature_matrix(frame: pd.DataFrame) -> tuple[ColumnTransformer, np.ndarray]:

@@ -8,10 +8,11 @@ Each run, when there is a pending request or a suppression list (privacy/erasure
    last run's graph) names their persons and every other record of those persons. Each identifier found on
    those records joins the suppression list unless a person who is not erased also carries it (a shared
    household phone stays theirs). Repeat until nothing new is found.
-3. Delete those rows from raw (and held), their landing rows (the Parquet files are rewritten, audited in the
-   request and the batch manifest), their quarantined rows, every row of an erased person in the tables dbt does
-   not rebuild (ML history, person_id history, sync rejections), and their values in files under
-   `<home>/activation` and the syncs' rejection files.
+3. Delete those rows from raw (and held), their records from the staging tables dbt built before this stage
+   (`STAGED_TABLES`), their landing rows (the Parquet files are rewritten, audited in the request and the batch
+   manifest), their quarantined rows, every row of an erased person in the tables dbt does not rebuild (ML
+   history, person_id history, sync rejections), and their values in files under `<home>/activation` and the
+   syncs' rejection files.
 4. Mark the working warehouse for compaction: publish rewrites the file once dbt rebuilt every table, so no
    deleted row survives in a free block (`compact_database`).
 
@@ -46,6 +47,14 @@ from .pseudonyms import SUPPRESSION_PADS, connection_setup, hmac_sql
 IDENTIFIERS_VIEW = "staging.stg_privacy__record_identifiers"
 CHECKED_DDL = "create table if not exists audit.suppression_checked_batches (batch_id varchar, checked_at timestamp)"
 _MAX_ROUNDS = 10  # the graph is followed until nothing new; a person's records link within a few rounds
+# Staging models dbt materialises as tables (dbt_project.yml: the events, whose deduplication would otherwise run
+# in every model reading them). The staging layer is built before this stage, so a doomed raw row's record is
+# deleted from them too: table -> (the raw entity it stages, its column holding that entity's record_id in
+# stg_privacy__record_identifiers). Any other table in `staging` stops the erasure (it could not be reached).
+STAGED_TABLES = {
+    "stg_web__events": ("web_events", "event_id"),
+    "stg_email__events": ("email_events", "event_id"),
+}
 
 
 @dataclass
@@ -226,6 +235,13 @@ def _delete_everywhere(ctx: RunContext, con: duckdb.DuckDBPyConnection) -> dict[
             removed[f"raw.{table}"] = _delete_rows(
                 con, f"raw.{table}", "(_batch_id, _row_number) in (select (batch_id, row_number) from _doomed "
                 f"where source_entity = '{table}')")
+        for table, (entity, column) in _staging_tables(con).items():
+            # a record with a doomed version goes whole; the next run's staging, rebuilt from raw, has whatever
+            # version of it survived
+            removed[f"staging.{table}"] = _delete_rows(
+                con, f"staging.{table}", f'"{column}" in (select ids.record_id from _ids as ids '
+                "join _doomed using (source_entity, batch_id, row_number) "
+                f"where ids.source_entity = {sql_literal(entity)})")
         removed["audit.quarantine"] = _delete_rows(
             con, "audit.quarantine",
             "(batch_id, row_number) in (select (batch_id, row_number) from _doomed_quarantine)")
@@ -316,6 +332,19 @@ def _doom_quarantined_rows(con: duckdb.DuckDBPyConnection) -> None:
         where identifier is not null
           and {hmac_sql(identifier_text("kind", "identifier"), SUPPRESSION_PADS)} in (select hash from _suppressed)
     """)
+
+
+def _staging_tables(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str]]:
+    """The staging tables in the warehouse (views read raw, already without the rows) with their entity and
+    record-id column; raises if one is not in STAGED_TABLES, rather than leave an erased person's rows in it."""
+    tables = [row[0] for row in con.execute(
+        "select table_name from duckdb_tables() where schema_name = 'staging' order by 1").fetchall()]
+    unknown = [table for table in tables if table not in STAGED_TABLES]
+    if unknown:
+        raise RuntimeError(
+            f"staging tables erasure cannot reach: {', '.join(unknown)}; name their raw entity and record-id "
+            "column in privacy/erasure.py STAGED_TABLES (or materialise them as views)")
+    return {table: STAGED_TABLES[table] for table in tables}
 
 
 def _person_columns(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:

@@ -120,11 +120,14 @@ def _browsers(seed: int, world: World) -> _Browsers:
     )
 
 
-def web_events(seed: int, world: World, days: int) -> pd.DataFrame:
-    """All web events on days [0, days): numeric columns; strings are built by the writer."""
+def web_events(seed: int, world: World, days: int, effects_seed: int | None = None) -> pd.DataFrame:
+    """All web events on days [0, days): numeric columns; strings are built by the writer.
+
+    `effects_seed`: the seed of the known channel effects (journeys.py), the world's seed when `seed` is the
+    stream seed of one of its chunks (the effects are the same for every chunk); `seed` when None."""
     dev = devices(seed, len(world.persons))
     browsers = _browsers(seed, world)
-    purchase_sessions = _purchase_sessions(seed, world, dev)
+    purchase_sessions = _purchase_sessions(seed, world, dev, seed if effects_seed is None else effects_seed)
     cols: dict[str, list[np.ndarray]] = {k: [] for k in _EVENT_COLUMNS}
     n_sessions = 0
     for d in range(days):
@@ -211,7 +214,7 @@ def _in_day_order(ev: dict[str, np.ndarray], dev: Devices) -> pd.DataFrame:
     return out
 
 
-def _purchase_sessions(seed: int, world: World, dev: Devices) -> pd.DataFrame:
+def _purchase_sessions(seed: int, world: World, dev: Devices, effects_seed: int) -> pd.DataFrame:
     rng = np.random.default_rng([seed, 9])
     orders = world.orders
     items = world.order_items
@@ -270,7 +273,7 @@ def _purchase_sessions(seed: int, world: World, dev: Devices) -> pd.DataFrame:
             "product_id": product,
             "page": 0,
             # the known channel effects (journeys.py): purchase sessions lean to the channels that convert
-            "channel": rng.choice(len(CHANNELS), m, p=journeys.purchase_channel_p(seed))[o],
+            "channel": rng.choice(len(CHANNELS), m, p=journeys.purchase_channel_p(effects_seed))[o],
             "day": np.floor(t_order[o]).astype(np.int64),
         }
     )
@@ -281,8 +284,12 @@ def campaign_days(start: date, days: int) -> list[int]:
     return list(range(first, days, 7))
 
 
-def email_events(seed: int, world: World, start: date, days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Email events of every campaign sent on days [0, days) (opens may fall later) and unsubscribes."""
+def email_events(
+    seed: int, world: World, start: date, days: int, effects_seed: int | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Email events of every campaign sent on days [0, days) (opens may fall later) and unsubscribes.
+    `effects_seed`: as for `web_events`, the seed of the campaigns' known click effects."""
+    effects_seed = seed if effects_seed is None else effects_seed
     ci = world.contact_index
     v0 = world.contacts[world.contacts["version"] == 0].set_index("contact_id").reindex(ci["contact_id"])
     email = texts(v0["email"])
@@ -320,7 +327,7 @@ def email_events(seed: int, world: World, start: date, days: int) -> tuple[pd.Da
         buys_soon[opened] = journeys.buys_within(
             purchase_times, person[idx[opened]], click_t[opened], journeys.CAMPAIGN_WINDOW_DAYS
         )
-        effect = np.where(buys_soon, journeys.campaign_effect(seed, c), 1.0)
+        effect = np.where(buys_soon, journeys.campaign_effect(effects_seed, c), 1.0)
         clicked = opened & (click_u < journeys.CLICK_RATE * effect)
         unsub = ~is_bounce & (rng.random(r) < 0.004)
         u_t = np.where(opened, open_t, sent_t) + rng.uniform(60, 2 * 86400, r) / 86400

@@ -4,7 +4,9 @@
 files), `out/truth/` and `out/generator.json`. `advance(out, days)` appends days: it rebuilds the same
 world from generator.json, writes only the new daily files and brings shop.sqlite and truth to the new end
 state. The world does not depend on the number of days written, so generate(D) + advance(1) gives the same
-files as generate(D + 1). See sources/README.md for the model and the noise rates.
+files as generate(D + 1). A world of more than `chunk_customers` customers is built and written chunk by chunk
+(each chunk a world from its own streams, its ids after those of the chunks before), so memory follows the
+chunk, not the world. See sources/README.md for the model, the chunks and the noise rates.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -22,14 +25,18 @@ import pyarrow as pa
 
 from touchpoint.ingest.contract import ENTITY_SPECS
 
-from . import activity, journeys, people, population, records, writers
+from . import activity, journeys, people, population, records, treatment, writers
 from .consents import consent_events, consent_table
-from .world import CANCEL_RATE, REFUND_RATE, RETURN_RATE, World, build_world
+from .world import CANCEL_RATE, REFUND_RATE, RETURN_RATE, Chunk, Shared, World, build_world
 
 # 2: known channel and campaign effects (journeys.py) and UTM tags on email landing pages; a folder written by
 # version 1 cannot be advanced with them (its earlier days would lack them).
 GENERATOR_VERSION = 2
 WEB_BLOCK_DAYS = 61
+# A world of more customers is built and written in chunks of this many, each from its own streams: peak RSS
+# grows with the chunk, not the world (one chunk of 100k needed 3.8 GB; see sources/README.md "Speed").
+CHUNK_CUSTOMERS = 50_000
+_CHUNK_STREAM = 0x43484E4B  # entropy word of the chunk seeds ("CHNK"), so they are no stream of the world's
 TRUTH_FUTURE_DAYS = 365
 # The demo systems write the landing contract's columns, in its order (ingest/contract.py is their one list).
 CRM_COLUMNS = list(ENTITY_SPECS["crm_contacts"].column_names)
@@ -69,21 +76,52 @@ class GenerateSummary:
 
 
 def generate(
-    out: Path, customers: int = 10_000, days: int = 730, seed: int = 42, start: date = date(2024, 7, 1)
+    out: Path,
+    customers: int = 10_000,
+    days: int = 730,
+    seed: int = 42,
+    start: date = date(2024, 7, 1),
+    chunk_customers: int = CHUNK_CUSTOMERS,
+    on_chunk: Callable[[int, int], None] | None = None,
 ) -> GenerateSummary:
-    """Write the demo source systems for `days` days from `start` into `out` (replacing what was there)."""
-    if customers < 1 or days < 1:
-        raise GeneratorError(f"customers and days must be positive (got {customers}, {days})")
+    """Write the demo source systems for `days` days from `start` into `out` (replacing what was there).
+
+    More than `chunk_customers` customers are built and written in chunks of that many (kept in
+    generator.json, so `advance` rebuilds the same chunks); a world of at most that many is one chunk.
+    `on_chunk(done, chunks)` is called after each chunk, for a caller that shows progress."""
+    if customers < 1 or days < 1 or chunk_customers < 1:
+        raise GeneratorError(
+            f"customers, days and chunk_customers must be positive (got {customers}, {days}, {chunk_customers})"
+        )
     out = Path(out)
     for sub in ("systems", "truth"):
         if (out / sub).exists():
             shutil.rmtree(out / sub)
     (out / "generator.json").unlink(missing_ok=True)
-    return _run(out, seed=seed, customers=customers, start=start, days=days, first_new_day=0)
+    chunk = min(chunk_customers, customers)
+    return _run(
+        out,
+        seed=seed,
+        customers=customers,
+        chunk_customers=chunk,
+        start=start,
+        days=days,
+        first_new_day=0,
+        on_chunk=on_chunk,
+    )
 
 
-def advance(out: Path, days: int = 1) -> GenerateSummary:
-    """Append `days` more days to an existing output (new daily files, shop.sqlite and truth updated)."""
+def advance(
+    out: Path,
+    days: int = 1,
+    sends: pd.DataFrame | None = None,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> GenerateSummary:
+    """Append `days` more days to an existing output (new daily files, shop.sqlite and truth updated).
+
+    `sends` (treatment.SENDS_COLUMNS, e.g. from `treatment.sends_from_home`): the people the syncs assigned to
+    experiments since the world last heard; the treated among them answer in the new days (treatment.py).
+    """
     if days < 1:
         raise GeneratorError(f"days must be positive (got {days})")
     meta = read_meta(Path(out))
@@ -91,9 +129,12 @@ def advance(out: Path, days: int = 1) -> GenerateSummary:
         Path(out),
         seed=meta["seed"],
         customers=meta["customers"],
+        chunk_customers=meta.get("chunk_customers", meta["customers"]),  # absent: one chunk
         start=date.fromisoformat(meta["start"]),
         days=meta["days"] + days,
         first_new_day=meta["days"],
+        sends=sends,
+        on_chunk=on_chunk,
     )
 
 
@@ -128,25 +169,86 @@ class _DailyRecords:
     pos: pd.DataFrame  # POS transactions written
 
 
+def chunk_seed(seed: int, index: int) -> int:
+    """The stream seed of chunk `index` of a world: the world's seed for the first chunk (so a world of one chunk
+    is the world as it always was), else one derived from (seed, index)."""
+    if index == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, _CHUNK_STREAM, index]).generate_state(1, np.uint64)[0])
+
+
+@dataclass
+class _DayNumbers:
+    """Per day, how many web events, web sessions and email events the chunks before numbered: their ids
+    restart every day, so a chunk's ids of a day follow those of the chunks before it."""
+
+    web_events: np.ndarray
+    web_sessions: np.ndarray
+    email_events: np.ndarray
+
+    @classmethod
+    def empty(cls, days: int) -> _DayNumbers:
+        return cls(*(np.zeros(days, dtype=np.int64) for _ in range(3)))
+
+
+@dataclass
+class _ChunkRun:
+    """How one chunk is drawn and written: its stream seed, the world's seed (for the known effects, the same
+    in every chunk), its ids' offsets, and whether its daily rows are added to files a chunk before wrote."""
+
+    seed: int
+    world_seed: int
+    chunk: Chunk
+    numbers: _DayNumbers
+
+    @property
+    def append(self) -> bool:
+        return self.chunk.index > 0
+
+
 def _run(
-    out: Path, *, seed: int, customers: int, start: date, days: int, first_new_day: int
+    out: Path,
+    *,
+    seed: int,
+    customers: int,
+    chunk_customers: int,
+    start: date,
+    days: int,
+    first_new_day: int,
+    sends: pd.DataFrame | None = None,
+    on_chunk: Callable[[int, int], None] | None = None,
 ) -> GenerateSummary:
     t0 = time.perf_counter()
-    world = build_world(seed, customers)
-    end = float(days)  # everything strictly before day index `days` exists in the systems
     new_days = range(first_new_day, days)
     systems, truth = out / "systems", out / "truth"
-
-    daily, rows = _write_daily_files(systems, seed, world, start, days, new_days)
-
-    # Shop database: the state at the end of the last day.
-    shop, shop_rows = _shop_state(start, world, end)
-    writers.write_sqlite(systems / "shop.sqlite", shop)
-    rows.update(shop_rows)
-
-    _write_truth(truth, seed, start, world, end, daily)
+    units = treatment.read_units(truth)
+    responses = _Responses(units, sends, first_new_day)
+    shop = writers.ShopDatabase(systems / "shop.sqlite")
+    parts = writers.ParquetParts(truth)
+    rows: dict[str, int] = {}
+    try:
+        sizes = [min(chunk_customers, customers - lo) for lo in range(0, customers, chunk_customers)]
+        chunk, numbers, shared = Chunk(count=len(sizes)), _DayNumbers.empty(days), Shared()
+        for index, size in enumerate(sizes):
+            run = _ChunkRun(chunk_seed(seed, index), seed, replace(chunk, index=index), numbers)
+            world = build_world(run.seed, size, run.chunk, shared)
+            chunk = _next_chunk(run.chunk, world, size)
+            for entity, n in _run_chunk(systems, parts, shop, run, world, start, days, new_days, responses).items():
+                rows[entity] = rows.get(entity, 0) + n
+            del world  # the next chunk's world is drawn in the memory this one held
+            if on_chunk is not None:
+                on_chunk(index + 1, len(sizes))
+        shop.close()
+    except BaseException:
+        shop.abandon()
+        raise
+    finally:
+        parts.close()
+    writers.write_parquet(truth / "channel_effects.parquet", _channel_truth(seed))
+    writers.write_parquet(truth / "campaign_effects.parquet", _truth_campaigns(seed, start, float(days)))
+    treatment.write_units(truth, responses.all_units())
     _write_params(truth / "params.json", seed, customers, start)
-    _write_meta(out / "generator.json", seed, customers, start, days)
+    _write_meta(out / "generator.json", seed, customers, start, days, chunk_customers)
     return GenerateSummary(
         out=out,
         first_day=start,
@@ -157,8 +259,79 @@ def _run(
     )
 
 
+def _next_chunk(chunk: Chunk, world: World, size: int) -> Chunk:
+    """The offsets of the chunk after `chunk` (the base world's records: the sends' answers have their own ids)."""
+    return replace(
+        chunk,
+        person_offset=chunk.person_offset + size,
+        customer_offset=chunk.customer_offset + len(world.accounts),
+        order_offset=chunk.order_offset + len(world.orders),
+        contact_offset=chunk.contact_offset + len(world.contact_index),
+        transaction_offset=chunk.transaction_offset + len(world.pos),
+    )
+
+
+def _run_chunk(
+    systems: Path,
+    parts: writers.ParquetParts,
+    shop: writers.ShopDatabase,
+    run: _ChunkRun,
+    world: World,
+    start: date,
+    days: int,
+    new_days: range,
+    responses: _Responses,
+) -> dict[str, int]:
+    """Write one chunk: its daily rows, then (with the answers to the sends) its shop rows and truth."""
+    end = float(days)  # everything strictly before day index `days` exists in the systems
+    daily, rows = _write_daily_files(systems, run, world, start, days, new_days)
+    # the sends' answers are shop orders added after the daily files: the base world is drawn without them
+    world = responses.answer(run, world)
+    tables, shop_rows = _shop_state(start, world, end, with_products=run.chunk.index == 0)
+    shop.add(tables)
+    rows.update(shop_rows)
+    _write_truth(parts, start, world, end, daily)
+    return rows
+
+
+class _Responses:
+    """The sends' units of the whole world, handed to each chunk for its persons (person_idx local to it) and
+    collected back (person_idx of the world); one batch number and one run of answer order ids for the world."""
+
+    def __init__(self, units: pd.DataFrame, sends: pd.DataFrame | None, first_new_day: int) -> None:
+        self.units, self.sends, self.first_new_day = units, sends, first_new_day
+        self.batch = int(units["batch"].max()) + 1 if len(units) else 0
+        self.next_order_id = treatment.RESPONSE_ORDER_ID_BASE + 1 + int(units["is_applied"].sum())
+        self.parts: list[pd.DataFrame] = []
+
+    def answer(self, run: _ChunkRun, world: World) -> World:
+        lo, hi = run.chunk.person_offset, run.chunk.person_offset + len(world.persons)
+        idx = self.units["person_idx"].to_numpy()
+        local = self.units[(idx >= lo) & (idx < hi)]
+        local = local.assign(person_idx=local["person_idx"] - lo).reset_index(drop=True)
+        if self.sends is not None:
+            before = int(local["is_applied"].sum())
+            local = treatment.add_units(
+                run.seed,
+                world,
+                local,
+                self.sends,
+                self.first_new_day,
+                batch=self.batch,
+                first_order_id=self.next_order_id,
+                received=self.units,
+            )
+            self.next_order_id += int(local["is_applied"].sum()) - before
+        self.parts.append(local.assign(person_idx=local["person_idx"] + lo))
+        return treatment.with_responses(run.seed, world, local)
+
+    def all_units(self) -> pd.DataFrame:
+        units = pd.concat(self.parts, ignore_index=True) if self.parts else self.units
+        return units.astype(treatment.UNIT_COLUMNS)
+
+
 def _write_daily_files(
-    systems: Path, seed: int, world: World, start: date, days: int, new_days: range
+    systems: Path, run: _ChunkRun, world: World, start: date, days: int, new_days: range
 ) -> tuple[_DailyRecords, dict[str, int]]:
     """Write the CRM, web, email and POS files of `new_days`; return what they hold and the rows per entity.
 
@@ -166,8 +339,9 @@ def _write_daily_files(
     change every world generated for a seed.
     """
     end = float(days)
+    seed, append = run.seed, run.append
     rows: dict[str, int] = {}
-    contacts, unsub = _crm_versions(seed, world, start, days)
+    contacts, unsub = _crm_versions(seed, world, start, days, run.world_seed)
     crm = contacts[contacts["valid_day"] < end]
     rows["crm_contacts"] = writers.write_daily_csv(
         systems / "crm",
@@ -176,22 +350,25 @@ def _write_daily_files(
         _crm_table(start, crm),
         np.floor(crm["valid_day"].to_numpy()),
         new_days,
+        append,
     )
 
-    web = activity.web_events(seed, world, days)
+    web = _numbered_web(activity.web_events(seed, world, days, run.world_seed), run.numbers, days)
     web_ids = _web_event_ids(start, web)
-    rows["web_events"] = _write_web_files(systems / "web", start, web, web_ids, days, new_days)
+    rows["web_events"] = _write_web_files(systems / "web", start, web, web_ids, days, new_days, append)
 
-    email_ids, email_table, email_days, email_person = _email_table(start, unsub["_events"], end)
+    email_ids, email_table, email_days, email_person = _email_table(
+        start, unsub["_events"], end, run.numbers.email_events
+    )
     rows["email_events"] = writers.write_daily_csv(
-        systems / "email", "events", start, email_table, email_days, new_days
+        systems / "email", "events", start, email_table, email_days, new_days, append
     )
 
     consents = consent_events(seed, world, days)
     consents = consents[consents["day"] < end]
     rows["consent_events"] = writers.write_daily_csv(
         systems / "crm", "consents", start, consent_table(start, consents), np.floor(consents["day"].to_numpy()),
-        new_days,
+        new_days, append,
     )
 
     pos = world.pos[world.pos["t"] < end]
@@ -202,12 +379,26 @@ def _write_daily_files(
         _pos_table(start, pos),
         np.floor(pos["t"].to_numpy()),
         new_days,
+        append,
     )
     return _DailyRecords(crm, web, web_ids, email_ids, email_person, pos), rows
 
 
+def _numbered_web(web: pd.DataFrame, numbers: _DayNumbers, days: int) -> pd.DataFrame:
+    """The chunk's web events with event and session numbers after those the chunks before gave each day;
+    `numbers` then counts this chunk's too."""
+    day = web["day"].to_numpy().astype(np.int64)
+    sessions = np.zeros(days, dtype=np.int64)
+    np.maximum.at(sessions, day, web["session_seq"].to_numpy() + 1)
+    web["event_seq"] = web["event_seq"].to_numpy() + numbers.web_events[day]
+    web["session_seq"] = web["session_seq"].to_numpy() + numbers.web_sessions[day]
+    numbers.web_events += np.bincount(day, minlength=days)[:days]
+    numbers.web_sessions += sessions
+    return web
+
+
 def _write_web_files(
-    folder: Path, start: date, web: pd.DataFrame, web_ids: np.ndarray, days: int, new_days: range
+    folder: Path, start: date, web: pd.DataFrame, web_ids: np.ndarray, days: int, new_days: range, append: bool
 ) -> int:
     """Write the web events of `new_days` as daily JSON lines; return the number of events written."""
     web_days = web["day"].to_numpy()
@@ -219,12 +410,13 @@ def _write_web_files(
             continue
         lo, hi = np.searchsorted(web_days, [block, block + WEB_BLOCK_DAYS])
         lines = writers.jsonl_lines(_web_table(start, web.iloc[lo:hi], web_ids[lo:hi]))
-        written += writers.write_daily_jsonl(folder, "events", start, lines, web_days[lo:hi], block_days)
+        written += writers.write_daily_jsonl(folder, "events", start, lines, web_days[lo:hi], block_days, append)
     return written
 
 
-def _write_meta(path: Path, seed: int, customers: int, start: date, days: int) -> None:
-    """generator.json: what `advance` needs to rebuild the same world and append days to it."""
+def _write_meta(path: Path, seed: int, customers: int, start: date, days: int, chunk_customers: int) -> None:
+    """generator.json: what `advance` needs to rebuild the same world and append days to it (the chunk size
+    only for a world of several chunks: a world of one is written as before chunks existed)."""
     meta = {
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
@@ -232,12 +424,16 @@ def _write_meta(path: Path, seed: int, customers: int, start: date, days: int) -
         "start": start.isoformat(),
         "days": days,
     }
+    if chunk_customers < customers:
+        meta["chunk_customers"] = chunk_customers
     path.write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def _crm_versions(seed: int, world: World, start: date, days: int) -> tuple[pd.DataFrame, dict]:
+def _crm_versions(
+    seed: int, world: World, start: date, days: int, world_seed: int
+) -> tuple[pd.DataFrame, dict]:
     """CRM versions including opt-out versions that follow email unsubscribes."""
-    events, unsubscribed = activity.email_events(seed, world, start, days)
+    events, unsubscribed = activity.email_events(seed, world, start, days, world_seed)
     base = world.contacts.sort_values(["contact_id", "valid_day"], kind="stable")
     if len(unsubscribed):
         latest = pd.merge_asof(
@@ -327,11 +523,14 @@ def _with_campaign_tags(start: date, web: pd.DataFrame, url: np.ndarray) -> np.n
 
 
 def _email_table(
-    start: date, events: pd.DataFrame, end: float
+    start: date, events: pd.DataFrame, end: float, numbered: np.ndarray
 ) -> tuple[np.ndarray, pa.Table, np.ndarray, np.ndarray]:
+    """The email events before `end`, numbered per day after the `numbered` of the chunks before (which then
+    counts these too)."""
     ev = events[events["t"] < end]
     day = np.floor(ev["t"].to_numpy()).astype(np.int64)
-    seq = ev.groupby(day).cumcount().to_numpy()
+    seq = ev.groupby(day).cumcount().to_numpy() + numbered[day]
+    numbered += np.bincount(day, minlength=len(numbered))[: len(numbered)]
     event_id = np.char.add(
         np.char.add("M", writers.day_tags(start, day)), np.char.add("-", writers.zero_padded(seq, 6))
     ).astype(object)
@@ -373,7 +572,10 @@ def _order_state(orders: pd.DataFrame, end: float) -> tuple[np.ndarray, np.ndarr
     return status.astype(object), updated
 
 
-def _shop_state(start: date, world: World, end: float) -> tuple[dict[str, list[tuple]], dict[str, int]]:
+def _shop_state(
+    start: date, world: World, end: float, with_products: bool = True
+) -> tuple[dict[str, list[tuple]], dict[str, int]]:
+    """The shop's rows at `end` (the catalogue only `with_products`: every chunk of a world shares the first's)."""
     cv = world.customers
     cv = cv[(cv["valid_day"] < end) & (cv["created_day"] < end) & (cv["deleted_day"] >= end)]
     cv = cv.sort_values(["customer_id", "valid_day"], kind="stable").drop_duplicates(
@@ -402,6 +604,8 @@ def _shop_state(start: date, world: World, end: float) -> tuple[dict[str, list[t
     products = world.products.drop(columns="category_idx").assign(
         updated_at=writers.timestamps(start, np.full(len(world.products), -30.0))
     )
+    if not with_products:
+        products = products.iloc[:0]
 
     def tuples(df: pd.DataFrame) -> list[tuple]:
         return [
@@ -430,19 +634,21 @@ def _shop_state(start: date, world: World, end: float) -> tuple[dict[str, list[t
 
 
 def _write_truth(
-    truth: Path, seed: int, start: date, world: World, end: float, daily: _DailyRecords
+    parts: writers.ParquetParts, start: date, world: World, end: float, daily: _DailyRecords
 ) -> None:
-    """truth/: who each written record belongs to, who the people are, every purchase up to a year on, and the
-    known effects of channels and campaigns on conversion."""
+    """truth/ of one chunk: who each written record belongs to, who the people are, every purchase up to a year
+    on (rows in order within the chunk, the chunks one after the other)."""
     pid = world.persons["true_person_id"].to_numpy(dtype=object)
-    writers.write_parquet(truth / "record_persons.parquet", _record_persons(world, end, daily, pid))
+    parts.write("record_persons.parquet", _record_persons(world, end, daily, pid))
     persons = _truth_persons(start, world, end, pid)
-    writers.write_parquet(truth / "persons.parquet", pa.Table.from_pandas(persons, preserve_index=False))
+    parts.write("persons.parquet", pa.Table.from_pandas(persons, preserve_index=False))
     purchases = _truth_purchases(start, world, end, pid)
-    writers.write_parquet(truth / "purchases.parquet", pa.Table.from_pandas(purchases, preserve_index=False))
-    channels = journeys.channel_truth(seed)
-    writers.write_parquet(truth / "channel_effects.parquet", pa.Table.from_pandas(channels, preserve_index=False))
-    writers.write_parquet(truth / "campaign_effects.parquet", _truth_campaigns(seed, start, end))
+    parts.write("purchases.parquet", pa.Table.from_pandas(purchases, preserve_index=False))
+
+
+def _channel_truth(seed: int) -> pa.Table:
+    """The known effects of channels on conversion: the world's, the same in every chunk."""
+    return pa.Table.from_pandas(journeys.channel_truth(seed), preserve_index=False)
 
 
 def _truth_campaigns(seed: int, start: date, end: float) -> pa.Table:
@@ -607,6 +813,11 @@ def _write_params(path: Path, seed: int, customers: int, start: date) -> None:
             "campaign_click_rate": journeys.CLICK_RATE,
             "campaign_effect_range": list(journeys.CAMPAIGN_EFFECT_RANGE),
             "campaign_window_days": journeys.CAMPAIGN_WINDOW_DAYS,
+        },
+        "treatment": {
+            "response_rate": treatment.RESPONSE_RATE,
+            "response_window_days": treatment.RESPONSE_WINDOW_DAYS,
+            "applies_to": "the treatment arm of every experiment a sync assigned (truth/treatment_responses.parquet)",
         },
         "truth_future_days": TRUTH_FUTURE_DAYS,
     }

@@ -89,10 +89,26 @@ def _addresses(rng: np.random.Generator, n: int, city_idx: np.ndarray | None = N
     }
 
 
-def _unique(values: np.ndarray) -> np.ndarray:
-    """Append 2, 3, ... to repeated email local parts so that each address belongs to one person."""
+class AddressBook:
+    """How many persons of the chunks built so far drew each email address (before numbering): a chunk numbers
+    its repeats after theirs, so the chunks of a world number an address as one big world would and no
+    address belongs to two persons. Empty for the first (or only) chunk."""
+
+    def __init__(self) -> None:
+        self.uses = pd.Series(dtype=np.int64)
+
+    def number(self, drawn: pd.Series) -> np.ndarray:
+        """For each drawn address, how many persons drew it before (this chunk's earlier rows included)."""
+        before = self.uses.reindex(drawn.to_numpy()).fillna(0).to_numpy(dtype=np.int64)
+        self.uses = self.uses.add(drawn.value_counts(), fill_value=0).astype(np.int64)
+        return drawn.groupby(drawn).cumcount().to_numpy() + before
+
+
+def _unique(values: np.ndarray, addresses: AddressBook | None = None) -> np.ndarray:
+    """Append 2, 3, ... to repeated email local parts so that each address belongs to one person (numbered
+    after the chunks before, `addresses`)."""
     s = pd.Series(values)
-    n = s.groupby(s).cumcount().to_numpy()
+    n = s.groupby(s).cumcount().to_numpy() if addresses is None else addresses.number(s)
     local_domain = s.str.split("@", n=1, expand=True)
     local, domain = local_domain[0].to_numpy(dtype=object), local_domain[1].to_numpy(dtype=object)
     bumped = local + np.where(n > 0, (n + 1).astype(str).astype(object), "") + "@" + domain
@@ -155,8 +171,17 @@ def _household_ages(
     return np.where(joiner, cand, age_days)
 
 
-def draw_people(rng: np.random.Generator, persons: pd.DataFrame) -> pd.DataFrame:
+def draw_people(
+    rng: np.random.Generator,
+    persons: pd.DataFrame,
+    share: tuple[int, int] = (0, 1),
+    addresses: AddressBook | None = None,
+) -> pd.DataFrame:
     """True attributes for every person, including a possible move (new address from `moved_day`).
+
+    In chunk i of k of a world (`share`, world.Chunk) the phone subscriber numbers come from the chunk's own
+    residue class (i mod k) and email addresses are numbered after the chunks before (`addresses`), so both
+    stay unique across the chunks.
 
     The steps draw from `rng` in a fixed order (own attributes, households, emails, moves): reordering them
     changes every world generated for a seed.
@@ -169,7 +194,8 @@ def draw_people(rng: np.random.Generator, persons: pd.DataFrame) -> pd.DataFrame
     last = names.sample_zipf(rng, names.LAST_NAMES, n, 0.85)
     age_days = rng.integers(18 * 365, 82 * 365, n)
     addr = _addresses(rng, n)
-    numbers = rng.choice(9_000_000, size=2 * n, replace=False) + 1_000_000  # unique subscriber numbers
+    # unique subscriber numbers, from the chunk's residue class (mod k) of the 9M
+    numbers = rng.choice(9_000_000 // share[1], size=2 * n, replace=False) * share[1] + share[0] + 1_000_000
     phones = _phones(rng, addr["country"], addr["city_idx"], numbers[:n])
 
     # Households: a joiner takes the head's address, usually the last name, often the landline, sometimes
@@ -189,7 +215,7 @@ def draw_people(rng: np.random.Generator, persons: pd.DataFrame) -> pd.DataFrame
         addr[k] = np.where(joiner, addr[k][head], addr[k])
     shared_phone = _share_landlines(rng, phones, addr, joiner, head)
 
-    primary_email, secondary_email = _emails(rng, first, last, addr["country"])
+    primary_email, secondary_email = _emails(rng, first, last, addr["country"], addresses)
     shared_email = joiner & (rng.random(n) < SHARED_EMAIL_IN_HOUSEHOLD)
     move = _moves(rng, persons, addr, phones, numbers[n:], joiner, head, shared_phone)
 
@@ -240,7 +266,11 @@ def _share_landlines(
 
 
 def _emails(
-    rng: np.random.Generator, first: np.ndarray, last: np.ndarray, country: np.ndarray
+    rng: np.random.Generator,
+    first: np.ndarray,
+    last: np.ndarray,
+    country: np.ndarray,
+    addresses: AddressBook | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Primary (a private provider of the country) and secondary (work) addresses, each unique to a person;
     the secondary is None for those who have none."""
@@ -270,7 +300,7 @@ def _emails(
         + np.array(_WORK_DOMAINS, dtype=object)[rng.integers(0, len(_WORK_DOMAINS), n)]
     )
     # Made unique together, so a work address never equals another person's private one either.
-    both = _unique(np.concatenate([local + "@" + domain, secondary]))
+    both = _unique(np.concatenate([local + "@" + domain, secondary]), addresses)
     return both[:n], np.where(has_secondary, both[n:], None)
 
 

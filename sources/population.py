@@ -63,8 +63,9 @@ def type_params() -> list[dict[str, object]]:
     return out
 
 
-def draw_persons(rng: np.random.Generator, n: int) -> pd.DataFrame:
-    """One row per true person: latent type, acquisition time (days after start) and process parameters."""
+def draw_persons(rng: np.random.Generator, n: int, first_person: int = 1) -> pd.DataFrame:
+    """One row per true person: latent type, acquisition time (days after start) and process parameters;
+    true_person_id numbered from `first_person`."""
     weights = np.array([t.weight for t in LATENT_TYPES])
     type_idx = rng.choice(len(LATENT_TYPES), size=n, p=weights / weights.sum())
     col = {
@@ -92,7 +93,7 @@ def draw_persons(rng: np.random.Generator, n: int) -> pd.DataFrame:
     acquired = ACQUISITION_DAYS * rng.random(n) ** 1.6
     return pd.DataFrame(
         {
-            "true_person_id": writers.prefixed("P", np.arange(1, n + 1), 7),
+            "true_person_id": writers.prefixed("P", np.arange(first_person, first_person + n), 7),
             "latent_type": np.array([t.name for t in LATENT_TYPES], dtype=object)[type_idx],
             "acquired_day": acquired,
             "purchase_rate_per_day": lam,

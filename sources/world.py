@@ -7,13 +7,13 @@ per-day / per-campaign streams in `activity.py`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from . import noise, population, records, writers
-from .people import draw_people
+from .people import AddressBook, draw_people
 
 CATEGORIES = [
     "apparel",
@@ -65,6 +65,37 @@ CANCEL_RATE, REFUND_RATE = 0.04, 0.05
 ORDER_ID_BASE, CUSTOMER_ID_BASE = 100_000, 1_000
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """Which part of a world is built (generator.py builds a large world chunk by chunk).
+
+    The chunk's records are numbered after those of the chunks before it (the offsets), and the identifiers
+    drawn without replacement (phone subscriber numbers, loyalty ids) come from the chunk's own share of their
+    space (`index` of `count`), so no id is shared by two chunks (email addresses: `Shared`). The default is
+    the whole world in one piece, as before chunks existed.
+    """
+
+    index: int = 0
+    count: int = 1
+    person_offset: int = 0
+    customer_offset: int = 0  # shop accounts of the chunks before
+    order_offset: int = 0
+    contact_offset: int = 0
+    transaction_offset: int = 0
+
+
+WHOLE_WORLD = Chunk()
+
+
+@dataclass
+class Shared:
+    """What the chunks of one world share as they are built one after the other: the first chunk's product
+    catalogue and the email addresses drawn so far."""
+
+    products: pd.DataFrame | None = None
+    addresses: AddressBook = field(default_factory=AddressBook)
+
+
 @dataclass
 class World:
     persons: pd.DataFrame  # truth per person (population draw)
@@ -99,20 +130,27 @@ def _products(rng: np.random.Generator) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["product_id", "name", "category", "price", "category_idx"])
 
 
-def build_world(seed: int, customers: int) -> World:
+def build_world(seed: int, customers: int, chunk: Chunk = WHOLE_WORLD, shared: Shared | None = None) -> World:
     """Everyone's behaviour and records, from streams seeded by (seed, part): people, purchases and each
     system's records have their own stream, so changing how one is drawn leaves the others as they were.
-    Within the shared stream [seed, 4] the order of the steps below is the order of the draws."""
+    Within the shared stream [seed, 4] the order of the steps below is the order of the draws. `chunk` says
+    which part of a larger world this is (its ids follow the chunks before it); `shared`: what the chunks
+    built before left (the catalogue is the first chunk's: a later chunk still makes its own draw, which it
+    then ignores, so its stream [seed, 4] runs as in any world)."""
+    shared = Shared() if shared is None else shared
     rng = np.random.default_rng([seed, 1])
-    persons = population.draw_persons(rng, customers)
-    people = draw_people(np.random.default_rng([seed, 2]), persons)
+    persons = population.draw_persons(rng, customers, first_person=chunk.person_offset + 1)
+    people = draw_people(np.random.default_rng([seed, 2]), persons, (chunk.index, chunk.count), shared.addresses)
     purchases = population.simulate_purchases(np.random.default_rng([seed, 3]), persons)
     rng = np.random.default_rng([seed, 4])
     purchases = _timed_purchases(rng, purchases)
-    products = _products(rng)
-    accounts = _shop_accounts(rng, persons, purchases)
+    own_products = _products(rng)
+    if shared.products is None:
+        shared.products = own_products
+    products = shared.products
+    accounts = _shop_accounts(rng, persons, purchases, chunk.customer_offset)
     cust_versions = _shop_customer_versions(np.random.default_rng([seed, 5]), people, accounts)
-    contacts_idx, in_crm, dup_choice = _crm_contacts(rng, persons)
+    contacts_idx, in_crm, dup_choice = _crm_contacts(rng, persons, chunk.contact_offset)
     contact_versions = records.written_records(
         np.random.default_rng([seed, 6]),
         people,
@@ -125,8 +163,8 @@ def build_world(seed: int, customers: int) -> World:
     contact_versions["email_opt_in"] = contacts_idx["opt_in"].to_numpy()[contact_versions["record_idx"]]
 
     # Online orders: one per online purchase, from the (latest existing) account of the person.
-    orders, items = _orders(rng, purchases, accounts, products, people)
-    pos = _pos(rng, purchases, people, in_crm, seed)
+    orders, items = _orders(rng, purchases, accounts, products, people, ORDER_ID_BASE + 1 + chunk.order_offset)
+    pos = _pos(rng, purchases, people, in_crm, chunk)
     return World(
         persons,
         people,
@@ -153,7 +191,9 @@ def _timed_purchases(rng: np.random.Generator, purchases: pd.DataFrame) -> pd.Da
     return purchases.sort_values(["t", "person_idx"], kind="stable").reset_index(drop=True)
 
 
-def _shop_accounts(rng: np.random.Generator, persons: pd.DataFrame, purchases: pd.DataFrame) -> pd.DataFrame:
+def _shop_accounts(
+    rng: np.random.Generator, persons: pd.DataFrame, purchases: pd.DataFrame, first: int = 0
+) -> pd.DataFrame:
     """One row per shop account: person_idx, created_day, deleted_day, is_duplicate, customer_id.
 
     Everyone who buys online has one (created just before the first online order) and 30% of browsers
@@ -192,7 +232,7 @@ def _shop_accounts(rng: np.random.Generator, persons: pd.DataFrame, purchases: p
         .sort_values(["created_day", "person_idx"], kind="stable")
         .reset_index(drop=True)
     )
-    accounts["customer_id"] = CUSTOMER_ID_BASE + 1 + np.arange(len(accounts))
+    accounts["customer_id"] = CUSTOMER_ID_BASE + 1 + first + np.arange(len(accounts))
     return accounts
 
 
@@ -218,7 +258,9 @@ def _shop_customer_versions(rng: np.random.Generator, people: pd.DataFrame, acco
     return cust_versions
 
 
-def _crm_contacts(rng: np.random.Generator, persons: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+def _crm_contacts(
+    rng: np.random.Generator, persons: pd.DataFrame, first: int = 0
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """One row per CRM contact (person_idx, created_day, is_duplicate, contact_id, opt_in); who is in the CRM
     (per person); and which duplicate contacts use the person's secondary email.
 
@@ -245,7 +287,7 @@ def _crm_contacts(rng: np.random.Generator, persons: pd.DataFrame) -> tuple[pd.D
         .sort_values(["created_day", "person_idx"], kind="stable")
         .reset_index(drop=True)
     )
-    contacts_idx["contact_id"] = writers.prefixed("C", np.arange(1, len(contacts_idx) + 1), 7)
+    contacts_idx["contact_id"] = writers.prefixed("C", first + np.arange(1, len(contacts_idx) + 1), 7)
     contacts_idx["opt_in"] = rng.random(len(contacts_idx)) < 0.6
     dup_choice = contacts_idx["is_duplicate"].to_numpy() & (rng.random(len(contacts_idx)) < 0.5)
     return contacts_idx, in_crm, dup_choice
@@ -257,6 +299,7 @@ def _orders(
     accounts: pd.DataFrame,
     products: pd.DataFrame,
     people: pd.DataFrame,
+    first_order_id: int = ORDER_ID_BASE + 1,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     on = purchases[purchases["is_online"]].reset_index()
     m = len(on)
@@ -280,7 +323,7 @@ def _orders(
     )
     orders = pd.DataFrame(
         {
-            "order_id": ORDER_ID_BASE + 1 + np.arange(m),
+            "order_id": first_order_id + np.arange(m),
             "customer_id": cust,
             "person_idx": on["person_idx"],
             "purchase_row": on["index"],
@@ -328,15 +371,31 @@ def _orders(
     return orders, items
 
 
+def orders_for(
+    rng: np.random.Generator, purchases: pd.DataFrame, accounts: pd.DataFrame, world: World, first_order_id: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Shop orders and items for extra online `purchases` (person_idx, t, amount) of `world`'s people, drawn
+    the way the world's own orders are, placed on `accounts` (one per person) and numbered from
+    `first_order_id`."""
+    return _orders(rng, purchases, accounts, world.products, world.people, first_order_id)
+
+
+def customer_versions_for(rng: np.random.Generator, world: World, accounts: pd.DataFrame) -> pd.DataFrame:
+    """The shop's customer rows for extra `accounts` of `world`'s people, noised like the world's own."""
+    return _shop_customer_versions(rng, world.people, accounts)
+
+
 def _pos(
-    rng: np.random.Generator, purchases: pd.DataFrame, people: pd.DataFrame, in_crm: np.ndarray, seed: int
+    rng: np.random.Generator, purchases: pd.DataFrame, people: pd.DataFrame, in_crm: np.ndarray, chunk: Chunk
 ) -> pd.DataFrame:
     """Store transactions (and 6% later returns), identified by loyalty id, phone and/or email."""
     st = purchases[~purchases["is_online"]].reset_index()
     m = len(st)
     n = len(people)
     member = in_crm & (rng.random(n) < 0.7)
-    loyalty = writers.prefixed("L", rng.choice(90_000_000, n, replace=False) + 10_000_000, 8)
+    # a chunk draws from its own residue class (index mod count) of the 90M loyalty numbers
+    drawn = rng.choice(90_000_000 // chunk.count, n, replace=False) * chunk.count + chunk.index
+    loyalty = writers.prefixed("L", drawn + 10_000_000, 8)
     ret = rng.random(m) < RETURN_RATE
     ret_rows = np.flatnonzero(ret)
     ret_t = _time_of_day(
@@ -385,7 +444,7 @@ def _pos(
     phone = noise.format_phones(np.where(has_phone, people["phone_cc"].to_numpy()[p], None), area, sub, style)
     email = np.where(has_email, people["email"].to_numpy()[p], None)
     email = noise.change_case(email, rng.random(k) < 0.1, rng)
-    tx["transaction_id"] = writers.prefixed("T", np.arange(1, k + 1), 9)
+    tx["transaction_id"] = writers.prefixed("T", chunk.transaction_offset + np.arange(1, k + 1), 9)
     tx["store_id"] = writers.prefixed("ST", people["city_idx"].to_numpy()[p], 3)
     tx["loyalty_id"] = np.where(has_loyalty, loyalty[p], None)
     tx["phone"] = phone

@@ -80,27 +80,47 @@ def day_bounds(day_index: np.ndarray, days: Iterable[int]) -> Iterable[tuple[int
 
 
 def write_daily_csv(
-    folder: Path, stem: str, start: date, table: pa.Table, day_index: np.ndarray, days: Iterable[int]
+    folder: Path,
+    stem: str,
+    start: date,
+    table: pa.Table,
+    day_index: np.ndarray,
+    days: Iterable[int],
+    append: bool = False,
 ) -> int:
+    """One CSV per day (header included); `append`: add the rows to the day's file without a header (the
+    later chunks of a world, whose first chunk wrote the file)."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = 0
-    options = pacsv.WriteOptions(include_header=True)
+    options = pacsv.WriteOptions(include_header=not append)
     for d, lo, hi in day_bounds(day_index, days):
         path = folder / f"{stem}_{(start + timedelta(days=d)).isoformat()}.csv"
-        pacsv.write_csv(table.slice(lo, hi - lo), str(path), write_options=options)
+        if append:
+            if hi > lo:
+                with path.open("ab") as sink:
+                    pacsv.write_csv(table.slice(lo, hi - lo), sink, write_options=options)
+        else:
+            pacsv.write_csv(table.slice(lo, hi - lo), str(path), write_options=options)
         rows += hi - lo
     return rows
 
 
 def write_daily_jsonl(
-    folder: Path, stem: str, start: date, lines: pa.Array, day_index: np.ndarray, days: Iterable[int]
+    folder: Path,
+    stem: str,
+    start: date,
+    lines: pa.Array,
+    day_index: np.ndarray,
+    days: Iterable[int],
+    append: bool = False,
 ) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     rows = 0
     for d, lo, hi in day_bounds(day_index, days):
         path = folder / f"{stem}_{(start + timedelta(days=d)).isoformat()}.jsonl"
         chunk = lines.slice(lo, hi - lo).to_pylist()
-        path.write_text("".join(line + "\n" for line in chunk), encoding="utf-8")
+        with path.open("a" if append else "w", encoding="utf-8") as sink:
+            sink.write("".join(line + "\n" for line in chunk))
         rows += hi - lo
     return rows
 
@@ -119,26 +139,74 @@ SHOP_SCHEMA = {
 
 def write_sqlite(path: Path, tables: dict[str, list[tuple]]) -> None:
     """Create the database from scratch (same rows in the same order give the same file bytes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".sqlite.tmp")
-    tmp.unlink(missing_ok=True)
-    con = sqlite3.connect(tmp)
-    try:
-        con.execute("PRAGMA page_size = 4096")
-        con.execute("PRAGMA journal_mode = OFF")
-        con.execute("PRAGMA synchronous = OFF")
+    shop = ShopDatabase(path)
+    shop.add(tables)
+    shop.close()
+
+
+class ShopDatabase:
+    """The shop database written in parts (a world's chunks): created fresh at the first `add`, each table
+    created just before its first rows (the order `write_sqlite` always had, so one part gives its bytes),
+    moved into place by `close`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = path.with_suffix(".sqlite.tmp")
+        self._tmp.unlink(missing_ok=True)
+        self._con = sqlite3.connect(self._tmp)
+        self._con.execute("PRAGMA page_size = 4096")
+        self._con.execute("PRAGMA journal_mode = OFF")
+        self._con.execute("PRAGMA synchronous = OFF")
+        self._created: set[str] = set()
+
+    def add(self, tables: dict[str, list[tuple]]) -> None:
         for name, ddl in SHOP_SCHEMA.items():
-            con.execute(f"CREATE TABLE {name} ({ddl})")
+            if name not in self._created:
+                self._con.execute(f"CREATE TABLE {name} ({ddl})")
+                self._created.add(name)
             rows = tables[name]
             if rows:
                 marks = ",".join("?" * len(rows[0]))
-                con.executemany(f"INSERT INTO {name} VALUES ({marks})", rows)
-        con.commit()
-    finally:
-        con.close()
-    tmp.replace(path)
+                self._con.executemany(f"INSERT INTO {name} VALUES ({marks})", rows)
+        self._con.commit()
+
+    def close(self) -> None:
+        self._con.close()
+        self._tmp.replace(self.path)
+
+    def abandon(self) -> None:
+        self._con.close()
+        self._tmp.unlink(missing_ok=True)
 
 
 def write_parquet(path: Path, table: pa.Table) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path, compression="zstd", use_dictionary=True, write_statistics=True)
+
+
+class ParquetParts:
+    """Parquet files written a part at a time (one row group per part, same options as `write_parquet`, so a
+    file of one part has its bytes). A later part is cast to the first part's schema: a chunk whose column is
+    all null has no type of its own."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._writers: dict[str, pq.ParquetWriter] = {}
+
+    def write(self, name: str, table: pa.Table) -> None:
+        writer = self._writers.get(name)
+        if writer is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            writer = pq.ParquetWriter(
+                self.folder / name, table.schema, compression="zstd", use_dictionary=True, write_statistics=True
+            )
+            self._writers[name] = writer
+        elif not table.schema.equals(writer.schema, check_metadata=False):
+            table = table.cast(writer.schema)
+        writer.write_table(table)
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()

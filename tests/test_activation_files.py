@@ -201,8 +201,9 @@ def test_audit_log_loads_into_a_warehouse_idempotently(tmp_path: Path) -> None:
     write_published_warehouse(tmp_path / "warehouse.duckdb", [person("P1"), person("P2", consent=False)])
     run_sync(make_ctx(tmp_path, "r1"), file_sync())
     con = duckdb.connect()
-    assert load_sync_audit(con, tmp_path) == {"sync_runs": 1, "sync_rejections": 1}
-    assert load_sync_audit(con, tmp_path) == {"sync_runs": 1, "sync_rejections": 1}
+    counts = {"sync_runs": 1, "sync_rejections": 1, "experiment_assignments": 0}
+    assert load_sync_audit(con, tmp_path) == counts
+    assert load_sync_audit(con, tmp_path) == counts
     assert con.execute("select sync_name, status, sent from audit.sync_runs").fetchall() == [
         ("vip_file", "success", 1)
     ]

@@ -6,9 +6,14 @@ import json
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
+
+from touchpoint.config import RunContext
+from touchpoint.ingest import SOURCES
+from touchpoint.pipeline import stages_in_order
 
 DAGS = Path(__file__).resolve().parent.parent / "dags"
 
@@ -148,6 +153,11 @@ def test_stages_run_in_pipeline_order(dagbag) -> None:
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
     for source in ("shop", "crm", "web", "email", "pos"):
         assert "load.raw" in dag.get_task(f"extract.{source}").downstream_task_ids
+    # the in-process runner (benchmarks, tests) runs the same stages in the same order
+    ctx = RunContext(as_of=date(2026, 3, 31), home=Path("home"), run_id="order")
+    in_process = [task_id for task_id, _ in stages_in_order(ctx, syncs=[])]
+    assert [t for t in in_process if not t.startswith("extract.")] == order[: order.index("publish") + 1]
+    assert {t for t in in_process if t.startswith("extract.")} == {f"extract.{s}" for s in SOURCES}
 
 
 def test_each_stage_is_a_task_group(dagbag) -> None:

@@ -41,6 +41,10 @@ def test_run_prints_a_short_summary_not_log_noise(conformance_run: Path) -> None
     assert len(printed) < 40, printed
     assert any(line.strip().startswith("ok publish") for line in printed)
     assert any("quarantined" in line for line in printed)
+    # the summary names every layer, journeys and experiments included, each with its figures (not n/a)
+    labels = {line.split()[0]: line for line in printed if line.startswith("  ") and len(line.split()) > 1}
+    for label in ("loaded", "identity", "marts", "journeys", "experiments", "ml", "gates"):
+        assert label in labels and "n/a" not in labels[label], (label, printed)
     assert not any("[info" in line for line in printed)  # Airflow's log lines went to the log file
     # no library warnings on the terminal: they belong in the log too
     assert (conformance_run / "run.stderr").read_text() == ""

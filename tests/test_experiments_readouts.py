@@ -43,11 +43,23 @@ def binomial_bounds(n: int, p: float, level: float = 0.999) -> tuple[int, int]:
 # --- the formulas, on examples small enough to check by hand ---------------------------------------------------
 
 def test_two_proportion_by_hand() -> None:
+    # Newcombe (1998), Statistics in Medicine 17:873-890, example (a): 56/70 - 48/80, method 10: 0.0524 .. 0.3339
+    newcombe = readout.two_proportion(56, 70, 48, 80)
+    assert newcombe["diff"] == pytest.approx(0.2)
+    assert (newcombe["low"], newcombe["high"]) == pytest.approx((0.0524, 0.3339), abs=5e-5)
+    # Wilson's interval of one proportion, by its formula: 0 of 51 still leaves room up to 7%
+    assert readout.wilson(0, 51) == pytest.approx((0.0, 1.959964**2 / (51 + 1.959964**2)), abs=1e-7)
+    # for large, balanced arms the interval is Wald's (unpooled standard error)
+    big = readout.two_proportion(3000, 10000, 2000, 10000)
+    se = np.sqrt(0.3 * 0.7 / 10000 + 0.2 * 0.8 / 10000)
+    assert (big["low"], big["high"]) == pytest.approx((0.1 - 1.959964 * se, 0.1 + 1.959964 * se), abs=2e-4)
+    # an arm with no conversion keeps its uncertainty: Wald's interval would end at the treated arm's own width
+    zero = readout.two_proportion(72, 412, 0, 51)
+    wald_low = 72 / 412 - 1.959964 * np.sqrt(72 / 412 * (1 - 72 / 412) / 412)
+    assert zero["low"] < wald_low - 0.03
     # 30/100 treated vs 20/100 control
     result = readout.two_proportion(30, 100, 20, 100)
-    se = np.sqrt(0.3 * 0.7 / 100 + 0.2 * 0.8 / 100)
     assert result["diff"] == pytest.approx(0.1)
-    assert (result["low"], result["high"]) == pytest.approx((0.1 - 1.959964 * se, 0.1 + 1.959964 * se), rel=1e-6)
     pooled_z = 0.1 / np.sqrt(0.25 * 0.75 * (2 / 100))
     assert result["p"] == pytest.approx(2 * stats.norm.sf(pooled_z))
     assert result["p"] == pytest.approx(0.1025, abs=5e-4)  # z = 1.633

@@ -104,7 +104,7 @@ def test_model_runs_record_each_model_with_its_metadata(warehouse) -> None:
     for name, row in by_name.iterrows():
         assert "scikit-learn" in json.loads(row["library_versions"])
         assert json.loads(row["features"])
-        artifact = Path(row["artifact_path"])
+        artifact = home / row["artifact_path"]  # kept relative to the home
         assert artifact.exists() and artifact.parent == home / "artifacts" / "run-1" / "models"
         sidecar = json.loads(artifact.with_suffix(".json").read_text())
         assert sidecar["model_name"] == name and sidecar["parameters"] == json.loads(row["parameters"])
@@ -116,7 +116,8 @@ def test_gate_passes_on_healthy_outputs(warehouse, monkeypatch) -> None:
     assert gate.success and not gate.warnings, gate.summary()
     by_id = {r.check_id: r for r in gate.results}
     assert {r.expectation for r in gate.results} >= {
-        "tables_exist", "model_recorded", "model_trained", "probability_in_range", "no_missing_scores",
+        "tables_exist", "model_recorded", "model_trained", "model_not_from_the_future", "probability_in_range",
+        "no_missing_scores",
         "non_negative", "segment_count", "segment_min_share", "auc_above_floor",
     }
     buyers = len(active_persons(con))
@@ -144,6 +145,8 @@ def test_gate_catches_broken_outputs(warehouse) -> None:
     try:
         con.execute("update ml.customer_propensity set churn_90d_probability = 1.5 where person_id = ?", [first])
         con.execute("delete from ml.customer_clv where person_id = ?", [last])
+        # a backfill scored by a model trained later would leak the future into its scores
+        con.execute("update ml.model_runs set trained_as_of = as_of + 7 where model_name = 'segments'")
         gate = ml_gate(con)
     finally:
         con.execute("rollback")
@@ -151,7 +154,10 @@ def test_gate_catches_broken_outputs(warehouse) -> None:
     assert set(failures) == {
         "ml.customer_propensity.churn_90d_probability.probability_in_range",
         "ml.customer_clv.no_missing_scores",
+        "ml.model_runs.trained_as_of.model_not_from_the_future",
     }
+    assert failures["ml.model_runs.trained_as_of.model_not_from_the_future"].sample[0].startswith(
+        "segments: scored by the model of ")
     assert failures["ml.customer_propensity.churn_90d_probability.probability_in_range"].sample == [f"{first}: 1.5"]
     assert failures["ml.customer_clv.no_missing_scores"].sample == [last]
     assert not gate.success

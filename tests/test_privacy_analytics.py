@@ -25,7 +25,6 @@ from touchpoint.activation import SyncDefinitionError, load_sync_definitions, ru
 from touchpoint.activation.definitions import parse_sync_definition
 from touchpoint.config import Paths, RunContext
 from touchpoint.dbt import read_manifest
-from touchpoint.ingest import SOURCES
 from touchpoint.privacy.keys import pseudonym_key
 from touchpoint.privacy.pii_columns import IDENTIFIER_NODE_KINDS, NODE_ID_FORM, tagged_forms
 from touchpoint.privacy.pseudonyms import pseudonym
@@ -64,18 +63,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     paths = Paths(tmp_path_factory.mktemp("privacy_home")).ensure()
     generate(paths.demo_sources, customers=250, days=45, seed=11, start=AS_OF - timedelta(days=44))
     _add_quarantined_contact(paths, AS_OF)
-    ctx = RunContext(as_of=AS_OF, home=paths.home, run_id=AS_OF.isoformat())
-    for source in SOURCES:
-        pipeline.extract(ctx, source)
-    pipeline.load(ctx)
-    pipeline.gate(ctx, "raw")
-    for layer in ("staging", "identity", "marts"):
-        pipeline.dbt_layer(ctx, layer)
-    pipeline.ml(ctx)
-    pipeline.gate(ctx, "ml")
-    pipeline.dbt_layer(ctx, "scored")
-    pipeline.gate(ctx, "marts")
-    pipeline.publish(ctx)
+    pipeline.run_in_process(RunContext(as_of=AS_OF, home=paths.home, run_id=AS_OF.isoformat()))
     return paths.home
 
 

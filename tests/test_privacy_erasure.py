@@ -24,10 +24,8 @@ import pytest
 from tests.conftest import PG_SERVER, fresh_postgres_database
 from tests.doubles.activation import FakeAudienceApi
 from touchpoint import cli, pipeline
-from touchpoint.activation import run_sync
 from touchpoint.activation.definitions import SyncDefinition, parse_sync_definition
 from touchpoint.config import RunContext
-from touchpoint.ingest import SOURCES
 from touchpoint.privacy.erasure_requests import load_requests, read_suppression
 from touchpoint.privacy.keys import pseudonym_key
 from touchpoint.privacy.pseudonyms import pseudonym
@@ -68,24 +66,7 @@ def sync_definitions(pg_uri_name: str | None, api_name: str | None) -> list[Sync
 
 
 def run_everything(home: Path, as_of: date, run_id: str, syncs: list[SyncDefinition]) -> dict:
-    """Every stage of the customer_360 DAG, in its order, in this process."""
-    ctx = RunContext(as_of=as_of, home=home, run_id=run_id)
-    for source in SOURCES:
-        pipeline.extract(ctx, source)
-    pipeline.load(ctx)
-    pipeline.gate(ctx, "raw")
-    pipeline.dbt_layer(ctx, "staging")
-    erased = pipeline.erase(ctx)
-    for layer in ("identity", "marts"):
-        pipeline.dbt_layer(ctx, layer)
-    pipeline.ml(ctx)
-    pipeline.gate(ctx, "ml")
-    pipeline.dbt_layer(ctx, "scored")
-    pipeline.gate(ctx, "marts")
-    published = pipeline.publish(ctx)
-    for definition in syncs:
-        run_sync(ctx, definition).raise_if_failed()
-    return {"erase": erased, "publish": published}
+    return pipeline.run_in_process(RunContext(as_of=as_of, home=home, run_id=run_id), syncs)
 
 
 @dataclass
@@ -238,7 +219,7 @@ def test_an_erased_person_is_nowhere_and_stays_out(world: World) -> None:
     assert cli.main(["erase", "--email", f"  {person.email.upper()} ", "--home", str(world.home)]) == 0
     outcome = run_everything(world.home, AS_OF, "run-2", world.syncs)
 
-    assert outcome["erase"]["persons_erased"] == 1
+    assert outcome["dbt.erase"]["persons_erased"] == 1
     assert outcome["publish"]["compacted_after_erasure"]["free_blocks_after"] == 0
     assert files_holding(world.home, needles) == {}
     assert tables_holding(world.home, needles) == {}
@@ -276,8 +257,8 @@ def test_an_erased_person_is_nowhere_and_stays_out(world: World) -> None:
         (neighbour["contact_id"], neighbour["first_name"], neighbour["last_name"], neighbour["email"], person.phone),
     ])
     outcome = run_everything(world.home, next_day, "run-3", world.syncs)
-    assert outcome["erase"]["removed"]["raw.crm_contacts"] == 1
-    assert outcome["erase"]["persons_erased"] == 0
+    assert outcome["dbt.erase"]["removed"]["raw.crm_contacts"] == 1
+    assert outcome["dbt.erase"]["persons_erased"] == 0
     assert files_holding(world.home, {"email": person.email}) == {}
     assert tables_holding(world.home, {"email": person.email}) == {}
     con = duckdb.connect(str(world.home / "pii.duckdb"), read_only=True)

@@ -19,6 +19,7 @@ from touchpoint.disk import disk_full_error
 
 if TYPE_CHECKING:
     import duckdb
+    import pandas as pd
 
     from touchpoint.activation import SyncRunResult
     from touchpoint.orchestration import DagRunOutcome
@@ -199,7 +200,7 @@ def _generate(args: argparse.Namespace, paths: Paths) -> int:
 
     out = (args.out or paths.demo_sources).resolve()
     if args.advance:
-        summary = advance(out, days=args.advance)
+        summary = advance(out, days=args.advance, sends=_demo_sends(paths, out))
     else:
         if args.if_absent and (out / "generator.json").exists():
             print(f"demo sources already at {out}")
@@ -213,6 +214,20 @@ def _generate(args: argparse.Namespace, paths: Paths) -> int:
         print(f"  {entity:<20} {count:>12,}")
     print(f"  days {summary.first_day} .. {summary.last_day}")
     return 0
+
+
+def _demo_sends(paths: Paths, out: Path) -> pd.DataFrame | None:
+    """What this home's syncs sent, for the demo world under it to answer (sources/treatment.py); None for
+    sources elsewhere (`--out`), which this home's syncs never saw."""
+    from touchpoint.activation.audit import assignment_files
+    from touchpoint.sources import treatment
+    from touchpoint.sources.generator import read_meta
+
+    if out != paths.demo_sources.resolve():
+        return None
+    return treatment.sends_from_home(
+        assignment_files(paths.home), paths.pii_db, out / "truth" / "record_persons.parquet", read_meta(out)["start"]
+    )
 
 
 def _run(args: argparse.Namespace, paths: Paths) -> int:
@@ -469,7 +484,15 @@ SUMMARY_QUERIES = {
     "(select count(*) from identity.person_map), (select count(*) from identity.persons))",
     "marts": "select format('{:,} buyers in marts.customer_rfm, {:,} orders in marts.fct_orders', "
     "(select count(*) from marts.customer_rfm), (select count(*) from marts.fct_orders))",
-    "ml": "select format('{:,} models: {}', count(*), string_agg(model_name || ' ' || coalesce(status, 'fitted'), "
+    "journeys": "select format('{:,} web sessions ({:,} converted), {:,} touchpoints, {:,} abandoned carts, "
+    "{:,} orders attributed', (select count(*) from marts.fct_web_sessions), "
+    "(select count(*) from marts.fct_web_sessions where is_converted), "
+    "(select count(*) from marts.fct_touchpoints), (select count(*) from marts.fct_abandoned_carts), "
+    "(select count(distinct order_id) from marts.attribution_conversions))",
+    "experiments": "select format('{:,} experiments, {:,} people assigned, {:,} readouts (marts.experiment_readouts)', "
+    "(select count(distinct experiment) from marts.experiment_assignments), "
+    "(select count(*) from marts.experiment_assignments), (select count(*) from marts.experiment_readouts))",
+    "ml": "select format('{:,} models: {}', count(*), string_agg(model_name || ' ' || coalesce(action, status), "
     "', ' order by model_name)) from ml.model_runs where as_of = (select max(as_of) from ml.model_runs)",
     "gates": "select format('{} expectations, {} failed, layers {}', count(*), count(*) filter (where not success "
     "and severity = 'critical'), string_agg(distinct layer, ', ' order by layer)) from audit.gate_results "
@@ -489,12 +512,12 @@ def _print_warehouse_summary(paths: Paths) -> None:
                 line = con.execute(query).fetchone()[0]
             except duckdb.Error:  # a stage that wrote nothing yet (e.g. no ML on an empty extract)
                 line = "n/a"
-            print(f"  {label:<9} {line}")
+            print(f"  {label:<11} {line}")
     finally:
         con.close()
     audiences = sorted((paths.home / "activation").glob("*/audience.csv"))
     if audiences:
-        print(f"  {'syncs':<9} {', '.join(str(path) for path in audiences)}")
+        print(f"  {'syncs':<11} {', '.join(str(path) for path in audiences)}")
     print(f"\nwarehouse: {target}")
     if paths.pii_db.exists():
         print(f"pii file:  {paths.pii_db} (clear identifiers: touchpoint sql --pii)")

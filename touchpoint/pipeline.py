@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -19,6 +19,7 @@ from touchpoint.config import RunContext, home_from_env, keep_files_private
 from touchpoint.disk import disk_full_error
 
 if TYPE_CHECKING:
+    from touchpoint.activation.definitions import SyncDefinition
     from touchpoint.warehouse import LeaseHolder
 
 log = logging.getLogger(__name__)
@@ -298,3 +299,47 @@ def sync(ctx: RunContext, name: str) -> dict[str, Any]:
 
     definitions = {definition.name: definition for definition in load_sync_definitions()}
     return _summary(run_sync(ctx, definitions[name]).raise_if_failed())
+
+
+def stages_in_order(
+    ctx: RunContext, syncs: Iterable[SyncDefinition] | None = None
+) -> list[tuple[str, Callable[[], Any]]]:
+    """The customer_360 DAG's stages as (task id, call), in the DAG's order (tests/test_dag_hygiene.py pins
+    the two together), for running a whole pipeline in one process without Airflow: benchmarks and tests.
+
+    `syncs`: the definitions to run after publish, each failing the run if it fails; None runs the repo's
+    syncs as the DAG does (`sync`).
+
+    Unlike the DAG: no warehouse lease is claimed (do not point it at a home an Airflow also runs), and the first
+    failing sync stops the ones after it (the DAG's mapped sync tasks run independently, with retries).
+    """
+    from touchpoint.ingest import SOURCES
+
+    stages: list[tuple[str, Callable[[], Any]]] = [
+        *((f"extract.{source}", functools.partial(extract, ctx, source)) for source in SOURCES),
+        ("load.raw", functools.partial(load, ctx)),
+        ("load.gate_raw", functools.partial(gate, ctx, "raw")),
+        ("dbt.staging", functools.partial(dbt_layer, ctx, "staging")),
+        ("dbt.erase", functools.partial(erase, ctx)),
+        ("dbt.identity", functools.partial(dbt_layer, ctx, "identity")),
+        ("dbt.marts", functools.partial(dbt_layer, ctx, "marts")),
+        ("ml.score", functools.partial(ml, ctx)),
+        ("ml.gate_ml", functools.partial(gate, ctx, "ml")),
+        ("scored.dbt", functools.partial(dbt_layer, ctx, "scored")),
+        ("scored.gate_marts", functools.partial(gate, ctx, "marts")),
+        ("publish", functools.partial(publish, ctx)),
+    ]
+    if syncs is None:
+        return stages + [(f"sync.run[{name}]", functools.partial(sync, ctx, name)) for name in sync_names()]
+    return stages + [(f"sync.run[{d.name}]", functools.partial(_run_given_sync, ctx, d)) for d in syncs]
+
+
+def _run_given_sync(ctx: RunContext, definition: SyncDefinition) -> dict[str, Any]:
+    from touchpoint.activation import run_sync
+
+    return _summary(run_sync(ctx, definition).raise_if_failed())
+
+
+def run_in_process(ctx: RunContext, syncs: Iterable[SyncDefinition] | None = None) -> dict[str, Any]:
+    """Every stage of `stages_in_order`, one after the other; returns each task's summary by task id."""
+    return {task_id: call() for task_id, call in stages_in_order(ctx, syncs)}

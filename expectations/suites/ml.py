@@ -82,7 +82,8 @@ def build_suite(ctx: RunContext, con: duckdb.DuckDBPyConnection, config: MlSuite
     if con.execute(suite[0].metrics_sql).fetchall()[0][1]:
         return suite
     day = _day(ctx.as_of)
-    suite += [model_recorded(day), model_trained(day), auc_above_floor(day, config.auc_floor)]
+    suite += [model_recorded(day), model_trained(day), model_not_from_the_future(day)]
+    suite.append(auc_above_floor(day, config.auc_floor))
     suite += [
         checks.between(table, column, 0, 1, scope=f"as_of = {day}", name="probability_in_range",
                        label=f"person_id || ': ' || {column}", description=f"{column} in [0, 1]")
@@ -144,6 +145,19 @@ def model_trained(day: str) -> Check:
         sample_sql=f"select model_name || ': ' || status || coalesce(' (' || reason || ')', '') {runs} "
                    f"and status <> 'trained' order by model_name",
         severity=checks.WARNING, description="every recorded model was trained, not skipped",
+    )
+
+
+def model_not_from_the_future(day: str) -> Check:
+    """A day is scored by a model trained on data up to that day at the latest (ml/cadence.py picks one trained
+    before the as-of): a later one would leak the future into a backfill's scores."""
+    runs = f"from ml.model_runs where as_of = {day}"
+    return checks.custom(
+        "model_not_from_the_future", "ml.model_runs", "trained_as_of",
+        metrics_sql=f"select count(*), count(*) filter (where trained_as_of > as_of) {runs}",
+        sample_sql=f"select model_name || ': scored by the model of ' || trained_as_of {runs} "
+                   f"and trained_as_of > as_of order by model_name",
+        description="no model trained after the as-of scored it",
     )
 
 

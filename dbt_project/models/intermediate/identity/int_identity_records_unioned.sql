@@ -137,7 +137,4 @@ unioned as (
 
 )
 
-select
-    source_entity || ':' || source_record_id as record_key,
-    *
-from unioned
+select * from unioned

@@ -1,5 +1,8 @@
 -- Every identity-bearing record with its person and the rule that attached it: the next identity.person_map,
--- built before it so identity.person_id_history can compare it with the previous run's map.
+-- which identity.person_id_history compares with the previous run's map before person_map is replaced.
+-- A view: its two readers each join the records (tens of millions) to the nodes, which costs less than writing
+-- the result as a table and reading it back twice (docs/identity_engine.md, "Speed").
+{{ config(materialized='view') }}
 
 with
 
@@ -84,7 +87,6 @@ personed as (
     select
         records.source_entity,
         records.source_record_id,
-        records.record_key,
         nodes.person_id,
         case
             when records.is_person_record then coalesce(nodes.match_rule, 'own_record')

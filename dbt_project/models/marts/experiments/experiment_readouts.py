@@ -17,8 +17,9 @@ follows that run, so outcomes count from the next day):
   (was_sent_before_assignment) are left out of both arms: they were treated before the experiment began.
 
 Per experiment and metric:
-- raw lift: difference of means (treatment - control). Proportions: the interval from the unpooled standard
-  error, the p-value from the pooled two-proportion z test (the textbook pair). Revenue: Welch's t (interval
+- raw lift: difference of means (treatment - control). Proportions: Newcombe's hybrid score interval (Wilson
+  limits per arm; `two_proportion` says why not Wald's), the p-value from the pooled two-proportion z test.
+  Revenue: Welch's t (interval
   with Welch-Satterthwaite degrees of freedom, as scipy.stats.ttest_ind(equal_var=False)).
 - relative lift: lift / control mean, its interval by the delta method (var of a ratio of independent means).
 - CUPED (Deng et al. 2013): y' = y - theta (x - mean x), theta = cov(y, x) / var(x) over both arms pooled, x =
@@ -141,17 +142,33 @@ def _nan_result() -> dict:
     return {"diff": np.nan, "low": np.nan, "high": np.nan, "p": np.nan}
 
 
+def wilson(successes: float, n: int) -> tuple[float, float]:
+    """Wilson's 95% score interval of one proportion."""
+    p = successes / n
+    centre = (p + Z_95**2 / (2 * n)) / (1 + Z_95**2 / n)
+    half = Z_95 * np.sqrt(p * (1 - p) / n + Z_95**2 / (4 * n**2)) / (1 + Z_95**2 / n)
+    return centre - half, centre + half
+
+
 def two_proportion(successes_t: float, n_t: int, successes_c: float, n_c: int) -> dict:
-    """Difference of two proportions: 95% interval (unpooled standard error) and two-sided pooled-z p-value."""
+    """Difference of two proportions: 95% interval by Newcombe's hybrid score method (1998, method 10: Wilson
+    limits per arm) and the two-sided pooled-z p-value.
+
+    Why not the textbook Wald interval (unpooled standard error): an arm at 0% or 100% has a standard error of
+    zero, so the interval ignores that arm's uncertainty; a 10% holdout of a churn audience that barely buys
+    (0 of 51 in the 10k demo) is exactly that case. Newcombe's interval keeps its coverage there and equals
+    Wald's for large, balanced arms."""
     if n_t < 1 or n_c < 1:
         return _nan_result()
     p_t, p_c = successes_t / n_t, successes_c / n_c
     diff = p_t - p_c
-    se = np.sqrt(p_t * (1 - p_t) / n_t + p_c * (1 - p_c) / n_c)
+    (low_t, high_t), (low_c, high_c) = wilson(successes_t, n_t), wilson(successes_c, n_c)
+    low = diff - np.sqrt((p_t - low_t) ** 2 + (high_c - p_c) ** 2)
+    high = diff + np.sqrt((high_t - p_t) ** 2 + (p_c - low_c) ** 2)
     pooled = (successes_t + successes_c) / (n_t + n_c)
     se_pooled = np.sqrt(pooled * (1 - pooled) * (1 / n_t + 1 / n_c))
     p = 2 * stats.norm.sf(abs(diff) / se_pooled) if se_pooled > 0 else 1.0
-    return {"diff": diff, "low": diff - Z_95 * se, "high": diff + Z_95 * se, "p": float(p)}
+    return {"diff": diff, "low": float(low), "high": float(high), "p": float(p)}
 
 
 def welch(mean_t: float, var_t: float, n_t: int, mean_c: float, var_c: float, n_c: int) -> dict:
