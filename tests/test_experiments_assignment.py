@@ -247,12 +247,12 @@ def test_batch_destinations_never_get_the_control_and_a_failed_send_records_nobo
 
 def test_assignments_load_into_the_warehouse_idempotently(tmp_path: Path) -> None:
     con = duckdb.connect()
-    assert load_sync_audit(con, tmp_path) == {"sync_runs": 0, "sync_rejections": 0}
+    assert load_sync_audit(con, tmp_path) == {"sync_runs": 0, "sync_rejections": 0, "experiment_assignments": 0}
     assert con.execute("select count(*) from audit.experiment_assignments").fetchall() == [(0,)]  # first run
     write_published_warehouse(tmp_path / "warehouse.duckdb", people(30))
     run_sync(ctx(tmp_path, "r1"), holdout_sync())
     for _ in range(2):
-        assert load_sync_audit(con, tmp_path) == {"sync_runs": 1, "sync_rejections": 0}
+        assert load_sync_audit(con, tmp_path) == {"sync_runs": 1, "sync_rejections": 0, "experiment_assignments": 30}
         assert con.execute("select count(*), count(distinct person_id) from audit.experiment_assignments"
                            ).fetchall() == [(30, 30)]
     assert con.execute("select distinct experiment, sync_name from audit.experiment_assignments").fetchall() == [
