@@ -13,7 +13,6 @@ each run and of the experiment and journeys models.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -27,6 +26,9 @@ import psycopg2
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from floors import model_seconds as dbt_model_seconds  # noqa: E402
 
 from touchpoint import cli, pipeline  # noqa: E402
 from touchpoint.config import Paths, RunContext  # noqa: E402
@@ -54,17 +56,9 @@ def timed_run(paths: Paths, run_id: str) -> float:
 
 
 def model_seconds(paths: Paths, folders: tuple[str, ...] = ("marts/journeys", "marts/experiments")) -> dict:
-    """Execution seconds of the models under `folders`, from the marts and scored layers' run_results."""
-    seconds = {}
-    for layer in ("marts", "scored"):
-        results = paths.work / "dbt_target" / layer / "run_results.json"
-        if not results.exists():
-            continue
-        for node in json.loads(results.read_text())["results"]:
-            if node["unique_id"].startswith("model."):
-                seconds[node["unique_id"].split(".")[-1]] = round(node["execution_time"], 2)
+    """Seconds dbt reported for the models under `folders` (bench/floors.py reads the run results)."""
     models = {path.stem for folder in folders for path in (ROOT / "dbt_project" / "models" / folder).glob("*.*")}
-    return {name: s for name, s in sorted(seconds.items()) if name in models}
+    return {name: round(s, 2) for name, s in sorted(dbt_model_seconds(paths.home).items()) if name in models}
 
 
 def readouts(paths: Paths) -> list[dict]:
