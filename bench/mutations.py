@@ -87,7 +87,7 @@ MUTATIONS = [
         "dbt_project/dbt_project.yml",
         "identity_match_threshold: 0.8",
         "identity_match_threshold: 0.5",
-        ("tests/test_identity.py::test_birth_dates_a_generation_apart_keep_father_and_son_apart",),
+        ("tests/test_identity.py::test_the_match_threshold_is_the_measured_one",),
     ),
     Mutation(
         "conversion paths: no lookback (every earlier touch since the previous purchase)",

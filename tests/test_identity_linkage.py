@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from tests.conftest_identity import create_raw_schema, dbt_build, insert_rows, query
-from tests.test_identity import pair_scores, person_of, synthetic_population
+from tests.test_identity import generations, pair_scores, person_of, synthetic_population
 
 FEBRL1 = Path(__file__).resolve().parent / "fixtures" / "febrl" / "dataset1.csv"
 AS_OF = "2026-03-31"
@@ -130,7 +130,7 @@ def test_a_household_sharing_address_and_phone_does_not_link(cases):
 def test_population_accuracy_and_cluster_report(cases):
     db, truth = cases
     persons = person_of(db)
-    precision, recall, _ = pair_scores([(persons[key], true) for key, true in truth.items()])
+    precision, recall, _ = pair_scores([(persons[key], true) for key, true in truth.items() if not generations(key)])
     # Measured 1.000 / 1.000 on the background population seeded 11 (this one), 12 and 13; margin as in
     # tests/test_identity.py: a few pairs of seed noise, far fewer than a model that vetoes on one typo misses.
     assert precision >= 0.99 and recall >= 0.98, (precision, recall)

@@ -177,6 +177,33 @@ def test_m_and_u_are_learned_from_unlabelled_pairs():
         assert -20 < np.log2(m[name][0] / u[name][0]) < 0
 
 
+def test_u_counts_only_the_random_pairs_that_do_not_match():
+    """In a small file full of duplicates, random pairs include matches: their raw agreement rate overstates u.
+    Weighted by the model's non-match probability, u comes back close to the non-matches' own rate."""
+    rng = np.random.default_rng(5)
+    names = list(scoring.LEVELS)
+    true_u = {name: rng.dirichlet(np.r_[50.0, np.ones(scoring.LEVELS[name] - 1)]) for name in names}
+    true_m = {name: rng.dirichlet(np.r_[1.0, 25.0, np.ones(scoring.LEVELS[name] - 2)]) for name in names}
+
+    def draw(probabilities: dict[str, np.ndarray], pairs: int) -> dict[str, np.ndarray]:
+        return {name: rng.choice(len(p), size=pairs, p=p).astype(np.int64) for name, p in probabilities.items()}
+
+    matches, non_matches = draw(true_m, 6_000), draw(true_u, 194_000)  # 3% of random pairs match
+    random = as_patterns({name: np.concatenate([matches[name], non_matches[name]]) for name in names})
+    raw = scoring.estimate_u(*random)
+    corrected = scoring.non_match_u(*random, true_m, raw, prior=0.03)
+    for name in names:
+        exact_raw, exact_corrected, exact_true = raw[name][1], corrected[name][1], true_u[name][1]
+        assert exact_raw > 1.5 * exact_true  # the matches' agreement inflates the raw estimate
+        assert abs(exact_corrected - exact_true) < 0.2 * exact_true
+    # with no matches among the random pairs the correction changes (almost) nothing
+    clean = as_patterns(draw(true_u, 200_000))
+    clean_u = scoring.estimate_u(*clean)
+    for name in names:
+        np.testing.assert_allclose(scoring.non_match_u(*clean, true_m, clean_u, prior=1e-5)[name], clean_u[name],
+                                   atol=2e-4)
+
+
 def test_a_chain_is_split_at_its_weakest_link():
     """A-B and B-C link, A and C are judged clearly different: the weaker of the two links goes, nothing else."""
     left, right = np.array([0, 1, 3]), np.array([1, 2, 4])
