@@ -83,6 +83,13 @@ MUTATIONS = [
         ),
     ),
     Mutation(
+        "incremental staging: events coming back into view (as-of moved forward again) not re-derived",
+        "dbt_project/macros/incremental.sql",
+        "        or {{ happened_at }} >= least(",
+        "        or false and {{ happened_at }} >= least(",
+        ("tests/test_incremental_staging.py::test_incremental_event_staging_equals_a_rebuild_every_day",),
+    ),
+    Mutation(
         "identity: match threshold 0.8 -> 0.5",
         "dbt_project/dbt_project.yml",
         "identity_match_threshold: 0.8",

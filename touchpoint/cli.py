@@ -77,6 +77,11 @@ def _add_run(commands: Commands, common: argparse.ArgumentParser) -> None:
     run = commands.add_parser("run", parents=[common], help="run the customer_360 DAG once through Airflow")
     run.add_argument("--extracts", type=Path, help="folder of bring-your-own extracts (landing contract)")
     run.add_argument("--as-of", type=_parse_date, help="logical date (default: last generated demo day)")
+    run.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="rebuild the incremental models in full (as TOUCHPOINT_FULL_REFRESH=always)",
+    )
 
 
 def _add_backfill(commands: Commands, common: argparse.ArgumentParser) -> None:
@@ -248,6 +253,8 @@ def _run(args: argparse.Namespace, paths: Paths) -> int:
         print(f"extracts folder not found: {args.extracts}", file=sys.stderr)
         return 2
     paths.ensure()
+    if args.full_refresh:  # read by the staging layer's task (touchpoint/incremental.py), a child process
+        os.environ["TOUCHPOINT_FULL_REFRESH"] = "always"
     log_file = paths.artifacts / as_of.isoformat() / "airflow.log"
     conf = {
         "home": str(paths.home),
@@ -306,7 +313,7 @@ def _backfill(args: argparse.Namespace, paths: Paths) -> int:
         return _backfill_on_scheduler(args, paths, serving["url"])
     day = args.start
     while day <= args.end:
-        status = _run(argparse.Namespace(extracts=args.extracts, as_of=day), paths)
+        status = _run(argparse.Namespace(extracts=args.extracts, as_of=day, full_refresh=False), paths)
         if status != 0:
             print(f"backfill stopped at {day}: later dates were not run", file=sys.stderr)
             return status

@@ -68,6 +68,7 @@ class DbtLayerResult:
     layer: str
     seconds: float
     nodes: list[DbtNodeResult]
+    full_refresh: str | None = None  # why the layer's incremental models were rebuilt in full, if they were
 
     @property
     def models_built(self) -> int:
@@ -111,8 +112,10 @@ def run_layer(ctx: RunContext, layer: str, extra_args: list[str] | None = None) 
         "--indirect-selection",
         "buildable",
     ]
+    full_refresh = _full_refresh_reason(ctx, layer)
+    extra = [*(extra_args or []), *(["--full-refresh"] if full_refresh else [])]
     started = time.monotonic()
-    completed = _run_dbt(ctx, ["build", *select, *(extra_args or [])], target_path, log_name=layer)
+    completed = _run_dbt(ctx, ["build", *select, *extra], target_path, log_name=layer)
     seconds = time.monotonic() - started
     nodes = _read_run_results(target_path / "run_results.json")
     kept = ctx.paths.work / "dbt_target" / layer  # each layer's own results stay readable after the next layer
@@ -125,7 +128,16 @@ def run_layer(ctx: RunContext, layer: str, extra_args: list[str] | None = None) 
         if not detail:  # compilation errors leave no node results: show dbt's own last lines
             detail = _last_lines(completed)
         raise DbtLayerFailed(f"dbt layer {layer!r} failed ({len(failed)} failing nodes): {detail}")
-    return DbtLayerResult(layer=layer, seconds=seconds, nodes=nodes)
+    return DbtLayerResult(layer=layer, seconds=seconds, nodes=nodes, full_refresh=full_refresh)
+
+
+def _full_refresh_reason(ctx: RunContext, layer: str) -> str | None:
+    """Staging holds the incremental models (the event tables); the other layers are rebuilt every run."""
+    if layer != "staging":
+        return None
+    from touchpoint.incremental import full_refresh_reason
+
+    return full_refresh_reason(str(ctx.paths.work_db), ctx.as_of_end)
 
 
 def generate_docs(ctx: RunContext) -> Path:

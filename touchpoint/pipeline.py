@@ -196,6 +196,7 @@ def dbt_layer(ctx: RunContext, layer: str) -> dict[str, Any]:
         "seconds": round(result.seconds, 2),
         "models": result.models_built,
         "tests_passed": result.tests_passed,
+        **({"full_refresh": result.full_refresh} if result.full_refresh else {}),
     }
 
 

@@ -1,8 +1,14 @@
+{{ config(
+    pre_hook="{{ staged_out_of_view('occurred_at') }}",
+    post_hook="{{ record_staged_batches(source('email', 'email_events')) }}",
+) }}
+
 with
 
 source as (
 
     select * from {{ source('email', 'email_events') }}
+    {{ staged_delta(source('email', 'email_events'), 'trim(event_id)', 'occurred_at') }}
 
 ),
 

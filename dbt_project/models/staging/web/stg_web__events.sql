@@ -1,8 +1,14 @@
+{{ config(
+    pre_hook="{{ staged_out_of_view('occurred_at') }}",
+    post_hook="{{ record_staged_batches(source('web', 'web_events')) }}",
+) }}
+
 with
 
 source as (
 
     select * from {{ source('web', 'web_events') }}
+    {{ staged_delta(source('web', 'web_events'), 'trim(event_id)', 'occurred_at') }}
 
 ),
 

@@ -1,0 +1,92 @@
+{#
+  Incremental staging of append-heavy sources (the web and email events): a daily run re-derives only the keys
+  whose versions may have changed, and gives the same table as a rebuild (tests/test_incremental_staging.py runs
+  both side by side, day after day).
+
+  A key may have changed when one of its raw versions is
+  - in a batch the table was not built from, or in one whose row count changed since (an erasure deleted rows
+    from it, a reload replaced it): the batches and their counts are recorded per model in
+    audit.staged_batches after every build;
+  - between the previous build's as-of end and this one's, either way: a day moved into view, or, when a run
+    goes back in time (a backfill), out of it. The rows that went out of view are deleted before the insert
+    (staged_out_of_view, a pre-hook).
+  For those keys every raw version is read again, so the latest-version rule (as_of_latest_version) sees all of
+  them, as a rebuild would; delete+insert on the key replaces their rows.
+
+  Without recorded state (a table built before this existed), every key is re-derived: a rebuild's result at an
+  incremental run's price, once. `touchpoint run --full-refresh`, and a rebuild every
+  TOUCHPOINT_FULL_REFRESH_EVERY_DAYS days (touchpoint/dbt.py), pass dbt's --full-refresh.
+#}
+
+{% macro staged_state_table() -%}audit.staged_batches{%- endmacro %}
+
+{#- on-run-start: the state table exists before models run, two at a time, and record into it. -#}
+{% macro create_staged_state_table() -%}
+    create schema if not exists audit;
+    create table if not exists {{ staged_state_table() }} (
+        model varchar, batch_id varchar, rows bigint, as_of_end timestamp, full_build_end timestamp,
+        invocation_id varchar
+    );
+{%- endmacro %}
+
+{#- The previous build's as-of end for this model, or none (no state). -#}
+{% macro previous_staged_end() -%}
+    {%- if not execute -%}{{ return(none) }}{%- endif -%}
+    {%- set found = run_query(
+        "select count(*) from information_schema.tables where table_schema = 'audit' and table_name = 'staged_batches'"
+    ) -%}
+    {%- if found.columns[0].values()[0] == 0 -%}{{ return(none) }}{%- endif -%}
+    {%- set ends = run_query(
+        "select max(as_of_end) from " ~ staged_state_table() ~ " where model = '" ~ this.identifier ~ "'"
+    ) -%}
+    {{ return(ends.columns[0].values()[0]) }}
+{%- endmacro %}
+
+{#- The `where` of an incremental staging model's source CTE: only the versions of keys that may have changed. -#}
+{% macro staged_delta(relation, key, happened_at) -%}
+    {%- if is_incremental() -%}
+        {%- set previous_end = previous_staged_end() -%}
+        {%- if previous_end is none %}
+    where true
+        {%- else %}
+    where {{ key }} in (
+        select {{ key }} from {{ relation }}
+        where _batch_id in (
+            select now_staged._batch_id
+            from (select _batch_id, count(*) as rows from {{ relation }} group by _batch_id) as now_staged
+            anti join (
+                select batch_id, rows from {{ staged_state_table() }} where model = '{{ this.identifier }}'
+            ) as before on now_staged._batch_id = before.batch_id and now_staged.rows = before.rows
+        )
+        or {{ happened_at }} >= least(timestamp '{{ previous_end }}', {{ as_of_end() }})
+            and {{ happened_at }} < greatest(timestamp '{{ previous_end }}', {{ as_of_end() }})
+    )
+        {%- endif -%}
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Pre-hook: in an incremental run, the rows that are no longer in view (a run back in time). -#}
+{% macro staged_out_of_view(happened_at) -%}
+    {%- if is_incremental() -%}
+    delete from {{ this }} where {{ happened_at }} >= {{ as_of_end() }}
+    {%- else -%}
+    select 1
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Post-hook: record what this build read (batch ids and row counts), its as-of end, and the as-of end of the
+    model's last full build (what the rebuild schedule reads). The new rows go in before the old ones go out. -#}
+{% macro record_staged_batches(relation) -%}
+    insert into {{ staged_state_table() }}
+    select '{{ this.identifier }}', _batch_id, count(*), {{ as_of_end() }},
+        {%- if is_incremental() %}
+        coalesce((select max(full_build_end) from {{ staged_state_table() }} where model = '{{ this.identifier }}'),
+                 {{ as_of_end() }}),
+        {%- else %}
+        {{ as_of_end() }},
+        {%- endif %}
+        '{{ invocation_id }}'
+    from {{ relation }} group by _batch_id;
+    delete from {{ staged_state_table() }}
+    where model = '{{ this.identifier }}' and invocation_id <> '{{ invocation_id }}';
+{%- endmacro %}

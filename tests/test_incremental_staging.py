@@ -1,0 +1,176 @@
+"""Incremental staging equals a rebuild, day after day (macros/incremental.sql).
+
+A small demo world is extracted and loaded day by day. Each day the same warehouse is copied: the original
+builds the event staging tables incrementally, on top of its own earlier days, the copy rebuilds them with
+--full-refresh, and the two tables must hold the same rows. The days cover what changes a key's latest
+version: new batches, a day of the generator's own (advance), a run back in time (a backfill: events leave the
+view) and forward again, and rows deleted from raw and staging as an erasure does.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from sources.generator import advance, generate
+from tests.conftest_identity import dbt_build
+from touchpoint.config import RunContext
+from touchpoint.incremental import FullRefreshSettingError, full_refresh_reason
+
+EVENT_TABLES = ("stg_web__events", "stg_email__events")
+SELECT = " ".join(EVENT_TABLES)
+START = date(2026, 1, 1)
+DAYS = 40
+
+
+def load_day(home: Path, as_of: date) -> Path:
+    from touchpoint.ingest import SOURCES, extract_source, load_pending
+
+    ctx = RunContext(as_of=as_of, home=home, run_id=f"test-{as_of}")
+    ctx.paths.ensure()
+    for source in SOURCES:
+        extract_source(ctx, source)
+    con = duckdb.connect(str(ctx.paths.work_db))
+    try:
+        load_pending(ctx, con)
+    finally:
+        con.close()
+    return ctx.paths.work_db
+
+
+def differences(incremental: Path, rebuilt: Path) -> dict[str, tuple[int, int, int]]:
+    """Per event table: (rows, rows only in the incremental table, rows only in the rebuilt one)."""
+    con = duckdb.connect(str(incremental), read_only=True)
+    try:
+        con.execute(f"attach '{rebuilt}' as rebuilt (read_only)")
+        found = {}
+        for table in EVENT_TABLES:
+            mine, theirs = f"staging.{table}", f"rebuilt.staging.{table}"
+            found[table] = tuple(
+                con.execute(sql).fetchone()[0]
+                for sql in (
+                    f"select count(*) from {mine}",
+                    f"select count(*) from (select * from {mine} except all select * from {theirs})",
+                    f"select count(*) from (select * from {theirs} except all select * from {mine})",
+                )
+            )
+        return found
+    finally:
+        con.close()
+
+
+def build_both(db: Path, as_of: date, tmp_path: Path) -> dict[str, tuple[int, int, int]]:
+    rebuilt = tmp_path / f"rebuilt-{len(list(tmp_path.iterdir()))}-{as_of}" / "warehouse.duckdb"
+    rebuilt.parent.mkdir()
+    shutil.copyfile(db, rebuilt)
+    dbt_build(db, as_of.isoformat(), SELECT, command="run")
+    dbt_build(rebuilt, as_of.isoformat(), SELECT, "--full-refresh", command="run")
+    return differences(db, rebuilt)
+
+
+def staged_state(db: Path) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(
+            "select model, count(*), max(as_of_end), max(full_build_end) from audit.staged_batches "
+            "group by 1 order by 1"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("incremental_staging")
+    generate(home / "sources", customers=250, days=DAYS, seed=3, start=START)
+    return home
+
+
+def test_incremental_event_staging_equals_a_rebuild_every_day(world, tmp_path):
+    home = world
+    last = START + timedelta(days=DAYS - 1)
+    days = [last - timedelta(days=4), last - timedelta(days=3), last - timedelta(days=2)]
+    seen_rows: dict[str, list[int]] = {table: [] for table in EVENT_TABLES}
+    for as_of in days:
+        db = load_day(home, as_of)
+        for table, (rows, only_incremental, only_rebuilt) in build_both(db, as_of, tmp_path).items():
+            assert (only_incremental, only_rebuilt) == (0, 0), (as_of, table)
+            seen_rows[table].append(rows)
+    # the first build recorded its batches; the later ones were incremental on top of it
+    first_end = days[0] + timedelta(days=1)
+    assert [(model, end.date(), full.date()) for model, _, end, full in staged_state(db)] == [
+        (table, days[-1] + timedelta(days=1), first_end) for table in sorted(EVENT_TABLES)
+    ]
+
+    # back in time (a backfill of an earlier day): the later events leave the view
+    back = days[0]
+    for table, (_, only_incremental, only_rebuilt) in build_both(db, back, tmp_path).items():
+        assert (only_incremental, only_rebuilt) == (0, 0), (back, table)
+    # and forward again, over the generator's next day (a new day's batches)
+    advance(home / "sources", days=1)
+    for as_of in (last, last + timedelta(days=1)):
+        db = load_day(home, as_of)
+        for table, (rows, only_incremental, only_rebuilt) in build_both(db, as_of, tmp_path).items():
+            assert (only_incremental, only_rebuilt) == (0, 0), (as_of, table)
+            seen_rows[table].append(rows)
+    for rows in seen_rows.values():  # the days did add events
+        assert rows == sorted(rows) and rows[0] < rows[-1], seen_rows
+    # and none of those builds was a rebuild in disguise
+    assert {full.date() for _, _, _, full in staged_state(db)} == {first_end}
+
+
+def test_rows_erased_from_raw_and_staging_stay_erased(world, tmp_path):
+    """privacy/erasure.py deletes a person's raw rows and their staged rows; the next incremental build sees
+    the batches' counts change, re-derives their keys and brings nothing back."""
+    home = world
+    as_of = START + timedelta(days=DAYS - 1)
+    db = load_day(home, as_of)
+    dbt_build(db, as_of.isoformat(), SELECT, command="run")
+    con = duckdb.connect(str(db))
+    try:
+        erased = [row[0] for row in con.execute(
+            "select distinct trim(event_id) from raw.web_events order by 1 limit 25").fetchall()]
+        con.execute("delete from raw.web_events where list_contains(?, trim(event_id))", [erased])
+        con.execute("delete from staging.stg_web__events where list_contains(?, event_id)", [erased])
+    finally:
+        con.close()
+    for table, (_, only_incremental, only_rebuilt) in build_both(db, as_of, tmp_path).items():
+        assert (only_incremental, only_rebuilt) == (0, 0), table
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert con.execute(
+            "select count(*) from staging.stg_web__events where list_contains(?, event_id)", [erased]
+        ).fetchone()[0] == 0
+    finally:
+        con.close()
+
+
+def test_full_refresh_is_forced_scheduled_or_not_at_all(tmp_path, monkeypatch):
+    db = str(tmp_path / "warehouse.duckdb")
+    end = datetime(2026, 3, 10)
+    assert full_refresh_reason(db, end) is None  # no warehouse yet: the first build is full anyway
+    con = duckdb.connect(db)
+    con.execute("create schema audit")
+    con.execute("create table audit.staged_batches (model varchar, batch_id varchar, rows bigint, "
+                "as_of_end timestamp, full_build_end timestamp, invocation_id varchar)")
+    con.execute(
+        "insert into audit.staged_batches values ('stg_web__events', 'b1', 3, '2026-03-09', '2026-03-04', 'i'),"
+        " ('stg_email__events', 'b2', 3, '2026-03-09', '2026-03-02', 'i')"
+    )
+    con.close()
+    monkeypatch.delenv("TOUCHPOINT_FULL_REFRESH", raising=False)
+    monkeypatch.delenv("TOUCHPOINT_FULL_REFRESH_EVERY_DAYS", raising=False)
+    # the older of the two models' last full builds counts: 8 days before, then 6 days before the as-of end
+    assert full_refresh_reason(db, end) == "schedule"
+    assert full_refresh_reason(db, datetime(2026, 3, 8)) is None
+    monkeypatch.setenv("TOUCHPOINT_FULL_REFRESH_EVERY_DAYS", "5")
+    assert full_refresh_reason(db, datetime(2026, 3, 7)) == "schedule"
+    monkeypatch.setenv("TOUCHPOINT_FULL_REFRESH", "always")
+    assert full_refresh_reason(db, datetime(2026, 3, 3)) == "forced"
+    monkeypatch.setenv("TOUCHPOINT_FULL_REFRESH", "sometimes")
+    with pytest.raises(FullRefreshSettingError, match="TOUCHPOINT_FULL_REFRESH"):
+        full_refresh_reason(db, end)

@@ -1,0 +1,66 @@
+"""When a dbt layer with incremental models (staging's event tables, dbt_project/macros/incremental.sql) is
+rebuilt in full instead: `touchpoint run --full-refresh` (TOUCHPOINT_FULL_REFRESH=always), or on a schedule,
+when the models' last full build is TOUCHPOINT_FULL_REFRESH_EVERY_DAYS (7) or more days before the run's
+as-of end. An incremental build gives the same rows as a rebuild (tests/test_incremental_staging.py); the
+rebuild is the backstop for what the incremental rule cannot see, such as a raw row edited in place.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+import duckdb
+
+FULL_REFRESH_SETTING = "TOUCHPOINT_FULL_REFRESH"
+EVERY_DAYS_SETTING = "TOUCHPOINT_FULL_REFRESH_EVERY_DAYS"
+DEFAULT_EVERY_DAYS = 7
+STATE_TABLE = "audit.staged_batches"
+
+
+class FullRefreshSettingError(ValueError):
+    """TOUCHPOINT_FULL_REFRESH or TOUCHPOINT_FULL_REFRESH_EVERY_DAYS holds a value that means nothing."""
+
+
+def every_days() -> int:
+    raw = os.environ.get(EVERY_DAYS_SETTING, str(DEFAULT_EVERY_DAYS))
+    try:
+        days = int(raw)
+    except ValueError:
+        raise FullRefreshSettingError(f"{EVERY_DAYS_SETTING}={raw!r}: expected a whole number of days") from None
+    if days < 1:
+        raise FullRefreshSettingError(f"{EVERY_DAYS_SETTING}={raw!r}: expected at least 1")
+    return days
+
+
+def last_full_build_end(work_db: str) -> datetime | None:
+    """The earliest as-of end of the incremental models' last full builds, or None when none is recorded."""
+    try:
+        con = duckdb.connect(work_db, read_only=True)
+    except duckdb.IOException:
+        return None  # no working warehouse yet: the first build is a full one anyway
+    try:
+        exists = con.execute(
+            "select count(*) from information_schema.tables "
+            "where table_schema = 'audit' and table_name = 'staged_batches'"
+        ).fetchone()[0]
+        if not exists:
+            return None
+        return con.execute(f"select min(full_build_end) from (select max(full_build_end) as full_build_end "
+                           f"from {STATE_TABLE} group by model)").fetchone()[0]
+    finally:
+        con.close()
+
+
+def full_refresh_reason(work_db: str, as_of_end: datetime) -> str | None:
+    """Why this run rebuilds its incremental models in full ('forced', 'schedule'), or None: incremental."""
+    setting = os.environ.get(FULL_REFRESH_SETTING, "auto").strip().lower()
+    if setting not in ("auto", "always"):
+        raise FullRefreshSettingError(f"{FULL_REFRESH_SETTING}={setting!r}: expected 'auto' or 'always'")
+    if setting == "always":
+        return "forced"
+    interval = every_days()
+    last_full = last_full_build_end(work_db)
+    if last_full is not None and as_of_end - last_full >= timedelta(days=interval):
+        return "schedule"
+    return None
