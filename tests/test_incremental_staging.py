@@ -152,9 +152,12 @@ def test_rows_erased_from_raw_and_staging_stay_erased(world, tmp_path):
 def test_full_refresh_is_forced_scheduled_or_not_at_all(tmp_path, monkeypatch):
     db = str(tmp_path / "warehouse.duckdb")
     end = datetime(2026, 3, 10)
-    assert full_refresh_reason(db, end) is None  # no warehouse yet: the first build is full anyway
+    assert full_refresh_reason(db, end) == "first build"  # no warehouse yet
     con = duckdb.connect(db)
     con.execute("create schema audit")
+    con.close()
+    assert full_refresh_reason(db, end) == "first build"  # a warehouse from before audit.staged_batches
+    con = duckdb.connect(db)
     con.execute("create table audit.staged_batches (model varchar, batch_id varchar, rows bigint, "
                 "as_of_end timestamp, full_build_end timestamp, invocation_id varchar)")
     con.execute(

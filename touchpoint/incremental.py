@@ -53,7 +53,9 @@ def last_full_build_end(work_db: str) -> datetime | None:
 
 
 def full_refresh_reason(work_db: str, as_of_end: datetime) -> str | None:
-    """Why this run rebuilds its incremental models in full ('forced', 'schedule'), or None: incremental."""
+    """Why this run rebuilds its incremental models in full, or None: incremental. 'forced' (the setting),
+    'schedule' (the last full build is old enough), 'first build' (none recorded: a new warehouse, or one whose
+    staging tables predate the record; a create is faster than delete+insert of every event id)."""
     setting = os.environ.get(FULL_REFRESH_SETTING, "auto").strip().lower()
     if setting not in ("auto", "always"):
         raise FullRefreshSettingError(f"{FULL_REFRESH_SETTING}={setting!r}: expected 'auto' or 'always'")
@@ -61,6 +63,8 @@ def full_refresh_reason(work_db: str, as_of_end: datetime) -> str | None:
         return "forced"
     interval = every_days()
     last_full = last_full_build_end(work_db)
-    if last_full is not None and as_of_end - last_full >= timedelta(days=interval):
+    if last_full is None:
+        return "first build"
+    if as_of_end - last_full >= timedelta(days=interval):
         return "schedule"
     return None

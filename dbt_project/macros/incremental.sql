@@ -13,9 +13,10 @@
   For those keys every raw version is read again, so the latest-version rule (as_of_latest_version) sees all of
   them, as a rebuild would; delete+insert on the key replaces their rows.
 
-  Without recorded state (a table built before this existed), every key is re-derived: a rebuild's result at an
-  incremental run's price, once. `touchpoint run --full-refresh`, and a rebuild every
-  TOUCHPOINT_FULL_REFRESH_EVERY_DAYS days (touchpoint/dbt.py), pass dbt's --full-refresh.
+  Without recorded state (a table built before this existed), every key is re-derived: a rebuild's result,
+  slower than one. The pipeline passes dbt's --full-refresh then (touchpoint/incremental.py), as it does for
+  `touchpoint run --full-refresh` and every TOUCHPOINT_FULL_REFRESH_EVERY_DAYS days; a bare `dbt build`
+  on such a warehouse takes this path.
 #}
 
 {% macro staged_state_table() -%}audit.staged_batches{%- endmacro %}
