@@ -18,7 +18,7 @@ from pathlib import Path
 
 import duckdb
 
-from touchpoint.config import Paths
+from touchpoint.config import Paths, duckdb_memory_limit
 from touchpoint.locks import LockBusyError, file_lock
 from touchpoint.sql_text import sql_literal
 
@@ -42,7 +42,7 @@ def writer_lock(paths: Paths, timeout_s: float = 3600.0) -> Iterator[None]:
 def connect_work(paths: Paths) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the working warehouse for writing, under the single-writer lock."""
     with writer_lock(paths):
-        con = duckdb.connect(str(paths.work_db))
+        con = duckdb.connect(str(paths.work_db), config={"memory_limit": duckdb_memory_limit()})
         try:
             con.execute("set timezone = 'UTC'")
             yield con
