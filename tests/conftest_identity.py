@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 from collections.abc import Iterable, Mapping
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -267,6 +268,24 @@ def dbt_build(
     if check and result.returncode != 0:
         raise AssertionError(f"dbt build failed:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}")
     return result
+
+
+def extract_and_load(home: Path, as_of: date, run_id: str = "test") -> Path:
+    """Extract every source of the demo world under `<home>/sources` as of `as_of` and load it into the working
+    warehouse (the ingest stage's own functions, no DAG); returns the warehouse file."""
+    from touchpoint.config import RunContext
+    from touchpoint.ingest import SOURCES, extract_source, load_pending
+
+    ctx = RunContext(as_of=as_of, home=home, run_id=run_id)
+    ctx.paths.ensure()
+    for source in SOURCES:
+        extract_source(ctx, source)
+    con = duckdb.connect(str(ctx.paths.work_db))
+    try:
+        load_pending(ctx, con)
+    finally:
+        con.close()
+    return ctx.paths.work_db
 
 
 def query(db: Path, sql: str, params: list[object] | None = None) -> list[tuple]:

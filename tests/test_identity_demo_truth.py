@@ -9,36 +9,25 @@ mistyped field (recall) or adds a household's shared home up three times (precis
 
 from __future__ import annotations
 
-import duckdb
 import pandas as pd
 
-from tests.conftest_identity import dbt_build, query
+from tests.conftest_identity import dbt_build, extract_and_load, query
 from tests.test_identity import pair_scores
 
 
 def test_identity_matches_the_demo_worlds_truth(tmp_path):
-    from touchpoint.config import RunContext
-    from touchpoint.ingest import SOURCES, extract_source, load_pending
     from touchpoint.sources import generate
 
     summary = generate(tmp_path / "sources", customers=2000, days=120, seed=42)
-    ctx = RunContext(as_of=summary.last_day, home=tmp_path, run_id="identity-truth")
-    ctx.paths.ensure()
-    for source in SOURCES:
-        extract_source(ctx, source)
-    con = duckdb.connect(str(ctx.paths.work_db))
-    try:
-        load_pending(ctx, con)
-    finally:
-        con.close()
-    dbt_build(ctx.paths.work_db, summary.last_day.isoformat())
+    work_db = extract_and_load(tmp_path, summary.last_day, run_id="identity-truth")
+    dbt_build(work_db, summary.last_day.isoformat())
 
     truth = pd.read_parquet(tmp_path / "sources" / "truth" / "record_persons.parquet")
     truth = truth[truth["source_entity"].isin(["crm_contacts", "shop_customers"])]
     keys = zip(truth["source_entity"], truth["source_record_id"].astype(str), strict=True)
     true_person = dict(zip(keys, truth["true_person_id"], strict=True))
     mapped = query(
-        ctx.paths.work_db,
+        work_db,
         "select source_entity, source_record_id, person_id from identity.person_map "
         "where source_entity in ('crm_contacts', 'shop_customers')",
     )

@@ -154,21 +154,29 @@ def test_edges_of_other_rules_and_inactive_edges_are_kept_as_they_are():
     assert labels[12] != labels[0]
 
 
+def known_m_and_u(rng: np.random.Generator, u_differ: float) -> tuple[dict, dict]:
+    """A true u per comparison (mass `u_differ` on 'different' against 1 per other level) and a true m
+    (mostly exact agreement)."""
+    true_u = {name: rng.dirichlet(np.r_[u_differ, np.ones(levels - 1)]) for name, levels in scoring.LEVELS.items()}
+    true_m = {name: rng.dirichlet(np.r_[1.0, 25.0, np.ones(levels - 2)]) for name, levels in scoring.LEVELS.items()}
+    return true_m, true_u
+
+
+def draw(rng: np.random.Generator, probabilities: dict[str, np.ndarray], pairs: int) -> dict[str, np.ndarray]:
+    """`pairs` comparison vectors with each comparison's level drawn from `probabilities`."""
+    return {name: rng.choice(len(p), size=pairs, p=p).astype(np.int64) for name, p in probabilities.items()}
+
+
 def test_m_and_u_are_learned_from_unlabelled_pairs():
     """Pairs drawn from known m (matches) and u (non-matches): random pairs give u back, EM over the blocked
     pairs gives m back, without labels."""
     rng = np.random.default_rng(11)
     names = list(scoring.LEVELS)
-    true_u = {name: rng.dirichlet(np.r_[20.0, np.ones(scoring.LEVELS[name] - 1)]) for name in names}
-    true_m = {name: rng.dirichlet(np.r_[1.0, 25.0, np.ones(scoring.LEVELS[name] - 2)]) for name in names}
-
-    def draw(probabilities: dict[str, np.ndarray], pairs: int) -> dict[str, np.ndarray]:
-        return {name: rng.choice(len(p), size=pairs, p=p).astype(np.int64) for name, p in probabilities.items()}
-
-    u = scoring.estimate_u(*as_patterns(draw(true_u, 400_000)))
+    true_m, true_u = known_m_and_u(rng, u_differ=20.0)
+    u = scoring.estimate_u(*as_patterns(draw(rng, true_u, 400_000)))
     for name in names:
         np.testing.assert_allclose(u[name], true_u[name], atol=0.005)
-    matches, non_matches = draw(true_m, 20_000), draw(true_u, 60_000)
+    matches, non_matches = draw(rng, true_m, 20_000), draw(rng, true_u, 60_000)
     blocked = {name: np.concatenate([matches[name], non_matches[name]]) for name in names}
     m, _ = scoring.expectation_maximisation(*as_patterns(blocked), u, fixed=set())
     for name in names:
@@ -182,13 +190,8 @@ def test_u_counts_only_the_random_pairs_that_do_not_match():
     Weighted by the model's non-match probability, u comes back close to the non-matches' own rate."""
     rng = np.random.default_rng(5)
     names = list(scoring.LEVELS)
-    true_u = {name: rng.dirichlet(np.r_[50.0, np.ones(scoring.LEVELS[name] - 1)]) for name in names}
-    true_m = {name: rng.dirichlet(np.r_[1.0, 25.0, np.ones(scoring.LEVELS[name] - 2)]) for name in names}
-
-    def draw(probabilities: dict[str, np.ndarray], pairs: int) -> dict[str, np.ndarray]:
-        return {name: rng.choice(len(p), size=pairs, p=p).astype(np.int64) for name, p in probabilities.items()}
-
-    matches, non_matches = draw(true_m, 6_000), draw(true_u, 194_000)  # 3% of random pairs match
+    true_m, true_u = known_m_and_u(rng, u_differ=50.0)
+    matches, non_matches = draw(rng, true_m, 6_000), draw(rng, true_u, 194_000)  # 3% of random pairs match
     random = as_patterns({name: np.concatenate([matches[name], non_matches[name]]) for name in names})
     raw = scoring.estimate_u(*random)
     corrected = scoring.non_match_u(*random, true_m, raw, prior=0.03)
@@ -197,7 +200,7 @@ def test_u_counts_only_the_random_pairs_that_do_not_match():
         assert exact_raw > 1.5 * exact_true  # the matches' agreement inflates the raw estimate
         assert abs(exact_corrected - exact_true) < 0.2 * exact_true
     # with no matches among the random pairs the correction changes (almost) nothing
-    clean = as_patterns(draw(true_u, 200_000))
+    clean = as_patterns(draw(rng, true_u, 200_000))
     clean_u = scoring.estimate_u(*clean)
     for name in names:
         np.testing.assert_allclose(scoring.non_match_u(*clean, true_m, clean_u, prior=1e-5)[name], clean_u[name],

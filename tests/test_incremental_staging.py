@@ -17,8 +17,7 @@ import duckdb
 import pytest
 
 from sources.generator import advance, generate
-from tests.conftest_identity import dbt_build
-from touchpoint.config import RunContext
+from tests.conftest_identity import dbt_build, extract_and_load
 from touchpoint.incremental import FullRefreshSettingError, full_refresh_reason
 
 EVENT_TABLES = ("stg_web__events", "stg_email__events")
@@ -28,18 +27,7 @@ DAYS = 40
 
 
 def load_day(home: Path, as_of: date) -> Path:
-    from touchpoint.ingest import SOURCES, extract_source, load_pending
-
-    ctx = RunContext(as_of=as_of, home=home, run_id=f"test-{as_of}")
-    ctx.paths.ensure()
-    for source in SOURCES:
-        extract_source(ctx, source)
-    con = duckdb.connect(str(ctx.paths.work_db))
-    try:
-        load_pending(ctx, con)
-    finally:
-        con.close()
-    return ctx.paths.work_db
+    return extract_and_load(home, as_of, run_id=f"test-{as_of}")
 
 
 def differences(incremental: Path, rebuilt: Path) -> dict[str, tuple[int, int, int]]:

@@ -28,7 +28,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from tests.conftest_identity import DBT, DBT_DIR, dbt_build, query
+from tests.conftest_identity import DBT, DBT_DIR, dbt_build, extract_and_load, query
 
 WORLD = dict(customers=3000, days=365, seed=42)
 MARTS = "path:seeds/marts path:models/marts"
@@ -39,25 +39,15 @@ WINDOW_HOURS = 24  # dbt_project.yml conversion_window_hours
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from touchpoint.config import RunContext
-    from touchpoint.ingest import SOURCES, extract_source, load_pending
     from touchpoint.sources import generate
 
     home = tmp_path_factory.mktemp("journeys")
     summary = generate(home / "sources", **WORLD)
-    ctx = RunContext(as_of=summary.last_day, home=home, run_id="journeys")
-    ctx.paths.ensure()
-    for source in SOURCES:
-        extract_source(ctx, source)
-    con = duckdb.connect(str(ctx.paths.work_db))
-    try:
-        load_pending(ctx, con)
-    finally:
-        con.close()
+    work_db = extract_and_load(home, summary.last_day, run_id="journeys")
     as_of = summary.last_day.isoformat()
-    dbt_build(ctx.paths.work_db, as_of, None, command="run")  # staging and identity, tested elsewhere
-    dbt_build(ctx.paths.work_db, as_of, MARTS, "--exclude", "source:ml+")  # the marts layer with its tests
-    return {"db": ctx.paths.work_db, "truth": home / "sources" / "truth", "as_of": as_of, "home": home}
+    dbt_build(work_db, as_of, None, command="run")  # staging and identity, tested elsewhere
+    dbt_build(work_db, as_of, MARTS, "--exclude", "source:ml+")  # the marts layer with its tests
+    return {"db": work_db, "truth": home / "sources" / "truth", "as_of": as_of, "home": home}
 
 
 def frame(db: Path, sql: str) -> pd.DataFrame:
