@@ -90,6 +90,13 @@ MUTATIONS = [
         ("tests/test_incremental_staging.py::test_incremental_event_staging_equals_a_rebuild_every_day",),
     ),
     Mutation(
+        "erasure: staged batches not forgotten (a surviving older version of an erased event never comes back)",
+        "privacy/erasure.py",
+        '    if not _table_exists(con, "audit", "staged_batches"):\n        return\n    con.execute(',
+        '    if True:\n        return\n    con.execute(',
+        ("tests/test_incremental_staging.py::test_an_erased_version_gives_way_to_the_version_that_survived",),
+    ),
+    Mutation(
         "identity: match threshold 0.8 -> 0.5",
         "dbt_project/dbt_project.yml",
         "identity_match_threshold: 0.8",

@@ -222,6 +222,22 @@ def _suppress_exclusive_identifiers(con: duckdb.DuckDBPyConnection, person_map: 
     return added
 
 
+def forget_staged_batches(
+    con: duckdb.DuckDBPyConnection, table: str, entity: str, column: str, record_ids_sql: str
+) -> None:
+    """Make the next incremental build of staging `table` re-derive the records `record_ids_sql` names: their
+    staged rows were deleted whole, and a version in raw that survived must come back, as a rebuild would
+    bring it. Forgetting the batches that still hold a version of them (audit.staged_batches,
+    dbt_project/macros/incremental.sql) makes those batches new to the next build."""
+    if not _table_exists(con, "audit", "staged_batches"):
+        return
+    con.execute(
+        "delete from audit.staged_batches where model = ? and batch_id in ("
+        f'select distinct _batch_id from raw.{entity} where trim("{column}") in ({record_ids_sql}))',
+        [table],
+    )
+
+
 def _delete_everywhere(ctx: RunContext, con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     removed: dict[str, int] = {}
     removed["landing_files_rewritten"], removed["landing_rows"] = rewrite_landing(ctx, con)
@@ -236,12 +252,12 @@ def _delete_everywhere(ctx: RunContext, con: duckdb.DuckDBPyConnection) -> dict[
                 con, f"raw.{table}", "(_batch_id, _row_number) in (select (batch_id, row_number) from _doomed "
                 f"where source_entity = '{table}')")
         for table, (entity, column) in _staging_tables(con).items():
-            # a record with a doomed version goes whole; the next run's staging, rebuilt from raw, has whatever
-            # version of it survived
-            removed[f"staging.{table}"] = _delete_rows(
-                con, f"staging.{table}", f'"{column}" in (select ids.record_id from _ids as ids '
-                "join _doomed using (source_entity, batch_id, row_number) "
-                f"where ids.source_entity = {sql_literal(entity)})")
+            # a record with a doomed version goes whole; the next run's staging re-derives it from whatever
+            # version survived in raw (forget_staged_batches)
+            doomed_ids = ("select ids.record_id from _ids as ids join _doomed using (source_entity, batch_id, "
+                          f"row_number) where ids.source_entity = {sql_literal(entity)}")
+            removed[f"staging.{table}"] = _delete_rows(con, f"staging.{table}", f'"{column}" in ({doomed_ids})')
+            forget_staged_batches(con, table, entity, column, doomed_ids)
         removed["audit.quarantine"] = _delete_rows(
             con, "audit.quarantine",
             "(batch_id, row_number) in (select (batch_id, row_number) from _doomed_quarantine)")

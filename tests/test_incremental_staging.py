@@ -19,6 +19,7 @@ import pytest
 from sources.generator import advance, generate
 from tests.conftest_identity import dbt_build, extract_and_load
 from touchpoint.incremental import FullRefreshSettingError, full_refresh_reason
+from touchpoint.privacy.erasure import forget_staged_batches
 
 EVENT_TABLES = ("stg_web__events", "stg_email__events")
 SELECT = " ".join(EVENT_TABLES)
@@ -60,6 +61,29 @@ def build_both(db: Path, as_of: date, tmp_path: Path) -> dict[str, tuple[int, in
     return differences(db, rebuilt)
 
 
+def assert_only_changed_keys_are_rederived(db: Path, as_of: date, tmp_path: Path) -> None:
+    """On a copy, one staged event is altered where no raw version says so; a build with nothing new must leave
+    it as it is (a build that re-derived every key would restore it)."""
+    scratch = tmp_path / "scratch" / "warehouse.duckdb"
+    scratch.parent.mkdir()
+    shutil.copyfile(db, scratch)
+    con = duckdb.connect(str(scratch))
+    try:
+        event_id = con.execute("select min(event_id) from staging.stg_web__events").fetchone()[0]
+        con.execute("update staging.stg_web__events set page_url = 'sentinel' where event_id = ?", [event_id])
+    finally:
+        con.close()
+    dbt_build(scratch, as_of.isoformat(), SELECT, command="run")
+    con = duckdb.connect(str(scratch), read_only=True)
+    try:
+        assert con.execute(
+            "select page_url from staging.stg_web__events where event_id = ?", [event_id]
+        ).fetchone() == ("sentinel",)
+    finally:
+        con.close()
+    shutil.rmtree(scratch.parent)
+
+
 def staged_state(db: Path) -> list[tuple]:
     con = duckdb.connect(str(db), read_only=True)
     try:
@@ -93,6 +117,8 @@ def test_incremental_event_staging_equals_a_rebuild_every_day(world, tmp_path):
     assert [(model, end.date(), full.date()) for model, _, end, full in staged_state(db)] == [
         (table, days[-1] + timedelta(days=1), first_end) for table in sorted(EVENT_TABLES)
     ]
+
+    assert_only_changed_keys_are_rederived(db, days[-1], tmp_path)
 
     # back in time (a backfill of an earlier day): the later events leave the view
     back = days[0]
@@ -165,3 +191,71 @@ def test_full_refresh_is_forced_scheduled_or_not_at_all(tmp_path, monkeypatch):
     monkeypatch.setenv("TOUCHPOINT_FULL_REFRESH", "sometimes")
     with pytest.raises(FullRefreshSettingError, match="TOUCHPOINT_FULL_REFRESH"):
         full_refresh_reason(db, end)
+
+
+def test_an_erased_version_gives_way_to_the_version_that_survived(world, tmp_path):
+    """An event with two versions in two batches: the later one is staged. When an erasure deletes that version
+    (its batch keeps another row), the earlier version must come back, as a rebuild would bring it."""
+    home = world
+    as_of = START + timedelta(days=DAYS - 1)
+    db = load_day(home, as_of)
+    dbt_build(db, as_of.isoformat(), SELECT, command="run")
+    con = duckdb.connect(str(db))
+    try:
+        first, second = [row[0] for row in con.execute(
+            "select trim(event_id) from raw.web_events where occurred_at < ? order by 1 limit 2", [as_of]
+        ).fetchall()]
+        # a later extraction of both events, with another page_url: the new latest versions
+        con.execute(
+            "insert into raw.web_events select * replace ('https://shop.example/v2' as page_url, "
+            "'web_events-manual-v2' as _batch_id, _extracted_at + interval 1 day as _extracted_at) "
+            "from raw.web_events where list_contains(?, trim(event_id))",
+            [[first, second]],
+        )
+    finally:
+        con.close()
+    dbt_build(db, as_of.isoformat(), SELECT, command="run")
+    assert page_urls(db, first, second) == ["https://shop.example/v2"] * 2
+    con = duckdb.connect(str(db))
+    try:  # the erasure's part: the later version of `first` goes from raw, the record from staging
+        con.execute("delete from raw.web_events where _batch_id = 'web_events-manual-v2' and trim(event_id) = ?",
+                    [first])
+        con.execute("delete from staging.stg_web__events where event_id = ?", [first])
+        forget_staged_batches(con, "stg_web__events", "web_events", "event_id", f"select '{first}'")
+    finally:
+        con.close()
+    for table, (_, only_incremental, only_rebuilt) in build_both(db, as_of, tmp_path).items():
+        assert (only_incremental, only_rebuilt) == (0, 0), table
+    restored, kept = page_urls(db, first, second)
+    assert restored != "https://shop.example/v2" and kept == "https://shop.example/v2"
+
+
+def page_urls(db: Path, *event_ids: str) -> list[str]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return [con.execute("select page_url from staging.stg_web__events where event_id = ?", [event_id]
+                            ).fetchone()[0] for event_id in event_ids]
+    finally:
+        con.close()
+
+
+def test_batches_gone_from_raw_force_a_rebuild(tmp_path, monkeypatch):
+    """A staged batch held or dropped out of raw leaves rows no raw version points to: only a rebuild drops them."""
+    db = str(tmp_path / "warehouse.duckdb")
+    con = duckdb.connect(db)
+    con.execute("create schema audit")
+    con.execute("create schema raw")
+    con.execute("create table raw.web_events (event_id varchar, _batch_id varchar)")
+    con.execute("insert into raw.web_events values ('e1', 'b1'), ('e2', 'b2')")
+    con.execute("create table audit.staged_batches (model varchar, batch_id varchar, rows bigint, "
+                "as_of_end timestamp, full_build_end timestamp, invocation_id varchar)")
+    con.execute("insert into audit.staged_batches values ('stg_web__events', 'b1', 1, '2026-03-09', '2026-03-08', 'i'),"
+                " ('stg_web__events', 'b2', 1, '2026-03-09', '2026-03-08', 'i')")
+    con.close()
+    monkeypatch.delenv("TOUCHPOINT_FULL_REFRESH", raising=False)
+    monkeypatch.delenv("TOUCHPOINT_FULL_REFRESH_EVERY_DAYS", raising=False)
+    assert full_refresh_reason(db, datetime(2026, 3, 10)) is None
+    con = duckdb.connect(db)
+    con.execute("delete from raw.web_events where _batch_id = 'b2'")  # `touchpoint batches drop b2`
+    con.close()
+    assert full_refresh_reason(db, datetime(2026, 3, 10)) == "batches left raw"

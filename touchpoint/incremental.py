@@ -52,10 +52,40 @@ def last_full_build_end(work_db: str) -> datetime | None:
         con.close()
 
 
+def batches_gone_from_raw(work_db: str) -> int:
+    """How many batches an incremental model was built from are no longer in raw (held or dropped by
+    `touchpoint batches`, a failed gate on a rerun): their rows stay staged until a rebuild, since the rule
+    finds the event ids to re-derive through the versions still in raw."""
+    from touchpoint.privacy.erasure import STAGED_TABLES
+
+    try:
+        con = duckdb.connect(work_db, read_only=True)
+    except duckdb.IOException:
+        return 0
+    try:
+        gone = 0
+        for model, (entity, _) in STAGED_TABLES.items():
+            exists = con.execute(
+                "select count(*) from information_schema.tables where (table_schema, table_name) in "
+                "(('audit', 'staged_batches'), ('raw', ?))",
+                [entity],
+            ).fetchone()[0]
+            if exists == 2:
+                gone += con.execute(
+                    f"select count(*) from (select batch_id from {STATE_TABLE} where model = ? "
+                    f"except select distinct _batch_id from raw.{entity})",
+                    [model],
+                ).fetchone()[0]
+        return gone
+    finally:
+        con.close()
+
+
 def full_refresh_reason(work_db: str, as_of_end: datetime) -> str | None:
     """Why this run rebuilds its incremental models in full, or None: incremental. 'forced' (the setting),
     'schedule' (the last full build is old enough), 'first build' (none recorded: a new warehouse, or one whose
-    staging tables predate the record; a create is faster than delete+insert of every event id)."""
+    staging tables predate the record; a create is faster than delete+insert of every event id), 'batches left
+    raw' (batches_gone_from_raw)."""
     setting = os.environ.get(FULL_REFRESH_SETTING, "auto").strip().lower()
     if setting not in ("auto", "always"):
         raise FullRefreshSettingError(f"{FULL_REFRESH_SETTING}={setting!r}: expected 'auto' or 'always'")
@@ -67,4 +97,6 @@ def full_refresh_reason(work_db: str, as_of_end: datetime) -> str | None:
         return "first build"
     if as_of_end - last_full >= timedelta(days=interval):
         return "schedule"
+    if batches_gone_from_raw(work_db):
+        return "batches left raw"
     return None

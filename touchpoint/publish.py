@@ -24,7 +24,7 @@ from pathlib import Path
 
 import duckdb
 
-from touchpoint.config import RunContext
+from touchpoint.config import RunContext, duckdb_memory_limit
 from touchpoint.dbt import read_manifest
 from touchpoint.privacy.analytics import PublishedFiles, UnclassifiedPersonalData, write_published_files
 from touchpoint.privacy.keys import PrivacyKey, pseudonym_key
@@ -97,7 +97,7 @@ def _write(
     ctx: RunContext, analytics: Path, pii: Path, key: PrivacyKey, required: tuple[str, ...]
 ) -> tuple[tuple[str, ...], PublishedFiles]:
     """Check the gates, then write both files from the working warehouse (the caller holds the writer lock)."""
-    con = duckdb.connect(str(ctx.paths.work_db))
+    con = duckdb.connect(str(ctx.paths.work_db), config={"memory_limit": duckdb_memory_limit()})
     try:
         gates = _passed_gates(con, ctx.run_id, required)
         try:

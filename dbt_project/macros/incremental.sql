@@ -13,6 +13,10 @@
   For those keys every raw version is read again, so the latest-version rule (as_of_latest_version) sees all of
   them, as a rebuild would; delete+insert on the key replaces their rows.
 
+  What this cannot see is handled outside: an erasure forgets the batches holding surviving versions of the
+  events it removed (privacy/erasure.py forget_staged_batches), and a staged batch gone from raw makes the
+  pipeline rebuild (touchpoint/incremental.py).
+
   Without recorded state (a table built before this existed), every key is re-derived: a rebuild's result,
   slower than one. The pipeline passes dbt's --full-refresh then (touchpoint/incremental.py), as it does for
   `touchpoint run --full-refresh` and every TOUCHPOINT_FULL_REFRESH_EVERY_DAYS days; a bare `dbt build`
