@@ -84,6 +84,13 @@ def assert_only_changed_keys_are_rederived(db: Path, as_of: date, tmp_path: Path
     shutil.rmtree(scratch.parent)
 
 
+def built_as_of(home: Path, as_of: date) -> Path:
+    """The world's warehouse loaded and its event tables built (incrementally) as of `as_of`."""
+    db = load_day(home, as_of)
+    dbt_build(db, as_of.isoformat(), SELECT, command="run")
+    return db
+
+
 def staged_state(db: Path) -> list[tuple]:
     con = duckdb.connect(str(db), read_only=True)
     try:
@@ -140,10 +147,8 @@ def test_incremental_event_staging_equals_a_rebuild_every_day(world, tmp_path):
 def test_rows_erased_from_raw_and_staging_stay_erased(world, tmp_path):
     """privacy/erasure.py deletes a person's raw rows and their staged rows; the next incremental build sees
     the batches' counts change, re-derives their keys and brings nothing back."""
-    home = world
     as_of = START + timedelta(days=DAYS - 1)
-    db = load_day(home, as_of)
-    dbt_build(db, as_of.isoformat(), SELECT, command="run")
+    db = built_as_of(world, as_of)
     con = duckdb.connect(str(db))
     try:
         erased = [row[0] for row in con.execute(
@@ -196,10 +201,8 @@ def test_full_refresh_is_forced_scheduled_or_not_at_all(tmp_path, monkeypatch):
 def test_an_erased_version_gives_way_to_the_version_that_survived(world, tmp_path):
     """An event with two versions in two batches: the later one is staged. When an erasure deletes that version
     (its batch keeps another row), the earlier version must come back, as a rebuild would bring it."""
-    home = world
     as_of = START + timedelta(days=DAYS - 1)
-    db = load_day(home, as_of)
-    dbt_build(db, as_of.isoformat(), SELECT, command="run")
+    db = built_as_of(world, as_of)
     con = duckdb.connect(str(db))
     try:
         first, second = [row[0] for row in con.execute(
