@@ -229,10 +229,12 @@ def forget_staged_batches(
     staged rows were deleted whole, and a version in raw that survived must come back, as a rebuild would
     bring it. Forgetting the batches that still hold a version of them (audit.staged_batches,
     dbt_project/macros/incremental.sql) makes those batches new to the next build."""
+    from touchpoint.incremental import STATE_TABLE
+
     if not _table_exists(con, "audit", "staged_batches"):
         return
     con.execute(
-        "delete from audit.staged_batches where model = ? and batch_id in ("
+        f"delete from {STATE_TABLE} where model = ? and batch_id in ("
         f'select distinct _batch_id from raw.{entity} where trim("{column}") in ({record_ids_sql}))',
         [table],
     )

@@ -33,52 +33,35 @@ def every_days() -> int:
     return days
 
 
-def last_full_build_end(work_db: str) -> datetime | None:
+def _has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    return con.execute(
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?", [schema, table]
+    ).fetchone()[0] > 0
+
+
+def last_full_build_end(con: duckdb.DuckDBPyConnection) -> datetime | None:
     """The earliest as-of end of the incremental models' last full builds, or None when none is recorded."""
-    try:
-        con = duckdb.connect(work_db, read_only=True)
-    except duckdb.IOException:
-        return None  # no working warehouse yet: the first build is a full one anyway
-    try:
-        exists = con.execute(
-            "select count(*) from information_schema.tables "
-            "where table_schema = 'audit' and table_name = 'staged_batches'"
-        ).fetchone()[0]
-        if not exists:
-            return None
-        return con.execute(f"select min(full_build_end) from (select max(full_build_end) as full_build_end "
-                           f"from {STATE_TABLE} group by model)").fetchone()[0]
-    finally:
-        con.close()
+    if not _has_table(con, "audit", "staged_batches"):
+        return None
+    return con.execute(f"select min(full_build_end) from (select max(full_build_end) as full_build_end "
+                       f"from {STATE_TABLE} group by model)").fetchone()[0]
 
 
-def batches_gone_from_raw(work_db: str) -> int:
+def batches_gone_from_raw(con: duckdb.DuckDBPyConnection) -> int:
     """How many batches an incremental model was built from are no longer in raw (held or dropped by
     `touchpoint batches`, a failed gate on a rerun): their rows stay staged until a rebuild, since the rule
     finds the event ids to re-derive through the versions still in raw."""
     from touchpoint.privacy.erasure import STAGED_TABLES
 
-    try:
-        con = duckdb.connect(work_db, read_only=True)
-    except duckdb.IOException:
-        return 0
-    try:
-        gone = 0
-        for model, (entity, _) in STAGED_TABLES.items():
-            exists = con.execute(
-                "select count(*) from information_schema.tables where (table_schema, table_name) in "
-                "(('audit', 'staged_batches'), ('raw', ?))",
-                [entity],
+    gone = 0
+    for model, (entity, _) in STAGED_TABLES.items():
+        if _has_table(con, "raw", entity):
+            gone += con.execute(
+                f"select count(*) from (select batch_id from {STATE_TABLE} where model = ? "
+                f"except select distinct _batch_id from raw.{entity})",
+                [model],
             ).fetchone()[0]
-            if exists == 2:
-                gone += con.execute(
-                    f"select count(*) from (select batch_id from {STATE_TABLE} where model = ? "
-                    f"except select distinct _batch_id from raw.{entity})",
-                    [model],
-                ).fetchone()[0]
-        return gone
-    finally:
-        con.close()
+    return gone
 
 
 def full_refresh_reason(work_db: str, as_of_end: datetime) -> str | None:
@@ -92,11 +75,18 @@ def full_refresh_reason(work_db: str, as_of_end: datetime) -> str | None:
     if setting == "always":
         return "forced"
     interval = every_days()
-    last_full = last_full_build_end(work_db)
-    if last_full is None:
-        return "first build"
-    if as_of_end - last_full >= timedelta(days=interval):
-        return "schedule"
-    if batches_gone_from_raw(work_db):
-        return "batches left raw"
-    return None
+    try:
+        con = duckdb.connect(work_db, read_only=True)
+    except duckdb.IOException:
+        return "first build"  # no working warehouse yet
+    try:
+        last_full = last_full_build_end(con)
+        if last_full is None:
+            return "first build"
+        if as_of_end - last_full >= timedelta(days=interval):
+            return "schedule"
+        if batches_gone_from_raw(con):
+            return "batches left raw"
+        return None
+    finally:
+        con.close()

@@ -34,13 +34,9 @@
     );
 {%- endmacro %}
 
-{#- The previous build's as-of end for this model, or none (no state). -#}
+{#- The previous build's as-of end for this model, or none (no state). The table exists: on-run-start. -#}
 {% macro previous_staged_end() -%}
     {%- if not execute -%}{{ return(none) }}{%- endif -%}
-    {%- set found = run_query(
-        "select count(*) from information_schema.tables where table_schema = 'audit' and table_name = 'staged_batches'"
-    ) -%}
-    {%- if found.columns[0].values()[0] == 0 -%}{{ return(none) }}{%- endif -%}
     {%- set ends = run_query(
         "select max(as_of_end) from " ~ staged_state_table() ~ " where model = '" ~ this.identifier ~ "'"
     ) -%}
