@@ -29,6 +29,7 @@ import duckdb
 import pyarrow as pa
 
 from touchpoint.config import RunContext
+from touchpoint.incremental import STAGED_TABLES, STATE_TABLE
 from touchpoint.sql_text import sql_literal
 
 from .erasure_files import rewrite_landing, scrub_activation_files, scrub_text_files
@@ -47,14 +48,6 @@ from .pseudonyms import SUPPRESSION_PADS, connection_setup, hmac_sql
 IDENTIFIERS_VIEW = "staging.stg_privacy__record_identifiers"
 CHECKED_DDL = "create table if not exists audit.suppression_checked_batches (batch_id varchar, checked_at timestamp)"
 _MAX_ROUNDS = 10  # the graph is followed until nothing new; a person's records link within a few rounds
-# Staging models dbt materialises as tables (dbt_project.yml: the events, whose deduplication would otherwise run
-# in every model reading them). The staging layer is built before this stage, so a doomed raw row's record is
-# deleted from them too: table -> (the raw entity it stages, its column holding that entity's record_id in
-# stg_privacy__record_identifiers). Any other table in `staging` stops the erasure (it could not be reached).
-STAGED_TABLES = {
-    "stg_web__events": ("web_events", "event_id"),
-    "stg_email__events": ("email_events", "event_id"),
-}
 
 
 @dataclass
@@ -229,8 +222,6 @@ def forget_staged_batches(
     staged rows were deleted whole, and a version in raw that survived must come back, as a rebuild would
     bring it. Forgetting the batches that still hold a version of them (audit.staged_batches,
     dbt_project/macros/incremental.sql) makes those batches new to the next build."""
-    from touchpoint.incremental import STATE_TABLE
-
     if not _table_exists(con, "audit", "staged_batches"):
         return
     con.execute(
@@ -361,7 +352,7 @@ def _staging_tables(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str]
     if unknown:
         raise RuntimeError(
             f"staging tables erasure cannot reach: {', '.join(unknown)}; name their raw entity and record-id "
-            "column in privacy/erasure.py STAGED_TABLES (or materialise them as views)")
+            "column in touchpoint/incremental.py STAGED_TABLES (or materialise them as views)")
     return {table: STAGED_TABLES[table] for table in tables}
 
 

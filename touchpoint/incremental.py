@@ -16,6 +16,14 @@ FULL_REFRESH_SETTING = "TOUCHPOINT_FULL_REFRESH"
 EVERY_DAYS_SETTING = "TOUCHPOINT_FULL_REFRESH_EVERY_DAYS"
 DEFAULT_EVERY_DAYS = 7
 STATE_TABLE = "audit.staged_batches"
+# The staging models dbt materialises as tables (dbt_project.yml: the events, whose deduplication would otherwise
+# run in every model reading them), built incrementally: table -> (the raw entity it stages, its column holding
+# that entity's record_id in stg_privacy__record_identifiers). The erasure deletes a doomed record from them
+# too (privacy/erasure.py); any other table in `staging` stops the erasure (it could not be reached).
+STAGED_TABLES = {
+    "stg_web__events": ("web_events", "event_id"),
+    "stg_email__events": ("email_events", "event_id"),
+}
 
 
 class FullRefreshSettingError(ValueError):
@@ -51,8 +59,6 @@ def batches_gone_from_raw(con: duckdb.DuckDBPyConnection) -> int:
     """How many batches an incremental model was built from are no longer in raw (held or dropped by
     `touchpoint batches`, a failed gate on a rerun): their rows stay staged until a rebuild, since the rule
     finds the event ids to re-derive through the versions still in raw."""
-    from touchpoint.privacy.erasure import STAGED_TABLES
-
     gone = 0
     for model, (entity, _) in STAGED_TABLES.items():
         if _has_table(con, "raw", entity):
