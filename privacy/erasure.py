@@ -222,7 +222,7 @@ def forget_staged_batches(
     staged rows were deleted whole, and a version in raw that survived must come back, as a rebuild would
     bring it. Forgetting the batches that still hold a version of them (audit.staged_batches,
     dbt_project/macros/incremental.sql) makes those batches new to the next build."""
-    if not _table_exists(con, "audit", "staged_batches"):
+    if not _table_exists(con, *STATE_TABLE.split(".")):
         return
     con.execute(
         f"delete from {STATE_TABLE} where model = ? and batch_id in ("

@@ -49,7 +49,7 @@ def _has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
 
 def last_full_build_end(con: duckdb.DuckDBPyConnection) -> datetime | None:
     """The earliest as-of end of the incremental models' last full builds, or None when none is recorded."""
-    if not _has_table(con, "audit", "staged_batches"):
+    if not _has_table(con, *STATE_TABLE.split(".")):
         return None
     return con.execute(f"select min(full_build_end) from (select max(full_build_end) as full_build_end "
                        f"from {STATE_TABLE} group by model)").fetchone()[0]
