@@ -39,3 +39,35 @@
     from {{ graph }}
     where match_rule = 'self'
 {%- endmacro %}
+
+{#- The graph node a staged record attaches to: a person record is its own node, an event or order its strongest
+    identifier, a record without any identifier stands alone. The one definition: int_identity_records_unioned
+    builds the graph's records with it, and the event marts find a record's person as its node's
+    (node_persons), a join to one row per node (a few million at 1M customers) instead of to identity.person_map's
+    row per record (70M); the same person as person_map's, which is this join. `record`: the alias qualifying
+    the source's staged columns, if any. -#}
+{% macro record_node(source_entity, record=none) -%}
+    {%- set r = record ~ '.' if record else '' -%}
+    {%- if source_entity == 'crm_contacts' -%}
+    'crm:' || {{ r }}contact_id
+    {%- elif source_entity == 'shop_customers' -%}
+    'customer:' || {{ r }}customer_id
+    {%- elif source_entity == 'shop_orders' -%}
+    'customer:' || {{ r }}customer_id
+    {%- elif source_entity == 'web_events' -%}
+    case
+        when {{ r }}customer_id is not null then 'customer:' || {{ r }}customer_id
+        when {{ r }}anonymous_id is not null then 'anon:' || {{ r }}anonymous_id
+        else 'web_events:' || {{ r }}event_id
+    end
+    {%- elif source_entity == 'email_events' -%}
+    coalesce('email:' || {{ r }}email, 'email_events:' || {{ r }}event_id)
+    {%- elif source_entity == 'pos_transactions' -%}
+    coalesce(
+        'loyalty:' || {{ r }}loyalty_id, 'phone:' || {{ r }}phone_e164, 'email:' || {{ r }}email,
+        'pos_transactions:' || {{ r }}transaction_id
+    )
+    {%- else -%}
+    {{ exceptions.raise_compiler_error("record_node: no node rule for source entity '" ~ source_entity ~ "'") }}
+    {%- endif -%}
+{%- endmacro %}

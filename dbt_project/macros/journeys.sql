@@ -16,3 +16,13 @@
 {% macro url_page(url) -%}
     nullif(regexp_replace({{ url }}, '[?#].*$', ''), '')
 {%- endmacro %}
+
+{#- The purchases a touch or session looks up (asof join on person and time): one per person and instant. Two
+    purchases of a person in the same second (a web order and a store sale) would make the lookup pick either,
+    so reruns could disagree; the smaller order id is the one found. -#}
+{% macro lookup_purchases(columns) -%}
+    select {{ columns | join(', ') }}
+    from {{ ref('fct_orders') }}
+    where is_purchase and person_id is not null
+    qualify row_number() over (partition by person_id, ordered_at order by order_id) = 1
+{%- endmacro %}

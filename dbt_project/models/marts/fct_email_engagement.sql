@@ -8,10 +8,10 @@ email_events as (
 
 ),
 
-person_map as (
+node_persons as (
 
-    select * from {{ ref('person_map') }}
-    where source_entity = 'email_events'
+    -- an event's person is its identity node's (identity.person_map holds the same, one row per event)
+    {{ node_persons(ref('int_identity_graph_resolved')) }}
 
 ),
 
@@ -20,10 +20,10 @@ events_personed as (
     select
         email_events.*,
         coalesce(email_events.campaign_id, '(none)') as campaign_key,
-        person_map.person_id
+        node_persons.person_id
     from email_events
-    inner join person_map
-        on email_events.event_id = person_map.source_record_id
+    inner join node_persons
+        on {{ record_node('email_events', 'email_events') }} = node_persons.node_id
 
 ),
 

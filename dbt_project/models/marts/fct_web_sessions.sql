@@ -11,21 +11,16 @@ web_events as (
 
 ),
 
-person_map as (
+node_persons as (
 
-    select * from {{ ref('person_map') }}
-    where source_entity = 'web_events'
+    -- an event's person is its identity node's (identity.person_map holds the same, one row per event)
+    {{ node_persons(ref('int_identity_graph_resolved')) }}
 
 ),
 
 purchases as (
 
-    select
-        order_id,
-        person_id,
-        ordered_at
-    from {{ ref('fct_orders') }}
-    where is_purchase and person_id is not null
+    {{ lookup_purchases(['order_id', 'person_id', 'ordered_at']) }}
 
 ),
 
@@ -35,10 +30,10 @@ events_personed as (
         web_events.*,
         -- an event without a session id is a session of its own
         {{ web_session_key('web_events.session_id', 'web_events.event_id') }} as session_key,
-        person_map.person_id
+        node_persons.person_id
     from web_events
-    left join person_map
-        on web_events.event_id = person_map.source_record_id
+    left join node_persons
+        on {{ record_node('web_events', 'web_events') }} = node_persons.node_id
 
 ),
 

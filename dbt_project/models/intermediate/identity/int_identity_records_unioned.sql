@@ -1,6 +1,7 @@
 -- One row per staged record that carries an identity, with the graph node it attaches to: person records are
 -- their own node (a shop customer is the node of its customer id), events attach to their strongest
--- identifier, and records without any identifier stand alone.
+-- identifier, and records without any identifier stand alone (the rule: the record_node macro, which the event
+-- marts read too).
 -- A view: a projection of the staging tables (the events' deduplication is done there, once, incrementally),
 -- cheaper for its three readers to compute than to write as a table of every record (67M at 1M customers) and
 -- read back; measured at 100k, the same tables and 9 s less (docs/identity_engine.md, "Speed (2026-12-04, evening)").
@@ -49,7 +50,7 @@ unioned as (
     select
         'crm_contacts' as source_entity,
         contact_id as source_record_id,
-        'crm:' || contact_id as node_id,
+        {{ record_node('crm_contacts') }} as node_id,
         'crm_contact' as attach_rule,
         first_seen_at as seen_at,
         true as is_person_record,
@@ -62,7 +63,7 @@ unioned as (
     select
         'shop_customers' as source_entity,
         customer_id as source_record_id,
-        'customer:' || customer_id as node_id,
+        {{ record_node('shop_customers') }} as node_id,
         'shop_customer_id' as attach_rule,
         first_seen_at as seen_at,
         true as is_person_record,
@@ -75,7 +76,7 @@ unioned as (
     select
         'shop_orders' as source_entity,
         order_id as source_record_id,
-        'customer:' || customer_id as node_id,
+        {{ record_node('shop_orders') }} as node_id,
         'shop_customer_id' as attach_rule,
         ordered_at as seen_at,
         false as is_person_record,
@@ -88,11 +89,7 @@ unioned as (
     select
         'web_events' as source_entity,
         event_id as source_record_id,
-        case
-            when customer_id is not null then 'customer:' || customer_id
-            when anonymous_id is not null then 'anon:' || anonymous_id
-            else 'web_events:' || event_id
-        end as node_id,
+        {{ record_node('web_events') }} as node_id,
         case
             when customer_id is not null then 'shop_customer_id'
             when anonymous_id is not null then 'anonymous_id'
@@ -111,7 +108,7 @@ unioned as (
     select
         'email_events' as source_entity,
         event_id as source_record_id,
-        coalesce('email:' || email, 'email_events:' || event_id) as node_id,
+        {{ record_node('email_events') }} as node_id,
         case when email is not null then 'email' else 'unidentified' end as attach_rule,
         occurred_at as seen_at,
         false as is_person_record,
@@ -124,9 +121,7 @@ unioned as (
     select
         'pos_transactions' as source_entity,
         transaction_id as source_record_id,
-        coalesce(
-            'loyalty:' || loyalty_id, 'phone:' || phone_e164, 'email:' || email, 'pos_transactions:' || transaction_id
-        ) as node_id,
+        {{ record_node('pos_transactions') }} as node_id,
         case
             when loyalty_id is not null then 'loyalty_id'
             when phone_e164 is not null then 'phone'

@@ -13,15 +13,9 @@ touchpoints as (
 
 purchases as (
 
-    select
-        order_id,
-        person_id,
-        ordered_at,
-        order_date,
-        channel as order_channel,
-        net_amount
-    from {{ ref('fct_orders') }}
-    where is_purchase and person_id is not null
+    {{ lookup_purchases([
+        'order_id', 'person_id', 'ordered_at', 'order_date', 'channel as order_channel', 'net_amount'
+    ]) }}
 
 ),
 

@@ -19,10 +19,10 @@ email_clicks as (
 
 ),
 
-person_map as (
+node_persons as (
 
-    select * from {{ ref('person_map') }}
-    where source_entity = 'email_events'
+    -- a click's person is its identity node's (identity.person_map holds the same, one row per event)
+    {{ node_persons(ref('int_identity_graph_resolved')) }}
 
 ),
 
@@ -53,7 +53,7 @@ click_touches as (
 
     select
         'email_click:' || email_clicks.event_id as touchpoint_id,
-        person_map.person_id,
+        node_persons.person_id,
         'email_click' as touch_type,
         email_clicks.occurred_at as touched_at,
         'email' as channel,
@@ -62,9 +62,9 @@ click_touches as (
         cast(null as varchar) as landing_page,
         email_clicks.event_id as source_record_id
     from email_clicks
-    inner join person_map
-        on email_clicks.event_id = person_map.source_record_id
-    where person_map.person_id is not null
+    inner join node_persons
+        on {{ record_node('email_events', 'email_clicks') }} = node_persons.node_id
+    where node_persons.person_id is not null
 
 ),
 
