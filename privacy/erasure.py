@@ -361,7 +361,7 @@ def _person_columns(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]
     return con.execute(
         "select c.table_schema, c.table_name, c.column_name from information_schema.columns as c "
         "join duckdb_tables() as t on t.schema_name = c.table_schema and t.table_name = c.table_name "
-        "where c.table_schema in ('identity', 'marts', 'ml', 'audit') "
+        "where c.table_schema in ('identity', 'intermediate', 'marts', 'ml', 'audit') "
         "and (c.column_name = 'person_id' or c.column_name like '%\\_person\\_id' escape '\\') order by all"
     ).fetchall()
 

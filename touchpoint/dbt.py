@@ -132,11 +132,12 @@ def run_layer(ctx: RunContext, layer: str, extra_args: list[str] | None = None) 
 
 
 def _full_refresh_reason(ctx: RunContext, layer: str) -> str | None:
-    """Staging holds the incremental models (the event tables); the other layers are rebuilt every run."""
-    if layer != "staging":
-        return None
-    from touchpoint.incremental import full_refresh_reason
+    """Staging (the event tables) and the marts (fct_web_sessions) hold the incremental models; the other layers
+    are rebuilt every run. The histories (person_id_history, customer_rfm_history) are `full_refresh: false`."""
+    from touchpoint.incremental import INCREMENTAL_LAYERS, full_refresh_reason
 
+    if layer not in INCREMENTAL_LAYERS:
+        return None
     return full_refresh_reason(str(ctx.paths.work_db), ctx.as_of_end)
 
 

@@ -1,8 +1,9 @@
-"""When a dbt layer with incremental models (staging's event tables, dbt_project/macros/incremental.sql) is
-rebuilt in full instead: `touchpoint run --full-refresh` (TOUCHPOINT_FULL_REFRESH=always), or on a schedule,
-when the models' last full build is TOUCHPOINT_FULL_REFRESH_EVERY_DAYS (7) or more days before the run's
-as-of end. An incremental build gives the same rows as a rebuild (tests/test_incremental_staging.py); the
-rebuild is the backstop for what the incremental rule cannot see, such as a raw row edited in place.
+"""When a dbt layer with incremental models (staging's event tables and the marts' fct_web_sessions,
+dbt_project/macros/incremental.sql) is rebuilt in full instead: `touchpoint run --full-refresh`
+(TOUCHPOINT_FULL_REFRESH=always), or on a schedule, when the models' last full build is
+TOUCHPOINT_FULL_REFRESH_EVERY_DAYS (7) or more days before the run's as-of end. An incremental build gives the
+same rows as a rebuild (tests/test_incremental_staging.py, tests/test_incremental_marts.py); the rebuild is the
+backstop for what the incremental rule cannot see, such as a raw row edited in place.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ STAGED_TABLES = {
     "stg_web__events": ("web_events", "event_id"),
     "stg_email__events": ("email_events", "event_id"),
 }
+# Every model recording the raw batches it was built from in STATE_TABLE -> the raw entity they are of.
+RECORDED_MODELS = {
+    **{table: entity for table, (entity, _) in STAGED_TABLES.items()},
+    "fct_web_sessions": "web_events",
+}
+# The dbt layers (touchpoint/dbt.py LAYERS) holding them, which the full refresh applies to.
+INCREMENTAL_LAYERS = ("staging", "marts")
 
 
 class FullRefreshSettingError(ValueError):
@@ -60,7 +68,7 @@ def batches_gone_from_raw(con: duckdb.DuckDBPyConnection) -> int:
     `touchpoint batches`, a failed gate on a rerun): their rows stay staged until a rebuild, since the rule
     finds the event ids to re-derive through the versions still in raw."""
     gone = 0
-    for model, (entity, _) in STAGED_TABLES.items():
+    for model, entity in RECORDED_MODELS.items():
         if _has_table(con, "raw", entity):
             gone += con.execute(
                 f"select count(*) from (select batch_id from {STATE_TABLE} where model = ? "

@@ -91,3 +91,86 @@
     delete from {{ staged_state_table() }}
     where model = '{{ this.identifier }}' and invocation_id <> '{{ invocation_id }}';
 {%- endmacro %}
+
+{#- Incremental marts (fct_web_sessions): the lookup purchases (macro lookup_purchases) the last build converted
+    its sessions with, kept beside the identity internals (never published; privacy/erasure.py deletes an erased
+    person's rows from it like from every table it cannot rebuild). -#}
+{% macro lookup_purchases_seen() -%}
+    intermediate.{{ this.identifier }}__lookup_purchases
+{%- endmacro %}
+
+{#- Post-hook of a mart that converts by lookup_purchases: what this build converted with. -#}
+{% macro remember_lookup_purchases() -%}
+    create schema if not exists intermediate;
+    create or replace table {{ lookup_purchases_seen() }} as
+    {{ lookup_purchases(['person_id', 'order_id', 'ordered_at']) }}
+{%- endmacro %}
+
+{#- The session keys whose fct_web_sessions row may differ from the previous build's, re-derived from all their
+    events. A row depends on the session's events, their persons (their identity nodes' persons) and the
+    purchases of its person, so a session is re-derived when
+    - one of its events may have changed: a raw version in a batch the model was not built from, or between the
+      previous build's as-of end and this one's (staged_delta, the staging tables' rule);
+    - it holds an event of a person whose records moved since the previous build (identity.person_id_history,
+      either side), or of a person whose lookup purchases changed (an order placed, cancelled, moved), or it was
+      attributed to such a person: its person or its conversion may change;
+    - it reaches past the earlier of the two as-of ends (a run back in time: its later events left the view;
+      the pre-hook deletes the sessions that start there).
+    Without the previous build's record (no state, no remembered purchases), every session is re-derived.
+    A session that no longer has any event (its events moved to another session id) keeps its old row until the
+    scheduled rebuild; an erased person's sessions are deleted by the erasure itself. -#}
+{% macro web_sessions_to_rederive(events, node_persons, purchases) -%}
+    {%- set previous_end = previous_staged_end() -%}
+    {%- set seen = adapter.get_relation(
+        database=this.database, schema='intermediate', identifier=this.identifier ~ '__lookup_purchases'
+    ) if execute else none -%}
+    {%- set session_key = web_session_key(events ~ '.session_id', events ~ '.event_id') -%}
+    {%- if previous_end is none or seen is none %}
+    select distinct {{ session_key }} as session_key from {{ events }}
+    {%- else -%}
+    {%- set since = "least(timestamp '" ~ previous_end ~ "', " ~ as_of_end() ~ ")" %}
+    with
+
+    changed_events as (
+        select trim(event_id) as event_id from {{ source('web', 'web_events') }}
+        {{ staged_delta(source('web', 'web_events'), 'trim(event_id)', 'occurred_at') }}
+    ),
+
+    moved as (
+        -- the moves recorded by the identity builds since the previous build (a rerun of its day included)
+        select previous_person_id, person_id from {{ ref('person_id_history') }}
+        where as_of >= cast({{ since }} - interval 1 day as date)
+    ),
+
+    purchases_changed as (
+        (select person_id, order_id, ordered_at from {{ purchases }}
+            except select person_id, order_id, ordered_at from {{ seen }})
+        union all
+        (select person_id, order_id, ordered_at from {{ seen }}
+            except select person_id, order_id, ordered_at from {{ purchases }})
+    ),
+
+    affected_persons as (
+        select previous_person_id as person_id from moved
+        union
+        select person_id from moved
+        union
+        select person_id from purchases_changed
+    ),
+
+    affected_nodes as (
+        select node_id from {{ node_persons }}
+        where person_id in (select affected_persons.person_id from affected_persons)
+    )
+
+    select {{ session_key }} as session_key
+    from {{ events }}
+    where
+        {{ events }}.event_id in (select changed_events.event_id from changed_events)
+        or {{ record_node('web_events', events) }} in (select affected_nodes.node_id from affected_nodes)
+    union
+    select session_id as session_key
+    from {{ this }}
+    where ended_at >= {{ since }} or person_id in (select affected_persons.person_id from affected_persons)
+    {%- endif %}
+{%- endmacro %}

@@ -1,4 +1,5 @@
-{{ config(materialized='incremental') }}
+{{ config(materialized='incremental', full_refresh=false) }}
+-- a history: never rebuilt by --full-refresh
 
 {%- set previous_map = adapter.get_relation(database=this.database, schema=this.schema, identifier='person_map') %}
 

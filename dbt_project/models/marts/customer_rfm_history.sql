@@ -3,11 +3,13 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='as_of',
+        full_refresh=false,
     )
 }}
 
 -- One row per person per as-of date. A rerun of an as-of date replaces that date's rows as a whole
--- (delete+insert on as_of), so a person merged away since the first run leaves no stale row behind.
+-- (delete+insert on as_of), so a person merged away since the first run leaves no stale row behind. A history:
+-- never rebuilt by --full-refresh (which the marts layer gets for fct_web_sessions, touchpoint/incremental.py).
 
 with
 
