@@ -92,18 +92,49 @@
     where model = '{{ this.identifier }}' and invocation_id <> '{{ invocation_id }}';
 {%- endmacro %}
 
-{#- Incremental marts (fct_web_sessions): the lookup purchases (macro lookup_purchases) the last build converted
-    its sessions with, kept beside the identity internals (never published; privacy/erasure.py deletes an erased
-    person's rows from it like from every table it cannot rebuild). -#}
-{% macro lookup_purchases_seen() -%}
-    intermediate.{{ this.identifier }}__lookup_purchases
+{#- Incremental marts. fct_web_sessions re-derives the sessions whose row may have changed (below), and records
+    them in rederived_sessions_table() before it builds (with the invocation id, and whether it re-derives all);
+    fct_funnel_steps, which holds one row per session and step, re-derives the same sessions. -#}
+{% macro rederived_sessions_table() -%}
+    intermediate.fct_web_sessions__rederived
 {%- endmacro %}
 
-{#- Post-hook of a mart that converts by lookup_purchases: what this build converted with. -#}
+{#- The lookup purchases (macro lookup_purchases) fct_web_sessions' last build converted its sessions with: beside
+    the identity internals (never published; privacy/erasure.py deletes an erased person's rows from it like from
+    every table it cannot rebuild). -#}
+{% macro lookup_purchases_seen() -%}
+    intermediate.fct_web_sessions__lookup_purchases
+{%- endmacro %}
+
+{#- Post-hook of fct_web_sessions: the purchases this build converted with. -#}
 {% macro remember_lookup_purchases() -%}
-    create schema if not exists intermediate;
     create or replace table {{ lookup_purchases_seen() }} as
     {{ lookup_purchases(['person_id', 'order_id', 'ordered_at']) }}
+{%- endmacro %}
+
+{#- Pre-hook of fct_web_sessions, before the sessions out of view are deleted: the sessions this build re-derives. -#}
+{% macro record_rederived_sessions() -%}
+    create schema if not exists intermediate;
+    create or replace table {{ rederived_sessions_table() }} as
+    -- a first row says which build this is, and whether it re-derives every session
+    select '{{ invocation_id }}' as invocation_id, null::varchar as session_key, {{ not is_incremental() }} as every_session
+    {%- if is_incremental() %}
+    union all
+    select '{{ invocation_id }}', session_key, session_key is null from ({{ web_sessions_to_rederive() }})
+    {%- endif %}
+{%- endmacro %}
+
+{#- True for a session key this invocation's fct_web_sessions build re-derives: every key when it rebuilt them all
+    or did not run in this invocation (the reader cannot know what changed then). -#}
+{% macro is_rederived_session(session_key) -%}
+    (
+        {{ session_key }} in (select rederived.session_key from {{ rederived_sessions_table() }} as rederived)
+        or exists (select 1 from {{ rederived_sessions_table() }} as rederived where rederived.every_session)
+        or not exists (
+            select 1 from {{ rederived_sessions_table() }} as rederived
+            where rederived.invocation_id = '{{ invocation_id }}'
+        )
+    )
 {%- endmacro %}
 
 {#- The session keys whose fct_web_sessions row may differ from the previous build's, re-derived from all their
@@ -116,17 +147,16 @@
       attributed to such a person: its person or its conversion may change;
     - it reaches past the earlier of the two as-of ends (a run back in time: its later events left the view;
       the pre-hook deletes the sessions that start there).
-    Without the previous build's record (no state, no remembered purchases), every session is re-derived.
+    Without the previous build's record (no state, no remembered purchases), every session (a null key).
     A session that no longer has any event (its events moved to another session id) keeps its old row until the
     scheduled rebuild; an erased person's sessions are deleted by the erasure itself. -#}
-{% macro web_sessions_to_rederive(events, node_persons, purchases) -%}
+{% macro web_sessions_to_rederive() -%}
     {%- set previous_end = previous_staged_end() -%}
     {%- set seen = adapter.get_relation(
-        database=this.database, schema='intermediate', identifier=this.identifier ~ '__lookup_purchases'
+        database=this.database, schema='intermediate', identifier='fct_web_sessions__lookup_purchases'
     ) if execute else none -%}
-    {%- set session_key = web_session_key(events ~ '.session_id', events ~ '.event_id') -%}
     {%- if previous_end is none or seen is none %}
-    select distinct {{ session_key }} as session_key from {{ events }}
+    select null::varchar as session_key
     {%- else -%}
     {%- set since = "least(timestamp '" ~ previous_end ~ "', " ~ as_of_end() ~ ")" %}
     with
@@ -142,12 +172,16 @@
         where as_of >= cast({{ since }} - interval 1 day as date)
     ),
 
+    purchases as (
+        {{ lookup_purchases(['person_id', 'order_id', 'ordered_at']) }}
+    ),
+
     purchases_changed as (
-        (select person_id, order_id, ordered_at from {{ purchases }}
+        (select person_id, order_id, ordered_at from purchases
             except select person_id, order_id, ordered_at from {{ seen }})
         union all
         (select person_id, order_id, ordered_at from {{ seen }}
-            except select person_id, order_id, ordered_at from {{ purchases }})
+            except select person_id, order_id, ordered_at from purchases)
     ),
 
     affected_persons as (
@@ -159,18 +193,67 @@
     ),
 
     affected_nodes as (
-        select node_id from {{ node_persons }}
-        where person_id in (select affected_persons.person_id from affected_persons)
+        select node_persons.node_id
+        from ({{ node_persons(ref('int_identity_graph_resolved')) }}) as node_persons
+        where node_persons.person_id in (select affected_persons.person_id from affected_persons)
     )
 
-    select {{ session_key }} as session_key
-    from {{ events }}
+    select {{ web_session_key('events.session_id', 'events.event_id') }} as session_key
+    from {{ ref('stg_web__events') }} as events
     where
-        {{ events }}.event_id in (select changed_events.event_id from changed_events)
-        or {{ record_node('web_events', events) }} in (select affected_nodes.node_id from affected_nodes)
+        events.event_id in (select changed_events.event_id from changed_events)
+        or {{ record_node('web_events', 'events') }} in (select affected_nodes.node_id from affected_nodes)
     union
     select session_id as session_key
     from {{ this }}
     where ended_at >= {{ since }} or person_id in (select affected_persons.person_id from affected_persons)
     {%- endif %}
+{%- endmacro %}
+
+{#- fct_funnel_steps: the funnel definition (seed funnel_steps) its rows were built with, so that a changed
+    definition re-derives every session. -#}
+{% macro funnel_definition_table() -%}
+    intermediate.fct_funnel_steps__definition
+{%- endmacro %}
+
+{% macro funnel_definition() -%}
+    (
+        select md5(string_agg(
+            concat_ws('|', funnel_name, step_number, step_name, event_type, coalesce(page_url_like, '(any)')),
+            ';' order by funnel_name, step_number
+        ))
+        from {{ ref('funnel_steps') }}
+    )
+{%- endmacro %}
+
+{#- Post-hook of fct_funnel_steps. -#}
+{% macro remember_funnel_definition() -%}
+    create schema if not exists intermediate;
+    create or replace table {{ funnel_definition_table() }} as select {{ funnel_definition() }} as definition
+{%- endmacro %}
+
+{#- True for a session whose funnel steps this build re-derives: fct_web_sessions re-derived it, or the funnel
+    definition is not the one the table was built with. -#}
+{% macro is_rederived_funnel_session(session_key) -%}
+    {%- set remembered = adapter.get_relation(
+        database=this.database, schema='intermediate', identifier='fct_funnel_steps__definition'
+    ) if execute else none -%}
+    {%- if remembered is none -%}
+    true
+    {%- else -%}
+    (
+        {{ is_rederived_session(session_key) }}
+        or not exists (select 1 from {{ remembered }} where definition = {{ funnel_definition() }})
+    )
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Pre-hook of fct_funnel_steps: in an incremental build, the rows of the sessions it re-derives go first, so a
+    session that now reaches no step (or no longer exists) keeps no row. -#}
+{% macro funnel_steps_out_of_date() -%}
+    {%- if is_incremental() -%}
+    delete from {{ this }} where {{ is_rederived_funnel_session('session_id') }}
+    {%- else -%}
+    select 1
+    {%- endif -%}
 {%- endmacro %}

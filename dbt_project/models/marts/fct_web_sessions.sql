@@ -4,14 +4,18 @@
 -- (fct_orders.is_purchase) by the session's person from its start to var('conversion_window_hours') after its end.
 --
 -- Incremental (delete+insert on session_id): a daily run re-derives only the sessions whose row may have
--- changed (macro web_sessions_to_rederive), from all their events, and gives the rebuild's rows
+-- changed (macro web_sessions_to_rederive, recorded for fct_funnel_steps), from all their events, and gives the
+-- rebuild's rows
 -- (tests/test_incremental_marts.py); grouping every event into sessions was 271 s of the 1M marts layer.
 -- depends_on: {{ ref('person_id_history') }}
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
     unique_key='session_id',
-    pre_hook="{{ staged_out_of_view('started_at') }}",
+    pre_hook=[
+        "{{ record_rederived_sessions() }}",
+        "{{ staged_out_of_view('started_at') }}",
+    ],
     post_hook=[
         "{{ record_staged_batches(source('web', 'web_events')) }}",
         "{{ remember_lookup_purchases() }}",
@@ -38,14 +42,6 @@ purchases as (
     {{ lookup_purchases(['order_id', 'person_id', 'ordered_at']) }}
 
 ),
-{%- if is_incremental() %}
-
-    rederived as (
-
-        {{ web_sessions_to_rederive('web_events', 'node_persons', 'purchases') }}
-
-    ),
-{%- endif %}
 
 events_personed as (
 
@@ -58,9 +54,7 @@ events_personed as (
     left join node_persons
         on {{ record_node('web_events', 'web_events') }} = node_persons.node_id
     {%- if is_incremental() %}
-        where {{ web_session_key('web_events.session_id', 'web_events.event_id') }} in (
-            select rederived.session_key from rederived
-        )
+        where {{ is_rederived_session(web_session_key('web_events.session_id', 'web_events.event_id')) }}
     {%- endif %}
 
 ),

@@ -4,6 +4,15 @@
 -- event matches a step of the seed when it is of the step's event_type and, if the step has a page_url_like,
 -- its page_url is like it; event_type '(purchase)' is the session's conversion (fct_web_sessions.is_converted,
 -- at converted_at). A funnel is seed rows only: this model never names one.
+--
+-- Incremental: a daily run re-derives the sessions fct_web_sessions re-derived in the same invocation (every
+-- session when the seed changed), after a pre-hook deleted their rows (macros/incremental.sql).
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    pre_hook="{{ funnel_steps_out_of_date() }}",
+    post_hook="{{ remember_funnel_definition() }}",
+) }}
 
 with recursive
 
@@ -37,6 +46,9 @@ web_events as (
         page_url,
         0 as kind
     from {{ ref('stg_web__events') }}
+    {%- if is_incremental() %}
+        where {{ is_rederived_funnel_session(web_session_key()) }}
+    {%- endif %}
 
 ),
 
@@ -51,7 +63,11 @@ conversion_events as (
         cast(null as varchar) as page_url,
         1 as kind
     from web_sessions
-    where is_converted
+    where
+        is_converted
+        {%- if is_incremental() %}
+            and {{ is_rederived_funnel_session('session_id') }}
+        {%- endif %}
 
 ),
 
