@@ -3,9 +3,9 @@
 A small demo world is extracted, loaded and built day by day: staging, identity (which re-stitches people and
 records their moves in person_id_history), fct_orders, fct_web_sessions and fct_funnel_steps, the last two
 incrementally on top of their own earlier days. Each day a copy of the warehouse rebuilds the two alone with
---full-refresh from the same inputs, and the tables must hold the same rows. The days cover a day of new events, purchases and
-identity moves, a rerun of a day, a run back in time (sessions leave the view) and forward again over the
-generator's next day.
+--full-refresh from the same inputs, and the tables must hold the same rows. The days cover new events and
+purchases, a device logging in (identity moves its past sessions to a customer), a rerun of a day, a run back in
+time (sessions leave the view) and forward again over the generator's next day.
 """
 
 from __future__ import annotations

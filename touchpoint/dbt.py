@@ -132,8 +132,8 @@ def run_layer(ctx: RunContext, layer: str, extra_args: list[str] | None = None) 
 
 
 def _full_refresh_reason(ctx: RunContext, layer: str) -> str | None:
-    """Staging (the event tables) and the marts (fct_web_sessions) hold the incremental models; the other layers
-    are rebuilt every run. The histories (person_id_history, customer_rfm_history) are `full_refresh: false`."""
+    """Staging (the event tables) and the marts (web sessions, funnel steps) hold the incremental models; the rest
+    is rebuilt every run. The histories (person_id_history, customer_rfm_history) are `full_refresh: false`."""
     from touchpoint.incremental import INCREMENTAL_LAYERS, full_refresh_reason
 
     if layer not in INCREMENTAL_LAYERS:

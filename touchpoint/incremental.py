@@ -1,5 +1,5 @@
-"""When a dbt layer with incremental models (staging's event tables and the marts' fct_web_sessions,
-dbt_project/macros/incremental.sql) is rebuilt in full instead: `touchpoint run --full-refresh`
+"""When a dbt layer with incremental models (staging's event tables, the marts' fct_web_sessions and
+fct_funnel_steps; dbt_project/macros/incremental.sql) is rebuilt in full instead: `touchpoint run --full-refresh`
 (TOUCHPOINT_FULL_REFRESH=always), or on a schedule, when the models' last full build is
 TOUCHPOINT_FULL_REFRESH_EVERY_DAYS (7) or more days before the run's as-of end. An incremental build gives the
 same rows as a rebuild (tests/test_incremental_staging.py, tests/test_incremental_marts.py); the rebuild is the
