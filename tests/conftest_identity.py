@@ -294,3 +294,25 @@ def query(db: Path, sql: str, params: list[object] | None = None) -> list[tuple]
         return con.execute(sql, params or []).fetchall()
     finally:
         con.close()
+
+
+def rows_differing(db: Path, rebuilt: Path, tables: Iterable[str]) -> dict[str, tuple[int, int, int]]:
+    """Per `schema.table`: (rows in `db`, rows only in `db`, rows only in `rebuilt`), as multisets: what the
+    incremental-equals-rebuild tests compare."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        con.execute(f"attach '{rebuilt}' as rebuilt (read_only)")
+        found = {}
+        for table in tables:
+            mine, theirs = table, f"rebuilt.{table}"
+            found[table] = tuple(
+                con.execute(sql).fetchone()[0]
+                for sql in (
+                    f"select count(*) from {mine}",
+                    f"select count(*) from (select * from {mine} except all select * from {theirs})",
+                    f"select count(*) from (select * from {theirs} except all select * from {mine})",
+                )
+            )
+        return found
+    finally:
+        con.close()

@@ -18,7 +18,7 @@ import duckdb
 import pytest
 
 from sources.generator import advance, generate
-from tests.conftest_identity import dbt_build, extract_and_load, query
+from tests.conftest_identity import dbt_build, extract_and_load, query, rows_differing
 
 MART = "fct_web_sessions"
 MARTS = (MART, "fct_funnel_steps")
@@ -41,33 +41,12 @@ def rebuilt_copy(db: Path, as_of: date, tmp_path: Path) -> Path:
     return copy
 
 
-def differences(incremental: Path, rebuilt: Path) -> dict[str, tuple[int, int, int]]:
-    """Per mart: (rows, rows only in the incremental table, rows only in the rebuilt one)."""
-    con = duckdb.connect(str(incremental), read_only=True)
-    try:
-        con.execute(f"attach '{rebuilt}' as rebuilt (read_only)")
-        found = {}
-        for mart in MARTS:
-            mine, theirs = f"marts.{mart}", f"rebuilt.marts.{mart}"
-            found[mart] = tuple(
-                con.execute(sql).fetchone()[0]
-                for sql in (
-                    f"select count(*) from {mine}",
-                    f"select count(*) from (select * from {mine} except all select * from {theirs})",
-                    f"select count(*) from (select * from {theirs} except all select * from {mine})",
-                )
-            )
-        return found
-    finally:
-        con.close()
-
-
 def assert_equals_a_rebuild(db: Path, as_of: date, tmp_path: Path) -> int:
     """Returns the sessions' row count."""
-    found = differences(db, rebuilt_copy(db, as_of, tmp_path))
+    found = rows_differing(db, rebuilt_copy(db, as_of, tmp_path), [f"marts.{mart}" for mart in MARTS])
     for mart, (rows, only_incremental, only_rebuilt) in found.items():
         assert rows > 0 and (only_incremental, only_rebuilt) == (0, 0), (as_of, mart)
-    return found[MART][0]
+    return found[f"marts.{MART}"][0]
 
 
 def assert_untouched_sessions_are_not_rederived(db: Path, as_of: date, tmp_path: Path) -> None:

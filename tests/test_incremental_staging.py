@@ -17,7 +17,7 @@ import duckdb
 import pytest
 
 from sources.generator import advance, generate
-from tests.conftest_identity import dbt_build, extract_and_load
+from tests.conftest_identity import dbt_build, extract_and_load, rows_differing
 from touchpoint.incremental import FullRefreshSettingError, full_refresh_reason
 from touchpoint.privacy.erasure import forget_staged_batches
 
@@ -33,23 +33,8 @@ def load_day(home: Path, as_of: date) -> Path:
 
 def differences(incremental: Path, rebuilt: Path) -> dict[str, tuple[int, int, int]]:
     """Per event table: (rows, rows only in the incremental table, rows only in the rebuilt one)."""
-    con = duckdb.connect(str(incremental), read_only=True)
-    try:
-        con.execute(f"attach '{rebuilt}' as rebuilt (read_only)")
-        found = {}
-        for table in EVENT_TABLES:
-            mine, theirs = f"staging.{table}", f"rebuilt.staging.{table}"
-            found[table] = tuple(
-                con.execute(sql).fetchone()[0]
-                for sql in (
-                    f"select count(*) from {mine}",
-                    f"select count(*) from (select * from {mine} except all select * from {theirs})",
-                    f"select count(*) from (select * from {theirs} except all select * from {mine})",
-                )
-            )
-        return found
-    finally:
-        con.close()
+    found = rows_differing(incremental, rebuilt, [f"staging.{table}" for table in EVENT_TABLES])
+    return {table.removeprefix("staging."): counts for table, counts in found.items()}
 
 
 def build_both(db: Path, as_of: date, tmp_path: Path) -> dict[str, tuple[int, int, int]]:
