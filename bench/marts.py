@@ -48,7 +48,8 @@ buyers as (
     from orders group by customer_id having count(*) filter (where not is_not_purchase) >= 1
 ),
 ranked as (
-    select *, count(*) over () as n, count(*) filter (where frequency > 1) over () as nr,
+    -- not count(*) filter (...) over (): DuckDB 2.0 counts a FILTERed window frame row by row (quadratic)
+    select *, count(*) over () as n, sum((frequency > 1)::integer) over () as nr,
            rank() over (order by recency_days desc) - 1 as rb,
                count(*) over (partition by recency_days) as rt,
            rank() over (partition by frequency > 1 order by frequency) - 1 as fb,
