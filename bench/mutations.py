@@ -124,6 +124,13 @@ MUTATIONS = [
         "email_valid_share: float = 0.5",
         ("tests/test_gates.py::test_a_third_of_bad_emails_fails_the_default_share",),
     ),
+    Mutation(
+        "incremental person_map: the records of re-personed nodes keep their old rows",
+        "dbt_project/models/intermediate/identity/int_records_remapped.sql",
+        "        or records.node_id in (select nodes_changed.node_id from nodes_changed)\n",
+        "",
+        ("tests/test_incremental_identity.py",),
+    ),
 ]
 
 SITECUSTOMIZE = '''\

@@ -29,7 +29,7 @@ import duckdb
 import pyarrow as pa
 
 from touchpoint.config import RunContext
-from touchpoint.incremental import STAGED_TABLES, STATE_TABLE
+from touchpoint.incremental import STAGED_TABLES, STATE_TABLE, models_recording
 from touchpoint.sql_text import sql_literal
 
 from .erasure_files import rewrite_landing, scrub_activation_files, scrub_text_files
@@ -218,16 +218,18 @@ def _suppress_exclusive_identifiers(con: duckdb.DuckDBPyConnection, person_map: 
 def forget_staged_batches(
     con: duckdb.DuckDBPyConnection, table: str, entity: str, column: str, record_ids_sql: str
 ) -> None:
-    """Make the next incremental build of staging `table` re-derive the records `record_ids_sql` names: their
-    staged rows were deleted whole, and a version in raw that survived must come back, as a rebuild would
-    bring it. Forgetting the batches that still hold a version of them (audit.staged_batches,
-    dbt_project/macros/incremental.sql) makes those batches new to the next build."""
+    """Make the next incremental build of staging `table`, and of every model recording `entity`'s batches
+    (identity.person_map, fct_web_sessions), re-derive the records `record_ids_sql` names: their rows were
+    deleted whole, and a version in raw that survived must come back, as a rebuild would bring it. Forgetting
+    the batches that still hold a version of them (audit.staged_batches, dbt_project/macros/incremental.sql)
+    makes those batches new to the next build."""
     if not _table_exists(con, *STATE_TABLE.split(".")):
         return
+    models = sorted({table, *models_recording(entity)})
     con.execute(
-        f"delete from {STATE_TABLE} where model = ? and batch_id in ("
+        f"delete from {STATE_TABLE} where model in ({', '.join('?' for _ in models)}) and batch_id in ("
         f'select distinct _batch_id from raw.{entity} where trim("{column}") in ({record_ids_sql}))',
-        [table],
+        models,
     )
 
 

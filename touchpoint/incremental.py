@@ -1,9 +1,10 @@
-"""When a dbt layer with incremental models (staging's event tables, the marts' fct_web_sessions and
-fct_funnel_steps; dbt_project/macros/incremental.sql) is rebuilt in full instead: `touchpoint run --full-refresh`
-(TOUCHPOINT_FULL_REFRESH=always), or on a schedule, when the models' last full build is
-TOUCHPOINT_FULL_REFRESH_EVERY_DAYS (7) or more days before the run's as-of end. An incremental build gives the
-same rows as a rebuild (tests/test_incremental_staging.py, tests/test_incremental_marts.py); the rebuild is the
-backstop for what the incremental rule cannot see, such as a raw row edited in place.
+"""When a dbt layer with incremental models (staging's event tables, identity.person_map, the marts'
+fct_web_sessions and fct_funnel_steps; dbt_project/macros/incremental.sql) is rebuilt in full instead:
+`touchpoint run --full-refresh` (TOUCHPOINT_FULL_REFRESH=always), or on a schedule, when the models' last full
+build is TOUCHPOINT_FULL_REFRESH_EVERY_DAYS (7) or more days before the run's as-of end. An incremental build
+gives the same rows as a rebuild (tests/test_incremental_staging.py, tests/test_incremental_identity.py,
+tests/test_incremental_marts.py); the rebuild is the backstop for what the incremental rule cannot see, such
+as a raw row edited in place.
 """
 
 from __future__ import annotations
@@ -26,12 +27,20 @@ STAGED_TABLES = {
     "stg_email__events": ("email_events", "event_id"),
 }
 # Every model recording the raw batches it was built from in STATE_TABLE -> the raw entity they are of.
+# identity.person_map records the event batches under a name per source (macro person_map_event_sources).
 RECORDED_MODELS = {
     **{table: entity for table, (entity, _) in STAGED_TABLES.items()},
+    "person_map:web_events": "web_events",
+    "person_map:email_events": "email_events",
     "fct_web_sessions": "web_events",
 }
 # The dbt layers (touchpoint/dbt.py LAYERS) holding them, which the full refresh applies to.
-INCREMENTAL_LAYERS = ("staging", "marts")
+INCREMENTAL_LAYERS = ("staging", "identity", "marts")
+
+
+def models_recording(entity: str) -> list[str]:
+    """The RECORDED_MODELS names that record `entity`'s batches."""
+    return [model for model, recorded in RECORDED_MODELS.items() if recorded == entity]
 
 
 class FullRefreshSettingError(ValueError):

@@ -71,3 +71,22 @@
     {{ exceptions.raise_compiler_error("record_node: no node rule for source entity '" ~ source_entity ~ "'") }}
     {%- endif -%}
 {%- endmacro %}
+
+{#- identity.person_map's row of each record of `records` (int_identity_records_unioned's columns) through its node
+    in `nodes` (int_identity_nodes_personed): a person record joined its person by its node's strongest link (or
+    is the person's own record), an event or order by the identifier it attaches with. The one definition, for
+    the full build (int_records_personed) and the daily one (int_records_remapped). -#}
+{% macro personed_records(records, nodes) -%}
+    select
+        {{ records }}.source_entity,
+        {{ records }}.source_record_id,
+        {{ nodes }}.person_id,
+        case
+            when {{ records }}.is_person_record then coalesce({{ nodes }}.match_rule, 'own_record')
+            else {{ records }}.attach_rule
+        end as match_rule,
+        coalesce({{ nodes }}.match_probability, 1.0) as match_probability
+    from {{ records }}
+    inner join {{ nodes }}
+        on {{ records }}.node_id = {{ nodes }}.node_id
+{%- endmacro %}

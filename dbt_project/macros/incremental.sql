@@ -34,19 +34,20 @@
     );
 {%- endmacro %}
 
-{#- The previous build's as-of end for this model, or none (no state). The table exists: on-run-start. -#}
-{% macro previous_staged_end() -%}
+{#- The previous build's as-of end for this model, or none (no state). The table exists: on-run-start.
+    `state`: the name the model records its batches under (this model's, unless it records several sources). -#}
+{% macro previous_staged_end(state=none) -%}
     {%- if not execute -%}{{ return(none) }}{%- endif -%}
     {%- set ends = run_query(
-        "select max(as_of_end) from " ~ staged_state_table() ~ " where model = '" ~ this.identifier ~ "'"
+        "select max(as_of_end) from " ~ staged_state_table() ~ " where model = '" ~ (state or this.identifier) ~ "'"
     ) -%}
     {{ return(ends.columns[0].values()[0]) }}
 {%- endmacro %}
 
 {#- The `where` of an incremental staging model's source CTE: only the versions of keys that may have changed. -#}
-{% macro staged_delta(relation, key, happened_at) -%}
-    {%- if is_incremental() -%}
-        {%- set previous_end = previous_staged_end() -%}
+{% macro staged_delta(relation, key, happened_at, state=none) -%}
+    {%- if is_incremental() or state -%}
+        {%- set previous_end = previous_staged_end(state) -%}
         {%- if previous_end is none %}
     where true
         {%- else %}
@@ -56,7 +57,7 @@
             select now_staged._batch_id
             from (select _batch_id, count(*) as rows from {{ relation }} group by _batch_id) as now_staged
             anti join (
-                select batch_id, rows from {{ staged_state_table() }} where model = '{{ this.identifier }}'
+                select batch_id, rows from {{ staged_state_table() }} where model = '{{ state or this.identifier }}'
             ) as before on now_staged._batch_id = before.batch_id and now_staged.rows = before.rows
         )
         or {{ happened_at }} >= least(timestamp '{{ previous_end }}', {{ as_of_end() }})
@@ -77,11 +78,12 @@
 
 {#- Post-hook: record what this build read (batch ids and row counts), its as-of end, and the as-of end of the
     model's last full build (what the rebuild schedule reads). The new rows go in before the old ones go out. -#}
-{% macro record_staged_batches(relation) -%}
+{% macro record_staged_batches(relation, state=none, incremental=none) -%}
+    {%- set state = state or this.identifier -%}
     insert into {{ staged_state_table() }}
-    select '{{ this.identifier }}', _batch_id, count(*), {{ as_of_end() }},
-        {%- if is_incremental() %}
-        coalesce((select max(full_build_end) from {{ staged_state_table() }} where model = '{{ this.identifier }}'),
+    select '{{ state }}', _batch_id, count(*), {{ as_of_end() }},
+        {%- if (is_incremental() if incremental is none else incremental) %}
+        coalesce((select max(full_build_end) from {{ staged_state_table() }} where model = '{{ state }}'),
                  {{ as_of_end() }}),
         {%- else %}
         {{ as_of_end() }},
@@ -89,7 +91,7 @@
         '{{ invocation_id }}'
     from {{ relation }} group by _batch_id;
     delete from {{ staged_state_table() }}
-    where model = '{{ this.identifier }}' and invocation_id <> '{{ invocation_id }}';
+    where model = '{{ state }}' and invocation_id <> '{{ invocation_id }}';
 {%- endmacro %}
 
 {#- Incremental marts. fct_web_sessions re-derives the sessions whose row may have changed (below), and records
@@ -256,4 +258,85 @@
     {%- else -%}
     select 1
     {%- endif -%}
+{%- endmacro %}
+
+{#- Incremental identity.person_map. A record's row (person, match rule, probability) follows from the record
+    (its node, macro record_node, and its attach rule) and its node's row in int_identity_nodes_personed. So a
+    daily build rewrites only the records
+    - of the event sources whose versions may have changed (staged_delta over their raw batches, recorded under
+      the states below in audit.staged_batches), including those that left the view;
+    - of the small sources (contacts, customers, orders, POS: a tenth of the records), every one, every day;
+    - attached to a node whose row differs from the one the previous build used (kept in
+      person_map_nodes_seen()): a merge, a split, a new strongest link, a changed probability.
+    Every other record keeps its row, which is the rebuild's (tests/test_incremental_identity.py). The graph
+    itself is resolved over all nodes every run (docs/identity_engine.md, "Daily runs"). -#}
+{% macro person_map_event_sources() -%}
+    {{ return([
+        {'state': 'person_map:web_events', 'source': 'web', 'entity': 'web_events'},
+        {'state': 'person_map:email_events', 'source': 'email', 'entity': 'email_events'},
+    ]) }}
+{%- endmacro %}
+
+{% macro person_map_nodes_seen() -%}intermediate.person_map__nodes{%- endmacro %}
+
+{#- Whether this run's person_map build rewrites only int_records_remapped's records: a person_map, the nodes
+    it was built with and its recorded batches exist, and no --full-refresh. -#}
+{% macro person_map_is_incremental() -%}
+    {%- if not execute or flags.FULL_REFRESH -%}{{ return(false) }}{%- endif -%}
+    {%- set seen = person_map_nodes_seen().split('.') -%}
+    {%- if adapter.get_relation(database=this.database, schema='identity', identifier='person_map') is none
+        or adapter.get_relation(database=this.database, schema=seen[0], identifier=seen[1]) is none -%}
+        {{ return(false) }}
+    {%- endif -%}
+    {%- for events in person_map_event_sources() -%}
+        {%- if previous_staged_end(events.state) is none -%}{{ return(false) }}{%- endif -%}
+    {%- endfor -%}
+    {{ return(true) }}
+{%- endmacro %}
+
+{#- The event records (source_entity, source_record_id) whose versions may have changed since the last build. -#}
+{% macro person_map_events_changed() -%}
+    {%- for events in person_map_event_sources() %}
+    {% if not loop.first %}union all{% endif %}
+    select distinct '{{ events.entity }}' as source_entity, trim(event_id) as source_record_id
+    from {{ source(events.source, events.entity) }}
+    {{ staged_delta(source(events.source, events.entity), 'trim(event_id)', 'occurred_at', events.state) }}
+    {%- endfor %}
+{%- endmacro %}
+
+{#- The nodes whose person_map row differs from the previous build's (new and vanished nodes included). -#}
+{% macro person_map_nodes_changed() -%}
+    {%- set columns = 'node_id, person_id, match_rule, match_probability' -%}
+    select node_id from (
+        (select {{ columns }} from {{ ref('int_identity_nodes_personed') }}
+            except select {{ columns }} from {{ person_map_nodes_seen() }})
+        union all
+        (select {{ columns }} from {{ person_map_nodes_seen() }}
+            except select {{ columns }} from {{ ref('int_identity_nodes_personed') }})
+    )
+{%- endmacro %}
+
+{#- Pre-hook: the rows the build rewrites (all of them when it cannot tell which). -#}
+{% macro person_map_remove_remapped() -%}
+    {%- if not is_incremental() -%}
+    select 1
+    {%- elif person_map_is_incremental() -%}
+    delete from {{ this }} where source_entity not in (
+        {%- for events in person_map_event_sources() %}'{{ events.entity }}'{{ ', ' if not loop.last }}{% endfor -%}
+    );
+    delete from {{ this }} as map using {{ ref('int_records_remapped') }} as remapped
+    where map.source_entity = remapped.source_entity and map.source_record_id = remapped.source_record_id
+    {%- else -%}
+    delete from {{ this }}
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Post-hook: what the next build compares with: the event batches read and the nodes' rows. -#}
+{% macro remember_person_map_build() -%}
+    {%- set incremental = person_map_is_incremental() -%}
+    {%- for events in person_map_event_sources() %}
+    {{ record_staged_batches(source(events.source, events.entity), events.state, incremental) }}
+    {%- endfor %}
+    create or replace table {{ person_map_nodes_seen() }} as
+    select node_id, person_id, match_rule, match_probability from {{ ref('int_identity_nodes_personed') }};
 {%- endmacro %}

@@ -1,13 +1,22 @@
 {{ config(materialized='incremental', full_refresh=false) }}
 -- a history: never rebuilt by --full-refresh
 
+-- depends_on: {{ ref('int_records_remapped') }}
 {%- set previous_map = adapter.get_relation(database=this.database, schema=this.schema, identifier='person_map') %}
+{#- a daily build: only the records person_map rewrites can have moved; the persons present are read off the
+    nodes (int_identity_nodes_personed now, person_map_nodes_seen() at the previous build) -#}
+{%- set daily = person_map_is_incremental() %}
 
 with
 
 current_map as (
 
+    {% if daily -%}
+    select * from {{ ref('int_records_remapped') }}
+    where is_present
+    {%- else -%}
     select * from {{ ref('int_records_personed') }}
+    {%- endif %}
 
 ),
 
@@ -49,13 +58,17 @@ moves as (
 
 still_present as (
 
-    select distinct person_id from current_map
+    select distinct person_id from {{ ref('int_identity_nodes_personed') }}
 
 ),
 
 previously_present as (
 
+    {% if daily -%}
+    select distinct person_id from {{ person_map_nodes_seen() }}
+    {%- else -%}
     select distinct person_id from previous_map
+    {%- endif %}
 
 ),
 
