@@ -10,9 +10,9 @@ Each run, when there is a pending request or a suppression list (privacy/erasure
    household phone stays theirs). Repeat until nothing new is found.
 3. Delete those rows from raw (and held), their records from the staging tables dbt built before this stage
    (`STAGED_TABLES`), their landing rows (the Parquet files are rewritten, audited in the request and the batch
-   manifest), their quarantined rows, every row of an erased person in the tables dbt does not rebuild (ML
-   history, person_id history, sync rejections), and their values in files under `<home>/activation` and the
-   syncs' rejection files.
+   manifest), their quarantined rows, their identity.person_map rows, every row of an erased person in the
+   tables dbt does not rebuild (ML history, person_id history, the incremental person_map and web sessions,
+   sync rejections), and their values in files under `<home>/activation` and the syncs' rejection files.
 4. Mark the working warehouse for compaction: publish rewrites the file once dbt rebuilt every table, so no
    deleted row survives in a free block (`compact_database`).
 
@@ -253,6 +253,12 @@ def _delete_everywhere(ctx: RunContext, con: duckdb.DuckDBPyConnection) -> dict[
                           f"row_number) where ids.source_entity = {sql_literal(entity)}")
             removed[f"staging.{table}"] = _delete_rows(con, f"staging.{table}", f'"{column}" in ({doomed_ids})')
             forget_staged_batches(con, table, entity, column, doomed_ids)
+        if _table_exists(con, "identity", "person_map"):
+            # by record too: a daily person_map build rewrites only changed records, and a record whose rows all
+            # left raw names no batch, so its row would outlive it when its person is not erased
+            removed["identity.person_map"] = _delete_rows(
+                con, "identity.person_map", "(source_entity, source_record_id) in (select (ids.source_entity, "
+                "ids.record_id) from _ids as ids join _doomed using (source_entity, batch_id, row_number))")
         removed["audit.quarantine"] = _delete_rows(
             con, "audit.quarantine",
             "(batch_id, row_number) in (select (batch_id, row_number) from _doomed_quarantine)")
@@ -359,7 +365,8 @@ def _staging_tables(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str]
 
 
 def _person_columns(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
-    """Person-id columns of the tables dbt does not rebuild from raw (the rest is rebuilt in this run)."""
+    """Person-id columns of the tables dbt does not rebuild from raw every run (histories, incremental models,
+    the state they keep in `intermediate`); deleting from the others costs little and leaves no gap."""
     return con.execute(
         "select c.table_schema, c.table_name, c.column_name from information_schema.columns as c "
         "join duckdb_tables() as t on t.schema_name = c.table_schema and t.table_name = c.table_name "

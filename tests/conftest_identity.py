@@ -9,10 +9,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
-from collections.abc import Iterable, Mapping
-from datetime import date
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
@@ -314,5 +316,49 @@ def rows_differing(db: Path, rebuilt: Path, tables: Iterable[str]) -> dict[str, 
                 )
             )
         return found
+    finally:
+        con.close()
+
+
+Altered = TypeVar("Altered")
+
+
+def altered_copy(
+    db: Path, tmp_path: Path, alter: Callable[[duckdb.DuckDBPyConnection], Altered]
+) -> tuple[Path, Altered]:
+    """A copy of warehouse `db` (in `tmp_path`/scratch) changed by `alter` on a connection to it, and what `alter`
+    returned: the incremental tests alter a row no input says changed and check that the next build keeps it."""
+    scratch = tmp_path / "scratch" / "warehouse.duckdb"
+    scratch.parent.mkdir()
+    shutil.copyfile(db, scratch)
+    con = duckdb.connect(str(scratch))
+    try:
+        return scratch, alter(con)
+    finally:
+        con.close()
+
+
+def log_in_an_anonymous_device(db: Path, as_of: date) -> str:
+    """A raw web event of `as_of` in a batch and a session of its own: a device seen only anonymously in two or
+    more sessions logs in as a shop customer, so identity moves the device's records (all its past sessions) to
+    the customer's person.
+    Returns the device's anonymous id."""
+    con = duckdb.connect(str(db))
+    try:
+        event_id, anonymous_id = con.execute(
+            "select min(event_id), arg_min(anonymous_id, event_id) from raw.web_events where anonymous_id in ("
+            "  select anonymous_id from raw.web_events group by 1"
+            "  having count(customer_id) = 0 and count(distinct session_id) > 1 and min(occurred_at) < ?)",
+            [as_of - timedelta(days=3)],
+        ).fetchone()
+        customer_id = con.execute("select min(customer_id) from raw.web_events").fetchone()[0]
+        con.execute(
+            "insert into raw.web_events select * replace ("
+            "  'injected-' || ? as event_id, 'injected-' || ? as session_id, ? as customer_id,"
+            "  ?::timestamp + interval 12 hour as occurred_at, 'login' as event_type, 'injected-' || ? as _batch_id)"
+            " from raw.web_events where event_id = ? limit 1",
+            [str(as_of), str(as_of), customer_id, as_of, str(as_of), event_id],
+        )
+        return anonymous_id
     finally:
         con.close()

@@ -18,7 +18,14 @@ import duckdb
 import pytest
 
 from sources.generator import advance, generate
-from tests.conftest_identity import dbt_build, extract_and_load, query, rows_differing
+from tests.conftest_identity import (
+    altered_copy,
+    dbt_build,
+    extract_and_load,
+    log_in_an_anonymous_device,
+    query,
+    rows_differing,
+)
 
 MART = "fct_web_sessions"
 MARTS = (MART, "fct_funnel_steps")
@@ -53,11 +60,7 @@ def assert_untouched_sessions_are_not_rederived(db: Path, as_of: date, tmp_path:
     """On a copy, an old session of a person who never bought and never moved is altered where nothing says it
     changed; a rerun of the day must leave it as it is (a build that re-derived every session would restore
     it)."""
-    scratch = tmp_path / "scratch" / "warehouse.duckdb"
-    scratch.parent.mkdir()
-    shutil.copyfile(db, scratch)
-    con = duckdb.connect(str(scratch))
-    try:
+    def alter(con: duckdb.DuckDBPyConnection) -> str:
         session_id = con.execute(
             f"select min(session_id) from marts.{MART} where ended_at < ? and person_id not in ("
             "  select person_id from marts.fct_orders where person_id is not null"
@@ -67,37 +70,12 @@ def assert_untouched_sessions_are_not_rederived(db: Path, as_of: date, tmp_path:
         ).fetchone()[0]
         assert session_id is not None
         con.execute(f"update marts.{MART} set events_count = -1 where session_id = ?", [session_id])
-    finally:
-        con.close()
+        return session_id
+
+    scratch, session_id = altered_copy(db, tmp_path, alter)
     dbt_build(scratch, as_of.isoformat(), SELECT, command="run")
     assert query(scratch, f"select events_count from marts.{MART} where session_id = ?", [session_id]) == [(-1,)]
     shutil.rmtree(scratch.parent)
-
-
-def log_in_an_anonymous_device(db: Path, as_of: date) -> str:
-    """A raw web event of `as_of` in a batch and a session of its own: a device seen only anonymously in two or
-    more sessions logs in as a shop customer, so identity moves the device's records (all its past sessions) to
-    the customer's person.
-    Returns the device's anonymous id."""
-    con = duckdb.connect(str(db))
-    try:
-        event_id, anonymous_id = con.execute(
-            "select min(event_id), arg_min(anonymous_id, event_id) from raw.web_events where anonymous_id in ("
-            "  select anonymous_id from raw.web_events group by 1"
-            "  having count(customer_id) = 0 and count(distinct session_id) > 1 and min(occurred_at) < ?)",
-            [as_of - timedelta(days=3)],
-        ).fetchone()
-        customer_id = con.execute("select min(customer_id) from raw.web_events").fetchone()[0]
-        con.execute(
-            "insert into raw.web_events select * replace ("
-            "  'injected-' || ? as event_id, 'injected-' || ? as session_id, ? as customer_id,"
-            "  ?::timestamp + interval 12 hour as occurred_at, 'login' as event_type, 'injected-' || ? as _batch_id)"
-            " from raw.web_events where event_id = ? limit 1",
-            [str(as_of), str(as_of), customer_id, as_of, str(as_of), event_id],
-        )
-        return anonymous_id
-    finally:
-        con.close()
 
 
 @pytest.fixture(scope="module")

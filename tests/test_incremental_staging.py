@@ -9,6 +9,7 @@ view) and forward again, and rows deleted from raw and staging as an erasure doe
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -247,3 +248,24 @@ def test_batches_gone_from_raw_force_a_rebuild(tmp_path, monkeypatch):
     con.execute("delete from raw.web_events where _batch_id = 'b2'")  # `touchpoint batches drop b2`
     con.close()
     assert full_refresh_reason(db, datetime(2026, 3, 10)) == "batches left raw"
+
+
+def test_a_layer_whose_last_build_failed_is_rebuilt_in_full(tmp_path, monkeypatch):
+    """An incremental model commits its rows before its tests run: after a failed build, the next builds on them
+    only once a full build has replaced them."""
+    from touchpoint.config import RunContext
+    from touchpoint.dbt import _full_refresh_reason
+
+    monkeypatch.delenv("TOUCHPOINT_FULL_REFRESH", raising=False)
+    ctx = RunContext(as_of=date(2026, 3, 9), home=tmp_path, run_id="r")
+    kept = ctx.paths.work / "dbt_target" / "identity" / "run_results.json"
+    kept.parent.mkdir(parents=True)
+    assert _full_refresh_reason(ctx, "identity") == "first build"  # no warehouse yet
+    results = [{"unique_id": "model.touchpoint.person_map", "status": "success", "execution_time": 1.0},
+               {"unique_id": "test.touchpoint.unique_person_map", "status": "fail", "execution_time": 0.1}]
+    kept.write_text(json.dumps({"results": results}))
+    assert _full_refresh_reason(ctx, "identity") == "last build failed"
+    assert _full_refresh_reason(ctx, "scored") is None  # no incremental model there
+    results[1]["status"] = "pass"
+    kept.write_text(json.dumps({"results": results}))
+    assert _full_refresh_reason(ctx, "identity") == "first build"

@@ -132,13 +132,22 @@ def run_layer(ctx: RunContext, layer: str, extra_args: list[str] | None = None) 
 
 
 def _full_refresh_reason(ctx: RunContext, layer: str) -> str | None:
-    """Staging (the event tables) and the marts (web sessions, funnel steps) hold the incremental models; the rest
-    is rebuilt every run. The histories (person_id_history, customer_rfm_history) are `full_refresh: false`."""
+    """Staging (the event tables), identity (person_map) and the marts (web sessions, funnel steps) hold the
+    incremental models; the rest is rebuilt every run. The histories (person_id_history, customer_rfm_history)
+    are `full_refresh: false`. A layer whose last build failed is rebuilt in full: an incremental model
+    committed rows its tests then failed on, and a rerun would build on them."""
     from touchpoint.incremental import INCREMENTAL_LAYERS, full_refresh_reason
 
     if layer not in INCREMENTAL_LAYERS:
         return None
+    if _last_build_failed(ctx.paths.work / "dbt_target" / layer / "run_results.json"):
+        return "last build failed"
     return full_refresh_reason(str(ctx.paths.work_db), ctx.as_of_end)
+
+
+def _last_build_failed(results: Path) -> bool:
+    """Whether the run_results kept from a layer's last build hold an error or a failing test."""
+    return results.exists() and any(node.status in ("error", "fail") for node in _read_run_results(results))
 
 
 def generate_docs(ctx: RunContext) -> Path:

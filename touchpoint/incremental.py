@@ -80,7 +80,7 @@ def batches_gone_from_raw(con: duckdb.DuckDBPyConnection) -> int:
     for model, entity in RECORDED_MODELS.items():
         if _has_table(con, "raw", entity):
             gone += con.execute(
-                f"select count(*) from (select batch_id from {STATE_TABLE} where model = ? "
+                f"select count(*) from (select batch_id from {STATE_TABLE} where model = ? and batch_id is not null "
                 f"except select distinct _batch_id from raw.{entity})",
                 [model],
             ).fetchone()[0]

@@ -77,19 +77,25 @@
 {%- endmacro %}
 
 {#- Post-hook: record what this build read (batch ids and row counts), its as-of end, and the as-of end of the
-    model's last full build (what the rebuild schedule reads). The new rows go in before the old ones go out. -#}
+    model's last full build (what the rebuild schedule reads). A source with no batches at all (a history of
+    orders without web or email events) gets one row with a null batch id, so the build is on record and the
+    next one is incremental too. The new rows go in before the old ones go out. -#}
 {% macro record_staged_batches(relation, state=none, incremental=none) -%}
     {%- set state = state or this.identifier -%}
     insert into {{ staged_state_table() }}
-    select '{{ state }}', _batch_id, count(*), {{ as_of_end() }},
-        {%- if (is_incremental() if incremental is none else incremental) %}
-        coalesce((select max(full_build_end) from {{ staged_state_table() }} where model = '{{ state }}'),
-                 {{ as_of_end() }}),
-        {%- else %}
-        {{ as_of_end() }},
-        {%- endif %}
+    select '{{ state }}', batches._batch_id, coalesce(batches.rows, 0), build.as_of_end, build.full_build_end,
         '{{ invocation_id }}'
-    from {{ relation }} group by _batch_id;
+    from (
+        select
+            {{ as_of_end() }} as as_of_end,
+            {%- if (is_incremental() if incremental is none else incremental) %}
+            coalesce((select max(full_build_end) from {{ staged_state_table() }} where model = '{{ state }}'),
+                     {{ as_of_end() }}) as full_build_end
+            {%- else %}
+            {{ as_of_end() }} as full_build_end
+            {%- endif %}
+    ) as build
+    left join (select _batch_id, count(*) as rows from {{ relation }} group by _batch_id) as batches on true;
     delete from {{ staged_state_table() }}
     where model = '{{ state }}' and invocation_id <> '{{ invocation_id }}';
 {%- endmacro %}
@@ -279,19 +285,29 @@
 
 {% macro person_map_nodes_seen() -%}intermediate.person_map__nodes{%- endmacro %}
 
-{#- Whether this run's person_map build rewrites only int_records_remapped's records: a person_map, the nodes
-    it was built with and its recorded batches exist, and no --full-refresh. -#}
+{#- Whether int_records_remapped finds the records to rewrite: a person_map and the nodes it was built with
+    exist, and no --full-refresh. (A source with no recorded batches yet has all its events rewritten.) -#}
 {% macro person_map_is_incremental() -%}
     {%- if not execute or flags.FULL_REFRESH -%}{{ return(false) }}{%- endif -%}
     {%- set seen = person_map_nodes_seen().split('.') -%}
-    {%- if adapter.get_relation(database=this.database, schema='identity', identifier='person_map') is none
-        or adapter.get_relation(database=this.database, schema=seen[0], identifier=seen[1]) is none -%}
-        {{ return(false) }}
-    {%- endif -%}
-    {%- for events in person_map_event_sources() -%}
-        {%- if previous_staged_end(events.state) is none -%}{{ return(false) }}{%- endif -%}
-    {%- endfor -%}
-    {{ return(true) }}
+    {{ return(
+        adapter.get_relation(database=this.database, schema='identity', identifier='person_map') is not none
+        and adapter.get_relation(database=this.database, schema=seen[0], identifier=seen[1]) is not none
+    ) }}
+{%- endmacro %}
+
+{#- Whether person_map and person_id_history read int_records_remapped: it was built in this invocation, and
+    found the records (a `dbt run -s person_map` alone, or after a full build, rebuilds instead). -#}
+{% macro person_map_builds_daily() -%}
+    {%- if not person_map_is_incremental() -%}{{ return(false) }}{%- endif -%}
+    {%- set remapped = adapter.get_relation(
+        database=this.database, schema='intermediate', identifier='int_records_remapped'
+    ) -%}
+    {%- if remapped is none -%}{{ return(false) }}{%- endif -%}
+    {%- set found = run_query(
+        "select count(*) from " ~ remapped ~ " where invocation_id = '" ~ invocation_id ~ "'"
+    ) -%}
+    {{ return(found.columns[0].values()[0] > 0) }}
 {%- endmacro %}
 
 {#- The event records (source_entity, source_record_id) whose versions may have changed since the last build. -#}
@@ -320,7 +336,7 @@
 {% macro person_map_remove_remapped() -%}
     {%- if not is_incremental() -%}
     select 1
-    {%- elif person_map_is_incremental() -%}
+    {%- elif person_map_builds_daily() -%}
     delete from {{ this }} where source_entity not in (
         {%- for events in person_map_event_sources() %}'{{ events.entity }}'{{ ', ' if not loop.last }}{% endfor -%}
     );
@@ -333,7 +349,7 @@
 
 {#- Post-hook: what the next build compares with: the event batches read and the nodes' rows. -#}
 {% macro remember_person_map_build() -%}
-    {%- set incremental = person_map_is_incremental() -%}
+    {%- set incremental = person_map_builds_daily() -%}
     {%- for events in person_map_event_sources() %}
     {{ record_staged_batches(source(events.source, events.entity), events.state, incremental) }}
     {%- endfor %}

@@ -5,7 +5,7 @@
 {%- set previous_map = adapter.get_relation(database=this.database, schema=this.schema, identifier='person_map') %}
 {#- a daily build: only the records person_map rewrites can have moved; the persons present are read off the
     nodes (int_identity_nodes_personed now, person_map_nodes_seen() at the previous build) -#}
-{%- set daily = person_map_is_incremental() %}
+{%- set daily = person_map_builds_daily() %}
 
 with
 

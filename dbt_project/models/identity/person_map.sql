@@ -12,7 +12,7 @@
     post_hook="{{ remember_person_map_build() }}",
 ) }}
 
-{%- set daily = person_map_is_incremental() %}
+{%- set daily = person_map_builds_daily() %}
 
 with
 

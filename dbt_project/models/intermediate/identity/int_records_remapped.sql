@@ -75,7 +75,8 @@ final as (
 
     select
         *,
-        true as is_present
+        true as is_present,
+        '{{ invocation_id }}' as invocation_id
     from remapped
 
     union all
@@ -86,7 +87,8 @@ final as (
         null::varchar as person_id,
         null::varchar as match_rule,
         null::double as match_probability,
-        false as is_present
+        false as is_present,
+        '{{ invocation_id }}' as invocation_id
     from events_changed
     anti join remapped
         on
