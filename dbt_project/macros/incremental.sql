@@ -285,6 +285,15 @@
 
 {% macro person_map_nodes_seen() -%}intermediate.person_map__nodes{%- endmacro %}
 
+{#- The event sources' entity names as a SQL list ('web_events', 'email_events'): the records not in them are
+    rewritten every day. -#}
+{% macro person_map_event_entities() -%}
+    {%- for events in person_map_event_sources() %}'{{ events.entity }}'{{ ', ' if not loop.last }}{% endfor -%}
+{%- endmacro %}
+
+{#- A node's row, what person_map_nodes_seen() keeps and the next build compares. -#}
+{% macro person_map_node_columns() -%}node_id, person_id, match_rule, match_probability{%- endmacro %}
+
 {#- Whether int_records_remapped finds the records to rewrite: a person_map and the nodes it was built with
     exist, and no --full-refresh. (A source with no recorded batches yet has all its events rewritten.) -#}
 {% macro person_map_is_incremental() -%}
@@ -322,7 +331,7 @@
 
 {#- The nodes whose person_map row differs from the previous build's (new and vanished nodes included). -#}
 {% macro person_map_nodes_changed() -%}
-    {%- set columns = 'node_id, person_id, match_rule, match_probability' -%}
+    {%- set columns = person_map_node_columns() -%}
     select node_id from (
         (select {{ columns }} from {{ ref('int_identity_nodes_personed') }}
             except select {{ columns }} from {{ person_map_nodes_seen() }})
@@ -337,9 +346,7 @@
     {%- if not is_incremental() -%}
     select 1
     {%- elif person_map_builds_daily() -%}
-    delete from {{ this }} where source_entity not in (
-        {%- for events in person_map_event_sources() %}'{{ events.entity }}'{{ ', ' if not loop.last }}{% endfor -%}
-    );
+    delete from {{ this }} where source_entity not in ({{ person_map_event_entities() }});
     delete from {{ this }} as map using {{ ref('int_records_remapped') }} as remapped
     where map.source_entity = remapped.source_entity and map.source_record_id = remapped.source_record_id
     {%- else -%}
@@ -354,5 +361,5 @@
     {{ record_staged_batches(source(events.source, events.entity), events.state, incremental) }}
     {%- endfor %}
     create or replace table {{ person_map_nodes_seen() }} as
-    select node_id, person_id, match_rule, match_probability from {{ ref('int_identity_nodes_personed') }};
+    select {{ person_map_node_columns() }} from {{ ref('int_identity_nodes_personed') }};
 {%- endmacro %}

@@ -6,8 +6,6 @@
 -- depends_on: {{ source('web', 'web_events') }}
 -- depends_on: {{ source('email', 'email_events') }}
 
-{%- set event_entities = [] -%}
-{%- for events in person_map_event_sources() -%}{%- do event_entities.append("'" ~ events.entity ~ "'") -%}{%- endfor %}
 {%- set daily = person_map_is_incremental() %}
 
 with
@@ -58,7 +56,7 @@ records_to_remap as (
     where
         {{ daily }}
         and (
-            records.source_entity not in ({{ event_entities | join(', ') }})
+            records.source_entity not in ({{ person_map_event_entities() }})
             or events_changed.source_record_id is not null
             or records.node_id in (select nodes_changed.node_id from nodes_changed)
         )
