@@ -181,7 +181,7 @@ def bench(scale: str, work: Path, peers: bool) -> Path:
     lines = [
         f"# Bench {scale}: {customers:,} customers, {DAYS} days ({date.today().isoformat()})",
         "",
-        f"Machine: {machine()}. Each stage in its own process, as Airflow runs it; RSS includes dbt's process.",
+        f"Machine: {machine()}. Each stage in its own process, as Airflow runs it; dbt runs in the stage's process.",
         "",
         *stage_table(full, daily, (generated, advanced)),
         "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,14 @@ def test_conformance_kit_passes_on_the_published_warehouse(conformance_run: Path
         text=True,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_pipeline_leaves_dbt_unit_tests_out(conformance_run: Path) -> None:
+    """Their inputs are fixed rows, so they say the same every day: the suite runs them (tests/test_marts.py)."""
+    for layer in ("staging", "identity", "marts", "scored"):
+        results = json.loads((conformance_run / "work" / "dbt_target" / layer / "run_results.json").read_text())
+        kinds = {item["unique_id"].split(".")[0] for item in results["results"]}
+        assert "unit_test" not in kinds and "test" in kinds, (layer, kinds)
 
 
 def test_rerun_of_the_same_as_of_changes_nothing(conformance_run: Path) -> None:

@@ -162,7 +162,18 @@ def test_a_failing_test_on_a_new_mart_fails_its_layer(
     shutil.copyfile(home / "work" / "warehouse.duckdb", scratch / "work" / "warehouse.duckdb")
     monkeypatch.setenv("TOUCHPOINT_DBT_PROJECT_DIR", str(project))
     ctx = RunContext(as_of=date.fromisoformat(AS_OF), home=scratch, run_id=AS_OF)
+    environment, cwd = dict(os.environ), Path.cwd()
     with pytest.raises(DbtLayerFailed, match=r"test\.touchpoint\.unique_customer_first_orders_person_id\S*: fail"):
+        run_layer(ctx, "marts")
+    # dbt ran in this process: its console lines are in the artifacts, and it left nothing behind it, neither its
+    # variables and working directory nor its DuckDB database (a second configuration of an open file is refused)
+    assert "unique_customer_first_orders_person_id" in (ctx.run_artifacts / "dbt" / "marts.out").read_text()
+    assert (dict(os.environ), Path.cwd()) == (environment, cwd)
+    duckdb.connect(str(ctx.paths.work_db), config={"memory_limit": "123MB"}).close()
+
+    # a model that does not compile leaves no node results: the error names the model from dbt's own lines
+    (project / "models" / "marts" / "customer_first_orders.sql").write_text("select {{ no_such_macro() }}")
+    with pytest.raises(DbtLayerFailed, match=r"(?s)customer_first_orders.*no_such_macro"):
         run_layer(ctx, "marts")
 
 

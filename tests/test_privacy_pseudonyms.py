@@ -7,11 +7,12 @@ import hmac
 import json
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import PROJECT_ROOT
-from touchpoint.dbt import dbt_executable
 from touchpoint.privacy.keys import (
     DEMO_KEYS,
     PSEUDONYM_KEY_NAME,
@@ -58,10 +59,14 @@ def test_keys_come_from_the_environment_and_the_two_keys_differ(monkeypatch: pyt
         privacy_key("TOUCHPOINT_SOMETHING_ELSE")
 
 
+# the project's dbt as a program of its own: the key must reach a dbt started outside Touchpoint too
+DBT = Path(sys.executable).with_name("dbt")
+
+
 def _dbt_show(sql: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     project = PROJECT_ROOT / "dbt_project"
     return subprocess.run(
-        [dbt_executable(), "show", "--inline", sql, "--limit", "100", "--output", "json", "--log-format", "json",
+        [str(DBT), "show", "--inline", sql, "--limit", "100", "--output", "json", "--log-format", "json",
          "--project-dir", str(project), "--profiles-dir", str(project), "--target-path", env["TARGET"],
          "--log-path", env["TARGET"]],
         env=env, capture_output=True, text=True, cwd=project, timeout=300,

@@ -69,7 +69,7 @@ time.sleep(600)
 @pytest.mark.parametrize(
     ("sig", "kwargs"),
     [
-        (signal.SIGKILL, {}),  # dbt, the airflow CLI
+        (signal.SIGKILL, {}),  # the airflow CLI
         (signal.SIGTERM, {"start_new_session": True}),  # Airflow components: own session, SIGTERM
     ],
 )
@@ -111,40 +111,6 @@ def test_the_helper_behaves_like_subprocess() -> None:
     assert completed.stdout.startswith("hi\nSigIgn:")
     with pytest.raises(FileNotFoundError):
         processes.run(["no-such-program-touchpoint"])
-
-
-FAKE_DBT = """#!{python}
-import os, sys, time
-with open({pid_file!r}, "w") as handle:
-    handle.write(str(os.getpid()))
-time.sleep(600)
-"""
-
-# `touchpoint run` runs dbt from a task: here a parent runs one dbt layer with dbt replaced by a sleeper.
-DBT_PARENT = """
-import sys
-from datetime import date
-from pathlib import Path
-from touchpoint import dbt
-from touchpoint.config import RunContext
-dbt.dbt_executable = lambda: sys.argv[1]
-dbt.run_layer(RunContext(as_of=date(2026, 3, 31), home=Path(sys.argv[2]), run_id="r1"), "staging")
-"""
-
-
-def test_dbt_dies_with_the_process_running_it(tmp_path: Path) -> None:
-    pid_file = tmp_path / "dbt.pid"
-    fake_dbt = tmp_path / "dbt"
-    fake_dbt.write_text(FAKE_DBT.format(python=sys.executable, pid_file=str(pid_file)))
-    fake_dbt.chmod(0o755)
-    parent = subprocess.Popen([sys.executable, "-c", DBT_PARENT, str(fake_dbt), str(tmp_path / "home")])
-    try:
-        _wait_until(lambda: pid_file.exists() and pid_file.read_text(), "the fake dbt started")
-    except BaseException:
-        parent.kill()
-        parent.wait()
-        raise
-    _kill_parent_and_wait_for_child(parent, int(pid_file.read_text()))
 
 
 RUNTIME_PACKAGES = ("touchpoint", "ingest", "ml", "activation", "expectations", "sources", "dags")

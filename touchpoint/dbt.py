@@ -1,8 +1,8 @@
 """Run one dbt layer (staging, identity, marts, scored) against the working warehouse, and build dbt's docs site.
 
-dbt runs as a subprocess: it keeps its own logging and global state out of the Airflow task, and its
-DuckDB connection is closed for certain when it exits. It is started through `touchpoint.processes`, so it
-dies with the process that started it (a killed `touchpoint run` or task) instead of writing on as an orphan.
+dbt runs in the calling process through its programmatic runner (`dbtRunner`), one invocation per layer: a
+`touchpoint run` (every task in one process) imports dbt once instead of once per layer (about 3 s each), and a
+killed run or task takes dbt with it. dbt's console lines go to the run's artifacts, not to the caller's output.
 A failure names the model or test that failed, read from dbt's `run_results.json`.
 """
 
@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from touchpoint import processes
 from touchpoint.config import Paths, RunContext, dbt_project_dir
 
 
@@ -79,12 +78,6 @@ class DbtLayerResult:
         return sum(n.unique_id.startswith(("test.", "unit_test.")) and n.status == "pass" for n in self.nodes)
 
 
-def dbt_executable() -> str:
-    """The dbt next to this interpreter (the project's venv), else the one on PATH."""
-    candidate = Path(sys.executable).with_name("dbt")
-    return str(candidate) if candidate.exists() else (shutil.which("dbt") or "dbt")
-
-
 def build_target(paths: Paths) -> Path:
     """dbt's target path for the layers of a run: their run results and the manifest (`manifest.json`)."""
     return paths.work / "dbt_target" / "build"
@@ -111,24 +104,39 @@ def run_layer(ctx: RunContext, layer: str, extra_args: list[str] | None = None) 
         # A test runs with the layer that completes its inputs (a test on staging + identity runs with identity).
         "--indirect-selection",
         "buildable",
+        # dbt's advice: unit tests in development and CI, not in production. Their inputs are rows fixed in the
+        # yml, so they say the same every day. The test suite runs them (tests/test_marts.py builds with plain dbt).
+        "--exclude-resource-type",
+        "unit_test",
     ]
     full_refresh = _full_refresh_reason(ctx, layer)
     extra = [*(extra_args or []), *(["--full-refresh"] if full_refresh else [])]
+    result = _invoke_and_check(ctx, ["build", *select, *extra], target_path, layer)
+    return DbtLayerResult(layer=layer, seconds=result.seconds, nodes=result.nodes, full_refresh=full_refresh)
+
+
+def _invoke_and_check(ctx: RunContext, command: list[str], target_path: Path, layer: str) -> DbtLayerResult:
+    """Run one dbt command, keep its run results as `dbt_target/<layer>/run_results.json` (readable after the
+    next layer's) and raise DbtLayerFailed naming the failing nodes, else return them."""
+    results = target_path / "run_results.json"
+    results.unlink(missing_ok=True)  # a command that fails to compile writes none: never read the last layer's
     started = time.monotonic()
-    completed = _run_dbt(ctx, ["build", *select, *extra], target_path, log_name=layer)
+    completed = _run_dbt(ctx, command, target_path, log_name=layer)
     seconds = time.monotonic() - started
-    nodes = _read_run_results(target_path / "run_results.json")
-    kept = ctx.paths.work / "dbt_target" / layer  # each layer's own results stay readable after the next layer
+    nodes = _read_run_results(results)
+    kept = ctx.paths.work / "dbt_target" / layer
     kept.mkdir(parents=True, exist_ok=True)
-    if (target_path / "run_results.json").exists():
-        shutil.copyfile(target_path / "run_results.json", kept / "run_results.json")
-    if completed.returncode != 0:
+    if results.exists():
+        shutil.copyfile(results, kept / "run_results.json")
+    else:
+        (kept / "run_results.json").unlink(missing_ok=True)
+    if not completed.succeeded:
         failed = [n for n in nodes if n.status in ("error", "fail")]
         detail = "; ".join(f"{n.unique_id}: {n.status}: {(n.message or '').strip()[:300]}" for n in failed[:10])
         if not detail:  # compilation errors leave no node results: show dbt's own last lines
-            detail = _last_lines(completed)
+            detail = completed.last_lines()
         raise DbtLayerFailed(f"dbt layer {layer!r} failed ({len(failed)} failing nodes): {detail}")
-    return DbtLayerResult(layer=layer, seconds=seconds, nodes=nodes, full_refresh=full_refresh)
+    return DbtLayerResult(layer=layer, seconds=seconds, nodes=nodes)
 
 
 def _full_refresh_reason(ctx: RunContext, layer: str) -> str | None:
@@ -163,44 +171,95 @@ def generate_docs(ctx: RunContext) -> Path:
     with writer_lock(ctx.paths):
         completed = _run_dbt(ctx, ["docs", "generate", "--static"], target_path, log_name="docs")
     built = target_path / "static_index.html"
-    if completed.returncode != 0 or not built.exists():
-        raise DbtDocsFailed(f"dbt docs generate failed: {_last_lines(completed)}")
+    if not completed.succeeded or not built.exists():
+        raise DbtDocsFailed(f"dbt docs generate failed: {completed.last_lines()}")
     site = ctx.run_artifacts / "docs" / "index.html"
     site.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(built, site)
     return site
 
 
-def _run_dbt(ctx: RunContext, command: list[str], target_path: Path, log_name: str) -> subprocess.CompletedProcess[str]:
-    """Run one dbt command on the working warehouse with the run's vars; keep its output in the run's artifacts."""
+@dataclass(frozen=True)
+class DbtInvocation:
+    """What one in-process dbt command gave: whether it succeeded, and its console lines (kept in `<log>.out`)."""
+
+    succeeded: bool
+    output: str
+
+    def last_lines(self, lines: int = 15) -> str:
+        return "\n".join(self.output.strip().splitlines()[-lines:])
+
+
+def _run_dbt(ctx: RunContext, command: list[str], target_path: Path, log_name: str) -> DbtInvocation:
+    """Run one dbt command in this process on the working warehouse with the run's vars; keep its console output
+    in the run's artifacts (`<log_name>.out`) and its debug log beside it (`dbt.log`)."""
+    from dbt.cli.main import dbtRunner
+
     project_dir = dbt_project_dir()
     log_path = ctx.run_artifacts / "dbt"
     log_path.mkdir(parents=True, exist_ok=True)
     args = [
-        dbt_executable(),
         *command,
-        "--project-dir",
-        str(project_dir),
-        "--profiles-dir",
-        str(project_dir),
-        "--target-path",
-        str(target_path),
-        "--log-path",
-        str(log_path),
-        "--vars",
-        json.dumps(ctx.dbt_vars()),
+        "--project-dir", str(project_dir),
+        "--profiles-dir", str(project_dir),
+        "--target-path", str(target_path),
+        "--log-path", str(log_path),
+        "--vars", json.dumps(ctx.dbt_vars()),
+        # The console lines go to `<log_name>.out` through the callback, not to the caller's stdout.
+        "--log-level", "none",
+        "--log-level-file", "debug",
         "--no-use-colors",
+        "--no-send-anonymous-usage-stats",
     ]
-    env = {**os.environ, **ctx.env(), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
-    # SIGKILL when the parent dies: nothing is left to read dbt's output, and an interrupted build is redone
-    # whole by the next run (the working warehouse is never published half-built).
-    completed = processes.run(args, env=env, capture_output=True, text=True, cwd=project_dir)
-    (log_path / f"{log_name}.out").write_text(completed.stdout + completed.stderr)
-    return completed
+    console = _ConsoleLines()
+    with _dbt_environment(ctx.env(), project_dir):
+        result = dbtRunner(callbacks=[console.keep]).invoke(args)
+    if result.exception is not None:
+        console.lines.append(f"{type(result.exception).__name__}: {result.exception}")
+    output = "\n".join(console.lines) + "\n"
+    (log_path / f"{log_name}.out").write_text(output)
+    return DbtInvocation(succeeded=result.success, output=output)
 
 
-def _last_lines(completed: subprocess.CompletedProcess[str], lines: int = 15) -> str:
-    return "\n".join((completed.stdout + completed.stderr).strip().splitlines()[-lines:])
+class _ConsoleLines:
+    """Collects what dbt would print at its default console level (info and above), timestamped as it does."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def keep(self, event: Any) -> None:
+        info = event.info
+        if info.level in ("info", "warn", "error") and info.msg:
+            self.lines.append(f"{info.ts.ToDatetime():%H:%M:%S}  {info.msg}")
+
+
+@contextmanager
+def _dbt_environment(env: dict[str, str], project_dir: Path) -> Iterator[None]:
+    """The run's variables in `os.environ` (dbt's `env_var()` and the profile read them) and the project as the
+    working directory, for one dbt command; both restored after it, and dbt's DuckDB database closed."""
+    saved_env = dict(os.environ)
+    saved_cwd = Path.cwd()
+    os.environ.update(env)
+    os.chdir(project_dir)
+    try:
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        _close_dbt_duckdb()
+
+
+def _close_dbt_duckdb() -> None:
+    """dbt-duckdb keeps its DuckDB database open in the process after a command (a class-level environment,
+    reused by the next command with the same profile). Closed here, so the next stage can open the warehouse
+    with its own settings (DuckDB refuses a second configuration of an open file) and its memory is returned."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        if DuckDBConnectionManager._ENV is not None:
+            DuckDBConnectionManager._ENV.close()
+            DuckDBConnectionManager._ENV = None
 
 
 def _read_run_results(path: Path) -> list[DbtNodeResult]:

@@ -1,10 +1,10 @@
 """Start child processes that die with the process that started them: every child Touchpoint starts goes here.
 
-Why: `kill -9` of `touchpoint run` (or of an Airflow task process) left dbt running as an orphan, still
-writing the working warehouse and holding its DuckDB lock; the `airflow` CLI and the Airflow components of
-`touchpoint airflow` likewise. Linux can tie a child to its parent: after `prctl(PR_SET_PDEATHSIG, sig)` in
-the child, the kernel sends it `sig` when its parent dies, however the parent dies. The call has to happen in
-the child, between fork and exec, and the setting survives exec.
+Why: `kill -9` of `touchpoint run` (or of an Airflow task process) left dbt (a child then; it runs in-process
+since) as an orphan, still writing the working warehouse and holding its DuckDB lock; the `airflow` CLI and the
+Airflow components of `touchpoint airflow` likewise. Linux can tie a child to its parent: after
+`prctl(PR_SET_PDEATHSIG, sig)` in the child, the kernel sends it `sig` when its parent dies, however it dies.
+The call has to happen in the child, between fork and exec, and the setting survives exec.
 
 Why a launcher and not `preexec_fn`: preexec_fn runs Python between fork and exec, which the subprocess docs
 call unsafe with threads in the parent (the child can deadlock on a lock another thread held at fork time).
@@ -15,7 +15,7 @@ program args...`), with no Python run between fork and exec. The launcher sets t
 checks that its parent is still the process that started it (a parent that died between fork and prctl sends
 no signal: the child would be an orphan already), puts back the signal dispositions the Python start-up
 changed, and execs the program in the same process, so the pid callers see is the program's. The cost is one
-bare interpreter start (~50 ms measured here) per child, nothing next to dbt or Airflow.
+bare interpreter start (~50 ms measured here) per child, nothing next to Airflow.
 
 Caveats:
 - The kernel signals the child when the *thread* that started it exits, not only the process. `run` blocks
