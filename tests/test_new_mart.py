@@ -153,7 +153,7 @@ def test_a_failing_test_on_a_new_mart_fails_its_layer(
     new_mart_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A duplicate key in the new mart stops the marts layer, so the DAG never reaches its gate or publish."""
-    from touchpoint.dbt import DbtLayerFailed, run_layer
+    from touchpoint.dbt import DbtLayerFailed, _full_refresh_reason, run_layer
 
     home, _ = new_mart_run
     project = project_with_mart(tmp_path, EVERY_ORDER_SQL)
@@ -171,10 +171,14 @@ def test_a_failing_test_on_a_new_mart_fails_its_layer(
     assert (dict(os.environ), Path.cwd()) == (environment, cwd)
     duckdb.connect(str(ctx.paths.work_db), config={"memory_limit": "123MB"}).close()
 
-    # a model that does not compile leaves no node results: the error names the model from dbt's own lines
+    # a model that does not compile leaves no node results: the error names the model from dbt's own lines, and
+    # the failed build before it still counts as the layer's last (the next build is a full one)
     (project / "models" / "marts" / "customer_first_orders.sql").write_text("select {{ no_such_macro() }}")
-    with pytest.raises(DbtLayerFailed, match=r"(?s)customer_first_orders.*no_such_macro"):
+    with pytest.raises(DbtLayerFailed, match=r"(?s)customer_first_orders.*no_such_macro") as failed:
         run_layer(ctx, "marts")
+    assert failed.value.__cause__ is not None  # dbt's own exception, with its traceback, for the task log
+    assert _full_refresh_reason(ctx, "marts") == "last build failed"
+    assert (dict(os.environ), Path.cwd()) == (environment, cwd)
 
 
 def test_docs_build_a_static_site_for_the_latest_run(new_mart_run: tuple[Path, Path]) -> None:

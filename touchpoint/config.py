@@ -156,7 +156,7 @@ class RunContext:
         return {"as_of": self.as_of.isoformat(), "default_country": self.default_country}
 
     def env(self) -> dict[str, str]:
-        """Environment for subprocesses (dbt) so they see the same home and date."""
+        """The variables dbt (run in-process, touchpoint/dbt.py) and child processes read: home, date, memory."""
         return {
             "TOUCHPOINT_HOME": str(self.home),
             "TOUCHPOINT_WORK_DB": str(self.paths.work_db),

@@ -9,6 +9,7 @@ A failure names the model or test that failed, read from dbt's `run_results.json
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from touchpoint.config import Paths, RunContext, dbt_project_dir
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ class DbtLayerResult:
 
     @property
     def tests_passed(self) -> int:
-        return sum(n.unique_id.startswith(("test.", "unit_test.")) and n.status == "pass" for n in self.nodes)
+        return sum(n.unique_id.startswith("test.") and n.status == "pass" for n in self.nodes)
 
 
 def build_target(paths: Paths) -> Path:
@@ -126,16 +129,17 @@ def _invoke_and_check(ctx: RunContext, command: list[str], target_path: Path, la
     nodes = _read_run_results(results)
     kept = ctx.paths.work / "dbt_target" / layer
     kept.mkdir(parents=True, exist_ok=True)
+    # A command that wrote no results (it failed to parse or compile, or to open the warehouse) built nothing:
+    # the kept results of the layer's last build stay, and with them a "last build failed" (_last_build_failed).
     if results.exists():
         shutil.copyfile(results, kept / "run_results.json")
-    else:
-        (kept / "run_results.json").unlink(missing_ok=True)
     if not completed.succeeded:
         failed = [n for n in nodes if n.status in ("error", "fail")]
         detail = "; ".join(f"{n.unique_id}: {n.status}: {(n.message or '').strip()[:300]}" for n in failed[:10])
         if not detail:  # compilation errors leave no node results: show dbt's own last lines
             detail = completed.last_lines()
-        raise DbtLayerFailed(f"dbt layer {layer!r} failed ({len(failed)} failing nodes): {detail}")
+        message = f"dbt layer {layer!r} failed ({len(failed)} failing nodes): {detail}"
+        raise DbtLayerFailed(message) from completed.exception
     return DbtLayerResult(layer=layer, seconds=seconds, nodes=nodes)
 
 
@@ -172,7 +176,7 @@ def generate_docs(ctx: RunContext) -> Path:
         completed = _run_dbt(ctx, ["docs", "generate", "--static"], target_path, log_name="docs")
     built = target_path / "static_index.html"
     if not completed.succeeded or not built.exists():
-        raise DbtDocsFailed(f"dbt docs generate failed: {completed.last_lines()}")
+        raise DbtDocsFailed(f"dbt docs generate failed: {completed.last_lines()}") from completed.exception
     site = ctx.run_artifacts / "docs" / "index.html"
     site.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(built, site)
@@ -181,10 +185,12 @@ def generate_docs(ctx: RunContext) -> Path:
 
 @dataclass(frozen=True)
 class DbtInvocation:
-    """What one in-process dbt command gave: whether it succeeded, and its console lines (kept in `<log>.out`)."""
+    """What one in-process dbt command gave: whether it succeeded, its console lines (kept in `<log>.out`) and the
+    exception that stopped it, if one did (a parse error, a profile or plugin error; not a failing node)."""
 
     succeeded: bool
     output: str
+    exception: BaseException | None = None
 
     def last_lines(self, lines: int = 15) -> str:
         return "\n".join(self.output.strip().splitlines()[-lines:])
@@ -212,13 +218,17 @@ def _run_dbt(ctx: RunContext, command: list[str], target_path: Path, log_name: s
         "--no-send-anonymous-usage-stats",
     ]
     console = _ConsoleLines()
-    with _dbt_environment(ctx.env(), project_dir):
+    with _dbt_environment(ctx.env()):
         result = dbtRunner(callbacks=[console.keep]).invoke(args)
     if result.exception is not None:
         console.lines.append(f"{type(result.exception).__name__}: {result.exception}")
     output = "\n".join(console.lines) + "\n"
     (log_path / f"{log_name}.out").write_text(output)
-    return DbtInvocation(succeeded=result.success, output=output)
+    # dbtRunner turns every exception into a failed result: an interrupt (Ctrl-C, a task's SIGTERM as Airflow
+    # raises it) must stop the run, not read as a failing layer.
+    if isinstance(result.exception, (KeyboardInterrupt, SystemExit)):
+        raise result.exception
+    return DbtInvocation(succeeded=result.success, output=output, exception=result.exception)
 
 
 class _ConsoleLines:
@@ -234,19 +244,21 @@ class _ConsoleLines:
 
 
 @contextmanager
-def _dbt_environment(env: dict[str, str], project_dir: Path) -> Iterator[None]:
-    """The run's variables in `os.environ` (dbt's `env_var()` and the profile read them) and the project as the
-    working directory, for one dbt command; both restored after it, and dbt's DuckDB database closed."""
-    saved_env = dict(os.environ)
-    saved_cwd = Path.cwd()
+def _dbt_environment(env: dict[str, str]) -> Iterator[None]:
+    """The run's variables in `os.environ` for one dbt command (dbt's `env_var()` and the profile read them),
+    each put back as it was after it, and dbt's DuckDB database closed. Only these keys are touched: other
+    threads of the process (Airflow's supervisor, `touchpoint run`'s watcher) read the environment meanwhile.
+    Every path dbt needs is passed absolute, so the working directory stays as it is."""
+    saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
-    os.chdir(project_dir)
     try:
         yield
     finally:
-        os.chdir(saved_cwd)
-        os.environ.clear()
-        os.environ.update(saved_env)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         _close_dbt_duckdb()
 
 
@@ -257,9 +269,13 @@ def _close_dbt_duckdb() -> None:
     from dbt.adapters.duckdb.connections import DuckDBConnectionManager
 
     with DuckDBConnectionManager._LOCK:
-        if DuckDBConnectionManager._ENV is not None:
-            DuckDBConnectionManager._ENV.close()
-            DuckDBConnectionManager._ENV = None
+        environment, DuckDBConnectionManager._ENV = DuckDBConnectionManager._ENV, None
+        if environment is None:
+            return
+        try:
+            environment.close()  # usually closed already, with dbt's last connection; a checkpoint can fail
+        except Exception as error:  # dbt's own result says what failed: this must not hide it
+            logger.warning("closing dbt-duckdb's database failed: %s", error)
 
 
 def _read_run_results(path: Path) -> list[DbtNodeResult]:
