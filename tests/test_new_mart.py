@@ -171,10 +171,11 @@ def test_a_failing_test_on_a_new_mart_fails_its_layer(
     assert (dict(os.environ), Path.cwd()) == (environment, cwd)
     duckdb.connect(str(ctx.paths.work_db), config={"memory_limit": "123MB"}).close()
 
-    # a model that does not compile leaves no node results: the error names the model from dbt's own lines, and
-    # the failed build before it still counts as the layer's last (the next build is a full one)
-    (project / "models" / "marts" / "customer_first_orders.sql").write_text("select {{ no_such_macro() }}")
-    with pytest.raises(DbtLayerFailed, match=r"(?s)customer_first_orders.*no_such_macro") as failed:
+    # a model dbt cannot even parse stops the command before any node runs: no node results, so the error names
+    # the model from dbt's own lines and carries dbt's exception; the failed build before it still counts as the
+    # layer's last (the next build is a full one)
+    (project / "models" / "marts" / "customer_first_orders.sql").write_text("select {{ unclosed")
+    with pytest.raises(DbtLayerFailed, match=r"(?s)\(0 failing nodes\).*customer_first_orders") as failed:
         run_layer(ctx, "marts")
     assert failed.value.__cause__ is not None  # dbt's own exception, with its traceback, for the task log
     assert _full_refresh_reason(ctx, "marts") == "last build failed"
