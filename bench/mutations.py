@@ -92,8 +92,8 @@ MUTATIONS = [
     Mutation(
         "erasure: staged batches not forgotten (a surviving older version of an erased event never comes back)",
         "privacy/erasure.py",
-        '    if not _table_exists(con, "audit", "staged_batches"):\n        return\n    con.execute(',
-        '    if True:\n        return\n    con.execute(',
+        '    if not _table_exists(con, *STATE_TABLE.split(".")):\n        return\n',
+        '    if True:\n        return\n',
         ("tests/test_incremental_staging.py::test_an_erased_version_gives_way_to_the_version_that_survived",),
     ),
     Mutation(
