@@ -7,12 +7,11 @@ import hmac
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import PROJECT_ROOT
+from tests.conftest_identity import DBT
 from touchpoint.privacy.keys import (
     DEMO_KEYS,
     PSEUDONYM_KEY_NAME,
@@ -57,10 +56,6 @@ def test_keys_come_from_the_environment_and_the_two_keys_differ(monkeypatch: pyt
     assert "short-secret" not in str(error.value) and PSEUDONYM_KEY_NAME in str(error.value)
     with pytest.raises(ValueError):
         privacy_key("TOUCHPOINT_SOMETHING_ELSE")
-
-
-# the project's dbt as a program of its own: the key must reach a dbt started outside Touchpoint too
-DBT = Path(sys.executable).with_name("dbt")
 
 
 def _dbt_show(sql: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

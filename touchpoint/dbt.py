@@ -114,12 +114,13 @@ def run_layer(ctx: RunContext, layer: str, extra_args: list[str] | None = None) 
     ]
     full_refresh = _full_refresh_reason(ctx, layer)
     extra = [*(extra_args or []), *(["--full-refresh"] if full_refresh else [])]
-    result = _invoke_and_check(ctx, ["build", *select, *extra], target_path, layer)
-    return DbtLayerResult(layer=layer, seconds=result.seconds, nodes=result.nodes, full_refresh=full_refresh)
+    return _build_and_check(ctx, ["build", *select, *extra], target_path, layer, full_refresh)
 
 
-def _invoke_and_check(ctx: RunContext, command: list[str], target_path: Path, layer: str) -> DbtLayerResult:
-    """Run one dbt command, keep its run results as `dbt_target/<layer>/run_results.json` (readable after the
+def _build_and_check(
+    ctx: RunContext, command: list[str], target_path: Path, layer: str, full_refresh: str | None
+) -> DbtLayerResult:
+    """Run one layer's dbt command, keep its run results as `dbt_target/<layer>/run_results.json` (readable after the
     next layer's) and raise DbtLayerFailed naming the failing nodes, else return them."""
     results = target_path / "run_results.json"
     results.unlink(missing_ok=True)  # a command that fails to compile writes none: never read the last layer's
@@ -140,7 +141,7 @@ def _invoke_and_check(ctx: RunContext, command: list[str], target_path: Path, la
             detail = completed.last_lines()
         message = f"dbt layer {layer!r} failed ({len(failed)} failing nodes): {detail}"
         raise DbtLayerFailed(message) from completed.exception
-    return DbtLayerResult(layer=layer, seconds=seconds, nodes=nodes)
+    return DbtLayerResult(layer=layer, seconds=seconds, nodes=nodes, full_refresh=full_refresh)
 
 
 def _full_refresh_reason(ctx: RunContext, layer: str) -> str | None:
