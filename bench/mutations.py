@@ -92,7 +92,7 @@ MUTATIONS = [
     Mutation(
         "erasure: staged batches not forgotten (a surviving older version of an erased event never comes back)",
         "privacy/erasure.py",
-        '    if not _table_exists(con, *STATE_TABLE.split(".")):\n        return\n',
+        '    if not relation_exists(con, *STATE_TABLE.split(".")):\n        return\n',
         '    if True:\n        return\n',
         ("tests/test_incremental_staging.py::test_an_erased_version_gives_way_to_the_version_that_survived",),
     ),

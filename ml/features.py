@@ -16,6 +16,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from touchpoint.warehouse import relation_exists
+
 # Orders that count as purchases: marts.fct_orders.is_purchase, the warehouse's one definition (cancelled,
 # refunded, returned and negative orders are not purchases; zero-value orders are). Deciding it again here
 # left 86 demo buyers and 68 CDNOW buyers in customer_rfm without a propensity or CLV row.
@@ -60,17 +62,10 @@ def day_end(day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time.min)
 
 
-def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    rows = con.execute(
-        "select 1 from information_schema.tables where table_schema = ? and table_name = ?", [schema, table]
-    ).fetchall()
-    return bool(rows)
-
-
 def profiled_orders(con: duckdb.DuckDBPyConnection) -> str:
     """SQL condition on marts.fct_orders rows: a purchase of a person the ML stage may profile. Without
     marts.dim_consents (marts built for the ML stage alone) everyone may."""
-    if not table_exists(con, "marts", "dim_consents"):
+    if not relation_exists(con, "marts", "dim_consents"):
         return PURCHASE_FILTER
     return f"{PURCHASE_FILTER} and person_id not in ({NOT_PROFILED})"
 

@@ -40,12 +40,12 @@ from touchpoint.ml.features import (
     load_purchases,
     propensity_features,
     segment_features,
-    table_exists,
 )
 from touchpoint.ml.model_runs import ModelRun, ensure_model_runs, save_model, skipped, write_model_runs
 from touchpoint.ml.propensity import TASKS, NotEnoughData, PropensityTask, propensity_rows, score_with, train_and_score
 from touchpoint.ml.segments import FEATURES as SEGMENT_FEATURES
 from touchpoint.ml.segments import NotEnoughCustomers, assign_segments, fit_segments
+from touchpoint.warehouse import relation_exists
 
 TABLES_DDL = {
     "customer_segments": """
@@ -168,7 +168,7 @@ def run_ml(ctx: RunContext, con: duckdb.DuckDBPyConnection, policy: TrainingPoli
     warehouse `con`. `policy`: when to train; by default from the TOUCHPOINT_ML_* settings (a bad one raises
     MlSettingError before anything is read)."""
     policy = policy or TrainingPolicy.from_env()
-    if not table_exists(con, "marts", "fct_orders"):
+    if not relation_exists(con, "marts", "fct_orders"):
         raise MlInputError("marts.fct_orders is missing: build the marts layer before the ML stage")
     as_of = ctx.as_of
     model_folder = ctx.run_artifacts / "models"
@@ -230,7 +230,7 @@ def fit_and_assign_segments(day: _Day) -> tuple[dict[str, pd.DataFrame], ModelRu
     """
     as_of, trained_at = day.as_of, day.as_of_end
     empty = {table: pd.DataFrame(columns=TABLE_COLUMNS[table]) for table in SEGMENT_TABLES}
-    if not table_exists(day.con, *SEGMENT_SOURCE):
+    if not relation_exists(day.con, *SEGMENT_SOURCE):
         reason = f"{'.'.join(SEGMENT_SOURCE)} is missing"
         return empty, skipped("segments", as_of, trained_at, reason, features=list(SEGMENT_FEATURES))
     frame = segment_features(day.con, as_of)

@@ -31,6 +31,7 @@ import pyarrow as pa
 from touchpoint.config import RunContext
 from touchpoint.incremental import STAGED_TABLES, STATE_TABLE, models_recording
 from touchpoint.sql_text import sql_literal
+from touchpoint.warehouse import relation_exists
 
 from .erasure_files import rewrite_landing, scrub_activation_files, scrub_text_files
 from .erasure_requests import (
@@ -147,7 +148,7 @@ def _suppressed_rows_only(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("create or replace temp table _erased_persons (person_id varchar)")
     con.execute("create or replace temp table _erased_records (source_entity varchar, record_id varchar)")
     known = ("(source_entity, record_id) in (select (source_entity, source_record_id) from identity.person_map)"
-             if _table_exists(con, "identity", "person_map") else "false")
+             if relation_exists(con, "identity", "person_map") else "false")
     con.execute(
         "create or replace temp table _doomed as select distinct source_entity, batch_id, row_number from _ids "
         f"where hash in (select hash from _suppressed) and not coalesce({known}, false)"
@@ -158,7 +159,7 @@ def _follow_graph(con: duckdb.DuckDBPyConnection) -> None:
     """`_erased_persons`, `_erased_records` and `_doomed` (the raw rows to delete), from this run's requests only
     (the list's older entries never pull a person in), growing `_suppressed` with each identifier only the erased
     people carry."""
-    has_map = _table_exists(con, "identity", "person_map")
+    has_map = relation_exists(con, "identity", "person_map")
     person_map = "identity.person_map" if has_map else (
         "(select null::varchar as source_entity, null::varchar as source_record_id, null::varchar as person_id "
         "where false)")
@@ -223,7 +224,7 @@ def forget_staged_batches(
     deleted whole, and a version in raw that survived must come back, as a rebuild would bring it. Forgetting
     the batches that still hold a version of them (audit.staged_batches, dbt_project/macros/incremental.sql)
     makes those batches new to the next build."""
-    if not _table_exists(con, *STATE_TABLE.split(".")):
+    if not relation_exists(con, *STATE_TABLE.split(".")):
         return
     models = sorted({table, *models_recording(entity)})
     con.execute(
@@ -253,7 +254,7 @@ def _delete_everywhere(ctx: RunContext, con: duckdb.DuckDBPyConnection) -> dict[
                           f"row_number) where ids.source_entity = {sql_literal(entity)}")
             removed[f"staging.{table}"] = _delete_rows(con, f"staging.{table}", f'"{column}" in ({doomed_ids})')
             forget_staged_batches(con, table, entity, column, doomed_ids)
-        if _table_exists(con, "identity", "person_map"):
+        if relation_exists(con, "identity", "person_map"):
             # by record too: a daily person_map build rewrites only changed records, and a record whose rows all
             # left raw names no batch, so its row would outlive it when its person is not erased
             removed["identity.person_map"] = _delete_rows(
@@ -266,7 +267,7 @@ def _delete_everywhere(ctx: RunContext, con: duckdb.DuckDBPyConnection) -> dict[
             removed[f"{schema}.{table}"] = removed.get(f"{schema}.{table}", 0) + _delete_rows(
                 con, f"{schema}.{table}", f'"{column}" in (select person_id from _erased_persons)')
         removed["audit_values_redacted"] = _redact_audit_text(con)
-        if _table_exists(con, "audit", "sync_rejections"):
+        if relation_exists(con, "audit", "sync_rejections"):
             removed["audit.sync_rejections"] = _delete_rows(
                 con, "audit.sync_rejections", "record_key in (select person_id from _erased_persons)")
         _mark_checked(con)
@@ -407,11 +408,3 @@ def _close_requests(ctx: RunContext, pending: list[ErasureRequest], removed: dic
         request.status, request.honoured_at, request.honoured_by_run = "honoured", now, ctx.run_id
         request.removed = dict(removed)  # one run honours all pending requests together: the run's totals
         save_request(ctx.paths, request)
-
-
-def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return bool(con.execute(
-        "select count(*) from duckdb_tables() where schema_name = ? and table_name = ?", [schema, table]
-    ).fetchall()[0][0] + con.execute(
-        "select count(*) from duckdb_views() where schema_name = ? and view_name = ?", [schema, table]
-    ).fetchall()[0][0])

@@ -4,8 +4,9 @@ A small demo world is extracted, loaded and built day by day: staging, identity 
 records their moves in person_id_history), fct_orders, fct_web_sessions and fct_funnel_steps, the last two
 incrementally on top of their own earlier days. Each day a copy of the warehouse rebuilds the two alone with
 --full-refresh from the same inputs, and the tables must hold the same rows. The days cover new events and
-purchases, a device logging in (identity moves its past sessions to a customer), a rerun of a day, a run back in
-time (sessions leave the view) and forward again over the generator's next day.
+purchases, a device logging in (identity moves its past sessions to a customer), a corrected extract that moves
+an old session's events to another session id, a rerun of a day, a run back in time (sessions leave the view)
+and forward again over the generator's next day.
 """
 
 from __future__ import annotations
@@ -78,6 +79,31 @@ def assert_untouched_sessions_are_not_rederived(db: Path, as_of: date, tmp_path:
     shutil.rmtree(scratch.parent)
 
 
+def move_an_old_session(db: Path, as_of: date) -> str:
+    """A corrected extract gives every event of an old, closed session another session id (a new raw version of
+    each, in a batch of its own): the old session is left with no event, so a rebuild has no row for it. Returns
+    the old session id."""
+    con = duckdb.connect(str(db))
+    try:
+        session_id = con.execute(
+            f"select min(session_id) from marts.{MART} where ended_at < ? and session_id not like 'event:%'",
+            [as_of - timedelta(days=5)],
+        ).fetchone()[0]
+        assert session_id is not None
+        con.execute(
+            "insert into raw.web_events select * replace ("
+            "  'moved-' || session_id as session_id, 'test-moved-session' as _batch_id,"
+            "  _extracted_at + interval 1 second as _extracted_at) "
+            "from raw.web_events where trim(session_id) = ? "
+            "qualify row_number() over (partition by event_id order by _extracted_at desc, _batch_id desc,"
+            "  _row_number desc) = 1",
+            [session_id],
+        )
+    finally:
+        con.close()
+    return session_id
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("incremental_marts")
@@ -95,6 +121,8 @@ def test_incremental_web_sessions_equal_a_rebuild_every_day(world, tmp_path):
             dbt_build(db, as_of.isoformat(), "funnel_steps", command="seed")  # `dbt run` builds no seed
         if as_of == first + timedelta(days=1):
             device = log_in_an_anonymous_device(db, as_of)
+        if as_of == first + timedelta(days=2):
+            moved = move_an_old_session(db, as_of)
         dbt_build(db, as_of.isoformat(), "+fct_funnel_steps", command="run")
         rows.append(assert_equals_a_rebuild(db, as_of, tmp_path))
         if as_of == first + timedelta(days=1):
@@ -104,6 +132,10 @@ def test_incremental_web_sessions_equal_a_rebuild_every_day(world, tmp_path):
                 db, f"select count(distinct person_id), count(*) > 2 from marts.{MART} where anonymous_id = ?",
                 [device],
             ) == [(1, True)]
+        if as_of == first + timedelta(days=2):
+            # its events are in their new session, and its own row is gone (in both builds, compared above)
+            assert query(db, f"select session_id from marts.{MART} where session_id in (?, ?)",
+                         [moved, f"moved-{moved}"]) == [(f"moved-{moved}",)]
     # the first build recorded its batches; the later ones were incremental on top of it
     assert query(
         db, "select max(as_of_end)::date, max(full_build_end)::date from audit.staged_batches where model = ?", [MART]

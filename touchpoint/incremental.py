@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 
 import duckdb
 
+from touchpoint.warehouse import relation_exists
+
 FULL_REFRESH_SETTING = "TOUCHPOINT_FULL_REFRESH"
 EVERY_DAYS_SETTING = "TOUCHPOINT_FULL_REFRESH_EVERY_DAYS"
 DEFAULT_EVERY_DAYS = 7
@@ -58,15 +60,9 @@ def every_days() -> int:
     return days
 
 
-def _has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return con.execute(
-        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?", [schema, table]
-    ).fetchone()[0] > 0
-
-
 def last_full_build_end(con: duckdb.DuckDBPyConnection) -> datetime | None:
     """The earliest as-of end of the incremental models' last full builds, or None when none is recorded."""
-    if not _has_table(con, *STATE_TABLE.split(".")):
+    if not relation_exists(con, *STATE_TABLE.split(".")):
         return None
     return con.execute(f"select min(full_build_end) from (select max(full_build_end) as full_build_end "
                        f"from {STATE_TABLE} group by model)").fetchone()[0]
@@ -78,7 +74,7 @@ def batches_gone_from_raw(con: duckdb.DuckDBPyConnection) -> int:
     finds the event ids to re-derive through the versions still in raw."""
     gone = 0
     for model, entity in RECORDED_MODELS.items():
-        if _has_table(con, "raw", entity):
+        if relation_exists(con, "raw", entity):
             gone += con.execute(
                 f"select count(*) from (select batch_id from {STATE_TABLE} where model = ? and batch_id is not null "
                 f"except select distinct _batch_id from raw.{entity})",

@@ -27,6 +27,13 @@ class WarehouseBusyError(LockBusyError):
     """Another process holds the working warehouse for longer than we were willing to wait."""
 
 
+def relation_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
+    """Whether a table or view `schema.name` exists on the connection (any attached database)."""
+    return bool(con.execute(
+        "select 1 from information_schema.tables where table_schema = ? and table_name = ?", [schema, name]
+    ).fetchall())
+
+
 @contextmanager
 def writer_lock(paths: Paths, timeout_s: float = 3600.0) -> Iterator[None]:
     """Hold the single-writer lock of the working warehouse (blocks until free or timeout)."""

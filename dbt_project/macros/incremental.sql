@@ -132,6 +132,16 @@
     {%- endif %}
 {%- endmacro %}
 
+{#- Pre-hook of fct_web_sessions, after record_rederived_sessions: the rows of the sessions this build re-derives.
+    delete+insert alone would keep the row of a session that no longer has any event. -#}
+{% macro web_sessions_out_of_date() -%}
+    {%- if is_incremental() -%}
+    delete from {{ this }} where {{ is_rederived_session('session_id') }}
+    {%- else -%}
+    select 1
+    {%- endif -%}
+{%- endmacro %}
+
 {#- True for a session key this invocation's fct_web_sessions build re-derives: every key when it rebuilt them all
     or did not run in this invocation (the reader cannot know what changed then). -#}
 {% macro is_rederived_session(session_key) -%}
@@ -155,9 +165,10 @@
       attributed to such a person: its person or its conversion may change;
     - it reaches past the earlier of the two as-of ends (a run back in time: its later events left the view;
       the pre-hook deletes the sessions that start there).
-    Without the previous build's record (no state, no remembered purchases), every session (a null key).
-    A session that no longer has any event (its events moved to another session id) keeps its old row until the
-    scheduled rebuild; an erased person's sessions are deleted by the erasure itself. -#}
+    - one of its events' earlier versions belonged to it: a changed event may have left it (for another
+      session id), and a session left with no event has no row in a rebuild.
+    Without the previous build's record (no state, no remembered purchases), every session (a null key). An
+    erased person's sessions are deleted by the erasure itself. -#}
 {% macro web_sessions_to_rederive() -%}
     {%- set previous_end = previous_staged_end() -%}
     {%- set seen = adapter.get_relation(
@@ -211,6 +222,12 @@
     where
         events.event_id in (select changed_events.event_id from changed_events)
         or {{ record_node('web_events', 'events') }} in (select affected_nodes.node_id from affected_nodes)
+    union
+    -- the sessions the changed events' earlier versions belonged to: one whose events all moved to another
+    -- session id is re-derived into no row (the pre-hook web_sessions_out_of_date deletes it)
+    select {{ web_session_key(staged_session_id('raw_events.session_id'), 'trim(raw_events.event_id)') }}
+    from {{ source('web', 'web_events') }} as raw_events
+    where trim(raw_events.event_id) in (select changed_events.event_id from changed_events)
     union
     select session_id as session_key
     from {{ this }}

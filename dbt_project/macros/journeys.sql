@@ -3,6 +3,11 @@
   none. fct_web_sessions groups events by it and fct_funnel_steps and fct_abandoned_carts find a session's
   events with it: the one definition of a session.
 #}
+{#- A raw event's session id as staged (stg_web__events): trimmed, an empty one none. -#}
+{% macro staged_session_id(raw_session_id) -%}
+    nullif(trim({{ raw_session_id }}), '')
+{%- endmacro %}
+
 {% macro web_session_key(session_id='session_id', event_id='event_id') -%}
     coalesce({{ session_id }}, 'event:' || {{ event_id }})
 {%- endmacro %}

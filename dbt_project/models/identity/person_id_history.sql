@@ -1,5 +1,7 @@
-{{ config(materialized='incremental', full_refresh=false) }}
--- a history: never rebuilt by --full-refresh
+-- a history: never rebuilt by --full-refresh. Keyed by history_id (as of, previous and new person): a retry of a
+-- day whose build failed after this model and before person_map finds the same moves and replaces their rows
+-- instead of adding them again (which would fail the unique test on every later build).
+{{ config(materialized='incremental', full_refresh=false, incremental_strategy='delete+insert', unique_key='history_id') }}
 
 -- depends_on: {{ ref('int_records_remapped') }}
 {%- set previous_map = adapter.get_relation(database=this.database, schema=this.schema, identifier='person_map') %}

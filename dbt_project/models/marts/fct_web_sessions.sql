@@ -14,6 +14,7 @@
     unique_key='session_id',
     pre_hook=[
         "{{ record_rederived_sessions() }}",
+        "{{ web_sessions_out_of_date() }}",
         "{{ staged_out_of_view('started_at') }}",
     ],
     post_hook=[

@@ -29,7 +29,7 @@ renamed as (
         lower(trim(event_type)) as event_type,
         nullif(trim(anonymous_id), '') as anonymous_id,
         nullif(trim(customer_id), '') as customer_id,
-        nullif(trim(session_id), '') as session_id,
+        {{ staged_session_id('session_id') }} as session_id,
         nullif(trim(page_url), '') as page_url,
         nullif(trim(product_id), '') as product_id,
         nullif(lower(trim(device_type)), '') as device_type,
