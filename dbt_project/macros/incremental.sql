@@ -235,6 +235,81 @@
     {%- endif %}
 {%- endmacro %}
 
+{#- fct_email_engagement (one row per person and campaign) re-derives every row of the persons whose rows may
+    have changed, from all their events: recorded before it builds in rederived_persons_table() (with the
+    invocation id, and whether it re-derives every person), deleted by a pre-hook, and built again. -#}
+{% macro rederived_persons_table() -%}
+    intermediate.fct_email_engagement__rederived
+{%- endmacro %}
+
+{#- Pre-hook of fct_email_engagement: the persons this build re-derives. -#}
+{% macro record_rederived_persons() -%}
+    create schema if not exists intermediate;
+    create or replace table {{ rederived_persons_table() }} as
+    select '{{ invocation_id }}' as invocation_id, null::varchar as person_id, {{ not is_incremental() }} as every_person
+    {%- if is_incremental() %}
+    union all
+    select '{{ invocation_id }}', person_id, person_id is null from ({{ email_engagement_persons_to_rederive() }})
+    {%- endif %}
+{%- endmacro %}
+
+{#- True for a person whose fct_email_engagement rows this build re-derives. -#}
+{% macro is_rederived_person(person_id) -%}
+    (
+        {{ person_id }} in (select rederived.person_id from {{ rederived_persons_table() }} as rederived)
+        or exists (select 1 from {{ rederived_persons_table() }} as rederived where rederived.every_person)
+    )
+{%- endmacro %}
+
+{#- Pre-hook of fct_email_engagement, after record_rederived_persons: the rows it re-derives. -#}
+{% macro email_engagement_out_of_date() -%}
+    {%- if is_incremental() -%}
+    delete from {{ this }} where {{ is_rederived_person('person_id') }}
+    {%- else -%}
+    select 1
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The persons whose fct_email_engagement rows may differ from the previous build's. A row depends on the
+    person's email events (those of the nodes the person is made of) for one campaign, so a person is
+    re-derived when
+    - one of its nodes holds an email event that may have changed: a raw version in a batch the model was not
+      built from, or between the previous build's as-of end and this one's (staged_delta, the staging rule);
+    - its records moved since the previous build (identity.person_id_history, either side): a node that changed
+      person, or a changed event now on another person's node, is such a move of the event's record;
+    - it has a row reaching past the earlier of the two as-of ends (a run back in time: its later events left
+      the view).
+    Without the previous build's record, every person (a null key). An erased person's rows are deleted by the
+    erasure itself. -#}
+{% macro email_engagement_persons_to_rederive() -%}
+    {%- set previous_end = previous_staged_end() -%}
+    {%- if previous_end is none %}
+    select null::varchar as person_id
+    {%- else -%}
+    {%- set since = "least(timestamp '" ~ previous_end ~ "', " ~ as_of_end() ~ ")" %}
+    with
+
+    changed_events as (
+        select trim(event_id) as event_id from {{ source('email', 'email_events') }}
+        {{ staged_delta(source('email', 'email_events'), 'trim(event_id)', 'occurred_at') }}
+    ),
+
+    node_persons as (
+        {{ node_persons(ref('int_identity_graph_resolved')) }}
+    )
+
+    select node_persons.person_id
+    from {{ ref('stg_email__events') }} as events
+    inner join node_persons on {{ record_node('email_events', 'events') }} = node_persons.node_id
+    where events.event_id in (select changed_events.event_id from changed_events) and node_persons.person_id is not null
+    union
+    select unnest([moved.previous_person_id, moved.person_id]) from {{ ref('person_id_history') }} as moved
+    where moved.as_of >= cast({{ since }} - interval 1 day as date)
+    union
+    select person_id from {{ this }} where last_event_at >= {{ since }}
+    {%- endif %}
+{%- endmacro %}
+
 {#- fct_funnel_steps: the funnel definition (seed funnel_steps) its rows were built with, so that a changed
     definition re-derives every session. -#}
 {% macro funnel_definition_table() -%}
