@@ -23,6 +23,14 @@
   on such a warehouse takes this path.
 #}
 
+{#- The relation a 'schema.table' name (as the state macros in this file give them) names in this warehouse, or
+    none when it does not exist yet. -#}
+{% macro existing_relation(qualified) -%}
+    {%- if not execute -%}{{ return(none) }}{%- endif -%}
+    {%- set parts = (qualified | trim).split('.') -%}
+    {{ return(adapter.get_relation(database=this.database, schema=parts[0], identifier=parts[1])) }}
+{%- endmacro %}
+
 {% macro staged_state_table() -%}audit.staged_batches{%- endmacro %}
 
 {#- on-run-start: the state table exists before models run, two at a time, and record into it. -#}
@@ -171,9 +179,7 @@
     erased person's sessions are deleted by the erasure itself. -#}
 {% macro web_sessions_to_rederive() -%}
     {%- set previous_end = previous_staged_end() -%}
-    {%- set seen = adapter.get_relation(
-        database=this.database, schema='intermediate', identifier='fct_web_sessions__lookup_purchases'
-    ) if execute else none -%}
+    {%- set seen = existing_relation(lookup_purchases_seen()) -%}
     {%- if previous_end is none or seen is none %}
     select null::varchar as session_key
     {%- else -%}
@@ -335,9 +341,7 @@
 {#- True for a session whose funnel steps this build re-derives: fct_web_sessions re-derived it, or the funnel
     definition is not the one the table was built with. -#}
 {% macro is_rederived_funnel_session(session_key) -%}
-    {%- set remembered = adapter.get_relation(
-        database=this.database, schema='intermediate', identifier='fct_funnel_steps__definition'
-    ) if execute else none -%}
+    {%- set remembered = existing_relation(funnel_definition_table()) -%}
     {%- if remembered is none -%}
     true
     {%- else -%}
@@ -390,10 +394,9 @@
     exist, and no --full-refresh. (A source with no recorded batches yet has all its events rewritten.) -#}
 {% macro person_map_is_incremental() -%}
     {%- if not execute or flags.FULL_REFRESH -%}{{ return(false) }}{%- endif -%}
-    {%- set seen = person_map_nodes_seen().split('.') -%}
     {{ return(
-        adapter.get_relation(database=this.database, schema='identity', identifier='person_map') is not none
-        and adapter.get_relation(database=this.database, schema=seen[0], identifier=seen[1]) is not none
+        existing_relation('identity.person_map') is not none
+        and existing_relation(person_map_nodes_seen()) is not none
     ) }}
 {%- endmacro %}
 
