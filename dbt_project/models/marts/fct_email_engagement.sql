@@ -27,7 +27,7 @@ node_persons as (
     -- an event's person is its identity node's (identity.person_map holds the same, one row per event)
     select * from ({{ node_persons(ref('int_identity_graph_resolved')) }}) as graph_nodes
     {%- if is_incremental() %}
-    where {{ is_rederived_person('graph_nodes.person_id') }}
+        where {{ is_rederived_person('graph_nodes.person_id') }}
     {%- endif %}
 
 ),
