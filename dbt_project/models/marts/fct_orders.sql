@@ -1,6 +1,4 @@
--- Online orders and store (POS) transactions in one fact, attributed to a person: the person of the identity node
--- the order attaches to (macro record_node), which is its identity.person_map row's person, found in the node
--- table (a few million rows at 1M customers) instead of the map's 70M records.
+-- Online orders and store (POS) transactions in one fact, attributed to a person through identity.person_map.
 -- Rebuilt as a table each run rather than incrementally: re-stitching can move any past order to another
 -- person, and DuckDB rebuilds millions of orders in seconds (bench/marts.py).
 
@@ -18,9 +16,10 @@ pos_transactions as (
 
 ),
 
-node_persons as (
+person_map as (
 
-    select * from {{ ref('int_identity_nodes_personed') }}
+    select * from {{ ref('person_map') }}
+    where source_entity in ('shop_orders', 'pos_transactions')
 
 ),
 
@@ -30,7 +29,6 @@ online_orders as (
         'shop:' || order_id as order_id,
         'shop_orders' as source_entity,
         order_id as source_record_id,
-        {{ record_node('shop_orders') }} as node_id,
         customer_id,
         'online' as channel,
         ordered_at,
@@ -52,7 +50,6 @@ store_orders as (
         'pos:' || transaction_id as order_id,
         'pos_transactions' as source_entity,
         transaction_id as source_record_id,
-        {{ record_node('pos_transactions') }} as node_id,
         cast(null as varchar) as customer_id,
         'store' as channel,
         purchased_at as ordered_at,
@@ -80,7 +77,7 @@ attributed as (
 
     select
         unioned.order_id,
-        node_persons.person_id,
+        person_map.person_id,
         unioned.channel,
         unioned.ordered_at,
         unioned.order_date,
@@ -103,8 +100,10 @@ attributed as (
         unioned.source_entity,
         unioned.source_record_id
     from unioned
-    left join node_persons
-        on unioned.node_id = node_persons.node_id
+    left join person_map
+        on
+            unioned.source_entity = person_map.source_entity
+            and unioned.source_record_id = person_map.source_record_id
     where unioned.order_date <= cast('{{ var("as_of") }}' as date)
 
 )
