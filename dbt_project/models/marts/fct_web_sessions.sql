@@ -60,24 +60,14 @@ events_personed as (
 
 ),
 
-session_persons as (
+per_person as (
 
-    -- ties between persons within one session go to the smallest person_id, so reruns agree
+    -- One pass over the events: partial aggregates per session and person (a session nearly always has one),
+    -- combined per session below. Grouping the events twice, once for the session's person and once for the
+    -- rest, took 146 s of a 1M full build; this takes 95 s for the same rows.
     select
         session_key,
-        person_id
-    from events_personed
-    where person_id is not null
-    group by session_key, person_id
-    qualify row_number() over (partition by session_key order by count(*) desc, person_id) = 1
-
-),
-
-sessions as (
-
-    -- "first" is the earliest event, then the smallest event id: the same session always has the same entry
-    select
-        session_key,
+        person_id,
         min(occurred_at) as started_at,
         max(occurred_at) as ended_at,
         count(*) as events_count,
@@ -90,25 +80,42 @@ sessions as (
         count(*) filter (
             where event_type not in ('page_view', 'product_view', 'add_to_cart', 'checkout', 'purchase', 'login')
         ) as other_events,
-        list_sort(list(product_id) filter (where event_type = 'add_to_cart')) as cart_product_ids,
+        list(product_id) filter (where event_type = 'add_to_cart') as cart_product_ids,
         bool_or(customer_id is not null) as is_logged_in,
-        arg_min(anonymous_id, (occurred_at, event_id)) as anonymous_id,
-        arg_min(device_type, (occurred_at, event_id)) as device_type,
-        arg_min(channel, (occurred_at, event_id)) as channel,
-        arg_min(page_url, (occurred_at, event_id)) as landing_url
+        -- "first" is the earliest event, then the smallest event id: the same session always has the same entry
+        arg_min(
+            struct_pack(anonymous_id, device_type, channel, landing_url := page_url), (occurred_at, event_id)
+        ) as entry,
+        min((occurred_at, event_id)) as entry_key
     from events_personed
-    group by session_key
+    group by session_key, person_id
 
 ),
 
 sessions_personed as (
 
     select
-        sessions.*,
-        session_persons.person_id
-    from sessions
-    left join session_persons
-        on sessions.session_key = session_persons.session_key
+        session_key,
+        min(started_at) as started_at,
+        max(ended_at) as ended_at,
+        cast(sum(events_count) as bigint) as events_count,
+        cast(sum(page_views) as bigint) as page_views,
+        cast(sum(product_views) as bigint) as product_views,
+        cast(sum(add_to_carts) as bigint) as add_to_carts,
+        cast(sum(checkouts) as bigint) as checkouts,
+        cast(sum(purchase_events) as bigint) as purchase_events,
+        cast(sum(logins) as bigint) as logins,
+        cast(sum(other_events) as bigint) as other_events,
+        list_sort(flatten(list(cart_product_ids) filter (where cart_product_ids is not null))) as cart_product_ids,
+        bool_or(is_logged_in) as is_logged_in,
+        arg_min(entry, entry_key).anonymous_id as anonymous_id,
+        arg_min(entry, entry_key).device_type as device_type,
+        arg_min(entry, entry_key).channel as channel,
+        arg_min(entry, entry_key).landing_url as landing_url,
+        -- the person most of its events are stitched to; a tie goes to the smallest person_id, so reruns agree
+        arg_min(person_id, (-events_count, person_id)) filter (where person_id is not null) as person_id
+    from per_person
+    group by session_key
 
 ),
 
