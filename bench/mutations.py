@@ -132,13 +132,6 @@ MUTATIONS = [
         ("tests/test_incremental_identity.py",),
     ),
     Mutation(
-        "incremental email engagement: the person an event moved away from keeps its old row",
-        "dbt_project/macros/incremental.sql",
-        "    select unnest([moved.previous_person_id, moved.person_id]) from",
-        "    select unnest([moved.person_id]) from",
-        ("tests/test_incremental_marts.py",),
-    ),
-    Mutation(
         "incremental web sessions: a session left with no event keeps its row",
         "dbt_project/models/marts/fct_web_sessions.sql",
         '        "{{ web_sessions_out_of_date() }}",\n',

@@ -1,18 +1,4 @@
 -- One row per person and campaign: was the campaign sent, opened, clicked, bounced, unsubscribed from.
---
--- Incremental: a daily run re-derives, from all their email events, only the persons whose rows may have changed
--- (macro email_engagement_persons_to_rederive), and gives the rebuild's rows (tests/test_incremental_marts.py).
--- depends_on: {{ ref('person_id_history') }}
-{{ config(
-    materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key='email_engagement_id',
-    pre_hook=[
-        "{{ record_rederived_persons() }}",
-        "{{ email_engagement_out_of_date() }}",
-    ],
-    post_hook="{{ record_staged_batches(source('email', 'email_events')) }}",
-) }}
 
 with
 
@@ -25,10 +11,7 @@ email_events as (
 node_persons as (
 
     -- an event's person is its identity node's (identity.person_map holds the same, one row per event)
-    select * from ({{ node_persons(ref('int_identity_graph_resolved')) }}) as graph_nodes
-    {%- if is_incremental() %}
-        where {{ is_rederived_person('graph_nodes.person_id') }}
-    {%- endif %}
+    {{ node_persons(ref('int_identity_graph_resolved')) }}
 
 ),
 
