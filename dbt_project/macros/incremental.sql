@@ -75,13 +75,19 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- Pre-hook: in an incremental run, the rows that are no longer in view (a run back in time). -#}
-{% macro staged_out_of_view(happened_at) -%}
+{#- A pre-hook's statement: in an incremental build, delete the model's rows where `condition` holds (a full build
+    replaces them all; a hook has to run some statement). -#}
+{% macro delete_if_incremental(condition) -%}
     {%- if is_incremental() -%}
-    delete from {{ this }} where {{ happened_at }} >= {{ as_of_end() }}
+    delete from {{ this }} where {{ condition }}
     {%- else -%}
     select 1
     {%- endif -%}
+{%- endmacro %}
+
+{#- Pre-hook: in an incremental run, the rows that are no longer in view (a run back in time). -#}
+{% macro staged_out_of_view(happened_at) -%}
+    {{ delete_if_incremental(happened_at ~ ' >= ' ~ as_of_end()) }}
 {%- endmacro %}
 
 {#- Post-hook: record what this build read (batch ids and row counts), its as-of end, and the as-of end of the
@@ -143,11 +149,7 @@
 {#- Pre-hook of fct_web_sessions, after record_rederived_sessions: the rows of the sessions this build re-derives.
     delete+insert alone would keep the row of a session that no longer has any event. -#}
 {% macro web_sessions_out_of_date() -%}
-    {%- if is_incremental() -%}
-    delete from {{ this }} where {{ is_rederived_session('session_id') }}
-    {%- else -%}
-    select 1
-    {%- endif -%}
+    {{ delete_if_incremental(is_rederived_session('session_id')) }}
 {%- endmacro %}
 
 {#- True for a session key this invocation's fct_web_sessions build re-derives: every key when it rebuilt them all
@@ -280,11 +282,7 @@
 {#- Pre-hook of fct_funnel_steps: in an incremental build, the rows of the sessions it re-derives go first, so a
     session that now reaches no step (or no longer exists) keeps no row. -#}
 {% macro funnel_steps_out_of_date() -%}
-    {%- if is_incremental() -%}
-    delete from {{ this }} where {{ is_rederived_funnel_session('session_id') }}
-    {%- else -%}
-    select 1
-    {%- endif -%}
+    {{ delete_if_incremental(is_rederived_funnel_session('session_id')) }}
 {%- endmacro %}
 
 {#- Incremental identity.person_map. A record's row (person, match rule, probability) follows from the record
