@@ -87,8 +87,13 @@ def move_an_old_session(db: Path, as_of: date) -> str:
     the old session id."""
     con = duckdb.connect(str(db))
     try:
+        # of a person nothing else re-derives (never bought, never moved): only the event versions can find it
         session_id = con.execute(
-            f"select min(session_id) from marts.{MART} where ended_at < ? and session_id not like 'event:%'",
+            f"select min(session_id) from marts.{MART} where ended_at < ? and session_id not like 'event:%' "
+            "and person_id not in ("
+            "  select person_id from marts.fct_orders where person_id is not null"
+            "  union select previous_person_id from identity.person_id_history"
+            "  union select person_id from identity.person_id_history)",
             [as_of - timedelta(days=5)],
         ).fetchone()[0]
         assert session_id is not None

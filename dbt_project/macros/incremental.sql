@@ -189,7 +189,12 @@
     with
 
     changed_events as (
-        select trim(event_id) as event_id from {{ source('web', 'web_events') }}
+        -- every raw version of the events that may have changed (staged_delta keeps them all), with the session
+        -- each version belongs to
+        select
+            trim(event_id) as event_id,
+            {{ web_session_key(staged_session_id('session_id'), 'trim(event_id)') }} as session_key
+        from {{ source('web', 'web_events') }}
         {{ staged_delta(source('web', 'web_events'), 'trim(event_id)', 'occurred_at') }}
     ),
 
@@ -233,9 +238,7 @@
     union
     -- the sessions the changed events' earlier versions belonged to: one whose events all moved to another
     -- session id is re-derived into no row (the pre-hook web_sessions_out_of_date deletes it)
-    select {{ web_session_key(staged_session_id('raw_events.session_id'), 'trim(raw_events.event_id)') }}
-    from {{ source('web', 'web_events') }} as raw_events
-    where trim(raw_events.event_id) in (select changed_events.event_id from changed_events)
+    select session_key from changed_events
     union
     select session_id as session_key
     from {{ this }}
