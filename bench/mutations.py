@@ -132,6 +132,27 @@ MUTATIONS = [
         ("tests/test_incremental_identity.py",),
     ),
     Mutation(
+        "incremental pair scores: the blocks a changed record left are not re-derived",
+        "dbt_project/models/intermediate/identity/int_person_pairs_scored.py",
+        'states = ("tp_pairs_records", previous)',
+        'states = ("tp_pairs_records",)',
+        ("tests/test_identity_pairs_incremental.py",),
+    ),
+    Mutation(
+        "incremental pair scores: a block that crossed its cap keeps its pairs' rows",
+        "dbt_project/models/intermediate/identity/int_person_pairs_scored.py",
+        "and l.key_{number} in (select key from tp_pairs_touched where rule = {number})",
+        "and l.node_id in (select node_id from tp_pairs_changed)",
+        ("tests/test_identity_pairs_incremental.py",),
+    ),
+    Mutation(
+        "erasure: the identity match model keeps the estimates counted over the erased records",
+        "privacy/erasure.py",
+        '        con.execute(f\'drop table intermediate."{table}"\')\n',
+        "        pass\n",
+        ("tests/test_privacy_erasure.py::test_an_erased_person_is_nowhere_and_stays_out",),
+    ),
+    Mutation(
         "incremental web sessions: a session left with no event keeps its row",
         "dbt_project/models/marts/fct_web_sessions.sql",
         '        "{{ web_sessions_out_of_date() }}",\n',

@@ -12,7 +12,8 @@ Each run, when there is a pending request or a suppression list (privacy/erasure
    (`STAGED_TABLES`), their landing rows (the Parquet files are rewritten, audited in the request and the batch
    manifest), their quarantined rows, their identity.person_map rows, every row of an erased person in the
    tables dbt does not rebuild (ML history, person_id history, the incremental person_map and web sessions,
-   sync rejections), and their values in files under `<home>/activation` and the syncs' rejection files.
+   sync rejections), and their values in files under `<home>/activation` and the syncs' rejection files; the
+   identity match model's kept estimates are dropped, so it estimates again without them.
 4. Mark the working warehouse for compaction: publish rewrites the file once dbt rebuilt every table, so no
    deleted row survives in a free block (`compact_database`).
 
@@ -267,6 +268,7 @@ def _delete_everywhere(ctx: RunContext, con: duckdb.DuckDBPyConnection) -> dict[
             removed[f"{schema}.{table}"] = removed.get(f"{schema}.{table}", 0) + _delete_rows(
                 con, f"{schema}.{table}", f'"{column}" in (select person_id from _erased_persons)')
         removed["audit_values_redacted"] = _redact_audit_text(con)
+        removed["identity_estimates_dropped"] = _drop_kept_match_estimates(con)
         if relation_exists(con, "audit", "sync_rejections"):
             removed["audit.sync_rejections"] = _delete_rows(
                 con, "audit.sync_rejections", "record_key in (select person_id from _erased_persons)")
@@ -374,6 +376,18 @@ def _person_columns(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]
         "where c.table_schema in ('identity', 'intermediate', 'marts', 'ml', 'audit') "
         "and (c.column_name = 'person_id' or c.column_name like '%\\_person\\_id' escape '\\') order by all"
     ).fetchall()
+
+
+def _drop_kept_match_estimates(con: duckdb.DuckDBPyConnection) -> int:
+    """Drop what the identity match model keeps between its full builds (int_person_pairs_scored's estimates, name
+    frequencies keyed by pseudonym and record-state hashes): they were counted over the erased people's records.
+    The identity build of this same run then estimates again and scores every pair, without them."""
+    tables = [row[0] for row in con.execute(
+        "select table_name from duckdb_tables() where schema_name = 'intermediate' "
+        "and starts_with(table_name, 'int_person_pairs_scored__') order by 1").fetchall()]
+    for table in tables:
+        con.execute(f'drop table intermediate."{table}"')
+    return len(tables)
 
 
 def _delete_rows(con: duckdb.DuckDBPyConnection, table: str, predicate: str) -> int:

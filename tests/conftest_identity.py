@@ -244,6 +244,7 @@ def dbt_build(
     *extra: str,
     check: bool = True,
     command: str = "build",
+    dbt_vars: dict[str, object] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`dbt build` (or `command`) of the staging and identity layers against the warehouse file `db`.
 
@@ -260,7 +261,7 @@ def dbt_build(
         "--log-path",
         str(db.parent / "dbt_logs"),
         "--vars",
-        json.dumps({"as_of": as_of}),
+        json.dumps({"as_of": as_of, **(dbt_vars or {})}),
         "--select",
         select or "path:models/staging path:models/intermediate path:models/identity",
         *(["--indirect-selection", "cautious"] if command == "build" else []),

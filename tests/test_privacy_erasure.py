@@ -105,6 +105,7 @@ class Person:
     first_name: str
     last_name: str
     first_name_unique: bool  # a shared first name's pseudonym rightly remains for the others who have it
+    last_name_key: str | None  # the last name as identity compares it, when nobody else's is the same
 
     def needles(self) -> dict[str, str]:
         """What must not be found anywhere: the clear values and the analytics pseudonym of each."""
@@ -113,7 +114,8 @@ class Person:
                  "full_name": f"{self.first_name} {self.last_name}"}
         pseudonyms = {f"pseudonym({k})": pseudonym(v, key) for k, v in
                       (("email", self.email), ("phone", self.phone), ("last_name", self.last_name),
-                       *([("first_name", self.first_name)] if self.first_name_unique else []))}
+                       *([("first_name", self.first_name)] if self.first_name_unique else []),
+                       *([("last_name_key", self.last_name_key)] if self.last_name_key else []))}
         return {**clear, **pseudonyms}
 
 
@@ -133,8 +135,24 @@ def synced_everywhere(world: World) -> Person:
         con.close()
     for person_id, email, phone, first, last, first_unique in sorted(candidates, key=lambda c: not c[-1]):
         if person_id in pg_keys and person_id in world.api.records:
-            return Person(person_id, email, phone, first, last, first_unique)
+            return Person(person_id, email, phone, first, last, first_unique, compared_last_name(world, person_id))
     pytest.fail("no person of the demo world reached every destination")
+
+
+def compared_last_name(world: World, person_id: str) -> str | None:
+    """The person's last name as identity compares it (int_person_records_unioned.last_name_key), if it is theirs
+    alone: identity's match model keeps name frequencies keyed by its pseudonym."""
+    con = duckdb.connect(str(paths(world.home).work_db), read_only=True)
+    try:
+        keys = con.execute(
+            "select r.last_name_key, count(distinct m.person_id) over (partition by r.last_name_key) "
+            "from intermediate.int_person_records_unioned as r "
+            "join identity.person_map as m using (source_entity, source_record_id) "
+            "qualify bool_or(m.person_id = ?) over (partition by r.last_name_key)", [person_id]).fetchall()
+    finally:
+        con.close()
+    unique = {key for key, persons in keys if persons == 1 and key}
+    return next(iter(unique)) if len(unique) == 1 else None
 
 
 def pg_rows(database: str, sql: str, parameters: tuple = ()) -> list[tuple]:
@@ -214,12 +232,17 @@ def test_an_erased_person_is_nowhere_and_stays_out(world: World) -> None:
     assert any(f.startswith("pii.duckdb") for f in before_tables["email"])
     assert any(f.startswith("activation/") for f in before_files["email"])
     assert any(f.startswith("warehouse.duckdb") for f in before_tables["pseudonym(email)"]), before_tables
+    # identity's kept name frequencies (keyed by the pseudonym of the name as compared) count the person's name
+    assert person.last_name_key is not None
+    assert any("int_person_pairs_scored__name_frequencies" in f for f in before_tables["pseudonym(last_name_key)"])
     others_rfm = rfm_without(world.home, person.person_id)
 
     assert cli.main(["erase", "--email", f"  {person.email.upper()} ", "--home", str(world.home)]) == 0
     outcome = run_everything(world.home, AS_OF, "run-2", world.syncs)
 
     assert outcome["dbt.erase"]["persons_erased"] == 1
+    # the identity match model's kept estimates counted the person's names: dropped, estimated again without them
+    assert outcome["dbt.erase"]["removed"]["identity_estimates_dropped"] == 3
     assert outcome["publish"]["compacted_after_erasure"]["free_blocks_after"] == 0
     assert files_holding(world.home, needles) == {}
     assert tables_holding(world.home, needles) == {}

@@ -384,3 +384,21 @@
     create or replace table {{ person_map_nodes_seen() }} as
     select {{ person_map_node_columns() }} from {{ ref('int_identity_nodes_personed') }};
 {%- endmacro %}
+
+
+{#- A post-hook of the Python incremental models (int_person_pairs_scored). For a Python model, dbt-duckdb
+    builds the new rows of an incremental run into a plain table `main.<model>__dbt_tmp<timestamp>` and never
+    drops it (it takes it for a temporary table): left there, it would hold a copy of the rows in the warehouse
+    file, and publish refuses tables it cannot classify. Drops this model's, and any left by an earlier
+    failure. -#}
+{% macro drop_python_model_leftovers() -%}
+    {%- if execute -%}
+        {%- set found = run_query(
+            "select table_name from duckdb_tables() where database_name = current_database() "
+            ~ "and schema_name = 'main' and starts_with(table_name, '" ~ this.identifier ~ "__dbt_tmp')") -%}
+        {%- for row in found.rows -%}
+            {%- do run_query('drop table main."' ~ row[0] ~ '"') -%}
+        {%- endfor -%}
+    {%- endif -%}
+    select 1
+{%- endmacro %}

@@ -28,16 +28,34 @@ EM sessions take their pairs from tp_pairs_compared by rule bits instead of comp
 Why not Splink 5 itself: see docs/identity_engine.md (measured side by side on FEBRL 1-4 and the demo; Splink
 took 331 s for the 1M person records alone, where this whole stage has to fit in about 400 s).
 
+Daily builds: the model is incremental. A full build (the first, `--full-refresh`, and the pipeline's scheduled
+full refresh, weekly by default: TOUCHPOINT_FULL_REFRESH_EVERY_DAYS) estimates m, u, the prior and the name
+frequencies and keeps them beside the model (STATE_TABLES). A daily build scores with the kept estimates, so a
+pair's score depends on its two records alone, and re-derives only the pairs a changed record can move
+(affected_pairs: those of every block a changed record was or is in); every other row stands, as a full build
+with the same estimates gives it (tests/test_identity_pairs_incremental.py, tests/test_incremental_identity.py).
+What a daily build does not do is learn from the day's records: the estimates move at the next full build. The
+dbt var identity_keep_estimates makes a full build score with the kept estimates instead (a rebuild comparable
+with the daily builds since the last one). Kept estimates made under another definition (COMPARISONS,
+BLOCKING_RULES, ...) or pseudonym key are estimated again, and an erasure drops them (privacy/erasure.py).
+
 Memory: candidate pairs never leave DuckDB. They are held as integer indices of the person records, EM runs
 on the distinct comparison patterns with their pair counts (a few thousand, whatever the number of pairs),
 and the scores are joined back by pattern in SQL, so DuckDB's memory_limit bounds the model.
 """
+
+import hashlib
+import json
+from typing import NamedTuple
 
 import jellyfish
 import numpy as np
 import pandas as pd
 
 from touchpoint.frames import temp_table
+from touchpoint.privacy.pseudonyms import hmac_sql
+from touchpoint.sql_text import sql_literal
+from touchpoint.warehouse import relation_exists
 
 # (rule name, key columns of tp_pairs_people, largest block scored, largest block estimated from), in records.
 # `names` is the two phonetic name codes in either order, so a record with first and last name written the wrong
@@ -180,6 +198,23 @@ PRIOR_M = {
     "contact": [0.05, 0.35, 0.02, 0.20, 0.01, 0.05, 0.01, 0.15, 0.01, 0.05, 0.04, 0.06],
 }
 LEVELS = {name: len(levels) + 1 for name, levels in COMPARISONS.items()}
+# What the comparisons and blocking read of a person record: tp_pairs_people's other columns derive from these.
+COMPARED = (
+    "first_name_key",
+    "first_name_canonical",
+    "last_name_key",
+    "birth_date",
+    "address_key",
+    "postcode",
+    "city_key",
+    "email",
+    "phone_e164",
+)
+# Kept beside the model as <model>__<name> for daily builds (docs/identity_engine.md, "Daily runs"): the estimates
+# (m and u per comparison level, the prior), the name frequencies behind the term-frequency adjustment (keyed by
+# the value's pseudonym), and each person record's state (records_state_sql).
+STATE_TABLES = ("estimates", "name_frequencies", "records")
+SCORED_COLUMNS = ("left_index", "right_index", "blocking_rule", "scored")
 MIN_PAIRS_FOR_EM = 50
 U_SAMPLE_PAIRS = 1_000_000
 U_PSEUDO_PAIRS = 1000
@@ -254,11 +289,16 @@ def comparison_sql(pairs: str, keep: tuple[str, ...] = ("left_index", "right_ind
     return f"select {', '.join(keep)}, {levels}\nfrom ({ALIGNED_SQL.format(pairs=pairs)})"
 
 
+def block_key_sql(keys: tuple[str, ...], side: str = "") -> str:
+    """A blocking rule's key as one text, null when any of its columns is (`side`: a table alias and dot)."""
+    return " || '|' || ".join(f"cast({side}{key} as varchar)" for key in keys)
+
+
 def blocked_pairs_sql(rule_number: int, keys: tuple[str, ...], cap: int, estimation_cap: int) -> str:
     """Pairs (left before right) sharing rule `rule_number`'s key, in blocks of at most the larger cap; `scored`
     when the block is within `cap`."""
     present = " and ".join(f"{key} is not null" for key in keys)
-    key = " || '|' || ".join(f"cast({key} as varchar)" for key in keys)
+    key = block_key_sql(keys)
     return f"""
         select l.person_index as left_index, r.person_index as right_index, {rule_number} as blocking_rule,
             l.block_size <= {cap} as scored
@@ -479,53 +519,328 @@ def train(session, n: int) -> tuple[dict, dict, int, float, float]:
     return m, u, iterations, rate, prior
 
 
-def term_frequency_sql(u_exact: float, records: int) -> str:
-    """Per-value weight adjustment for exact agreement: log2(u of the exact level / the share of records that
-    carry the value in either name field)."""
+class Estimates(NamedTuple):
+    """What a pair's score depends on besides its two records; kept from the last full build (ESTIMATES_TABLE)."""
+
+    m: dict[str, np.ndarray]
+    u: dict[str, np.ndarray]
+    iterations: int
+    rate: float
+    prior: float
+    records: int  # person records when estimated: the denominator of the name frequencies
+
+
+def definition_fingerprint() -> str:
+    """A hash of everything that decides a pair's levels, candidacy and weights in code, and of the kept record
+    states' form: estimates kept under another definition (a comparison or blocking rule changed) are estimated
+    again, and every pair scored again."""
+    parts = [
+        COMPARISONS,
+        COUNTED_ELSEWHERE,
+        PRESENCE,
+        TERM_FREQUENCY,
+        BLOCKING_RULES,
+        COMPARED,
+        PEOPLE_SQL,
+        ALIGNED_SQL,
+        records_state_sql(),  # the kept record states' columns
+    ]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def key_check_sql() -> str:
+    """The pseudonym of a fixed text: the name frequencies are keyed by pseudonym, so a new key invalidates them."""
+    return hmac_sql("'touchpoint: name frequencies'")
+
+
+def save_estimates(session, tables: dict[str, str], estimates: Estimates, as_of: str) -> None:
+    """The estimates, one row per comparison level with the scalars repeated, and the name frequencies keyed by
+    the value's pseudonym (no name in clear text in a table the erasure does not rebuild)."""
+    rows = [
+        (name, level, float(estimates.m[name][level]), float(estimates.u[name][level]))
+        for name in COMPARISONS
+        for level in range(LEVELS[name])
+    ]
+    temp_table(session, "tp_pairs_estimates", pd.DataFrame(rows, columns=["comparison", "level", "m", "u"]))
+    session.execute(f"""
+        create or replace table {tables["estimates"]} as
+        select comparison, level::integer as level, m as m_probability, u as u_probability,
+            {estimates.iterations}::integer as em_iterations, {estimates.rate!r}::double as em_match_rate,
+            {estimates.prior!r}::double as prior_match_probability, {estimates.records}::bigint as records,
+            {sql_literal(str(as_of)[:10])}::date as estimated_as_of,
+            {sql_literal(definition_fingerprint())} as definition,
+            {key_check_sql()} as key_check
+        from tp_pairs_estimates""")
     names = " union all ".join(f"select {column} as value from tp_pairs_people" for column in TERM_FREQUENCY.values())
-    return (
-        f"select value, log2({u_exact!r} / (count(*) / {records}::double)) as adjustment "
-        f"from ({names}) where value is not null group by 1"
+    session.execute(f"""
+        create or replace table {tables["name_frequencies"]} as
+        select {hmac_sql("value")} as value_key, records
+        from (select value, count(*)::bigint as records from ({names}) where value is not null group by value)""")
+
+
+def stored_estimates(session, tables: dict[str, str]) -> Estimates | None:
+    """The kept estimates, or None when there are none usable (none kept, another definition, another key)."""
+    if not all(relation_exists(session, tables["schema"], tables[f"{name}_identifier"]) for name in STATE_TABLES):
+        return None
+    frame = session.execute(
+        f"select *, key_check = {key_check_sql()} as same_key from {tables['estimates']} order by comparison, level"
+    ).df()
+    if frame.empty or not frame["same_key"].all() or (frame["definition"] != definition_fingerprint()).any():
+        return None
+    by_name = {name: group.sort_values("level") for name, group in frame.groupby("comparison")}
+    if {name: len(group) for name, group in by_name.items()} != LEVELS:
+        return None
+    first = frame.iloc[0]
+    return Estimates(
+        m={name: group["m_probability"].to_numpy(float) for name, group in by_name.items()},
+        u={name: group["u_probability"].to_numpy(float) for name, group in by_name.items()},
+        iterations=int(first["em_iterations"]),
+        rate=float(first["em_match_rate"]),
+        prior=float(first["prior_match_probability"]),
+        records=int(first["records"]),
     )
 
 
-def person_term_frequencies_sql(u: dict[str, np.ndarray], records: int) -> str:
-    """Every person record's term-frequency adjustment per name comparison, for its own value: a pair that
-    agrees exactly has the same value on both sides (the left record's after alignment), so the adjustment is
-    looked up once per record here and joined to the pairs by integer index."""
-    columns = ", ".join(f"tf_{name}.adjustment as {name}_tf" for name in TERM_FREQUENCY)
+def person_term_frequencies(session, estimates: Estimates, frequencies: str) -> None:
+    """tp_pairs_person_tf: every person record's term-frequency adjustment per name comparison, for its own
+    value: log2(u of the exact level / the share of records carrying the value in either name field when
+    estimated). A pair that agrees exactly has the same value on both sides (the left record's after
+    alignment), so the adjustment is looked up once per record and joined to the pairs by integer index. A value
+    unseen when estimated counts as one record: as rare as a value could be then."""
+    names = " union ".join(f"select {column} as value from tp_pairs_people" for column in TERM_FREQUENCY.values())
+    session.execute(
+        f"create or replace temp table tp_pairs_name_keys as "
+        f"select value, {hmac_sql('value')} as value_key from ({names}) where value is not null"
+    )
+    columns = ", ".join(
+        f"log2({float(estimates.u[name][1])!r} / (coalesce(f_{name}.records, 1) / "
+        f"{estimates.records}::double)) as {name}_tf"
+        for name in TERM_FREQUENCY
+    )
     joins = "".join(
-        f" left join ({term_frequency_sql(float(u[name][1]), records)}) as tf_{name} on p.{column} = tf_{name}.value"
+        f" left join tp_pairs_name_keys as k_{name} on p.{column} = k_{name}.value"
+        f" left join {frequencies} as f_{name} on k_{name}.value_key = f_{name}.value_key"
         for name, column in TERM_FREQUENCY.items()
     )
-    return f"select p.person_index, p.node_id, {columns} from tp_pairs_people as p{joins}"
+    session.execute(
+        f"create or replace temp table tp_pairs_person_tf as "
+        f"select p.person_index, p.node_id, {columns} from tp_pairs_people as p{joins}"
+    )
+
+
+def records_state_sql() -> str:
+    """Per person record: a hash of what its comparisons and blocking read, and per blocking rule the hash of its
+    key (null without one). Kept as `<model>__records`; a daily build compares it with today's to find the
+    records that changed and the blocks they were and are in. Hashes only: no value in clear text is kept."""
+    columns = [f"hash({', '.join(COMPARED)}) as compared_hash"]
+    for number, (_, keys, _, _) in enumerate(BLOCKING_RULES, 1):
+        key = block_key_sql(keys)
+        columns.append(f"case when {key} is not null then hash({key}) end as key_{number}")
+    return f"select node_id, person_index, {', '.join(columns)} from tp_pairs_people"
+
+
+def rule_numbers() -> range:
+    return range(1, len(BLOCKING_RULES) + 1)
+
+
+def block_members_sql(keys_of_rule: str) -> str:
+    """Today's members of the blocks whose key hash `keys_of_rule` (a query with `{number}` for the rule number)
+    gives, with the block's key and exact size: hashes select the records, the keys themselves group them, so a
+    hash collision cannot merge two blocks."""
+    selects = []
+    for number, (_, keys, cap, _) in enumerate(BLOCKING_RULES, 1):
+        key = block_key_sql(keys, "people.")
+        selects.append(
+            f"select {number} as rule, {cap} as cap, people.node_id, people.person_index, {key} as block_key, "
+            f"count(*) over (partition by {key}) as block_size "
+            f"from tp_pairs_records as state join tp_pairs_people as people using (node_id) "
+            f"where state.key_{number} in ({keys_of_rule.format(number=number)})"
+        )
+    return " union all ".join(selects)
+
+
+def affected_pairs(session, this: str, previous: str) -> None:
+    """tp_pairs_changed (the records new, gone or changed since the last build) and tp_pairs_affected: the pairs
+    whose candidacy or score a changed record can move. A block that holds a changed record, before or now, is
+    touched; the pairs affected are
+    - today's pairs of a touched block within its scoring cap (a record joined or left it, or changed in it);
+    - the scored pairs whose two records shared a touched block before (a newcomer may have pushed it over its
+      cap, and the record that changed may have been one of them).
+    Any other pair shares only blocks nobody joined or left, between records that did not change, so its row
+    stands as a rebuild would give it."""
+    session.execute(f"""
+        create or replace temp table tp_pairs_changed as
+        select coalesce(now.node_id, before.node_id) as node_id
+        from tp_pairs_records as now full join {previous} as before on now.node_id = before.node_id
+        where now.compared_hash is distinct from before.compared_hash""")
+    touched = " union all ".join(
+        f"select {number} as rule, key_{number} as key from {state} "
+        f"where key_{number} is not null and node_id in (select node_id from tp_pairs_changed)"
+        for number in rule_numbers()
+        for state in ("tp_pairs_records", previous)
+    )
+    session.execute(f"create or replace temp table tp_pairs_touched as select distinct rule, key from ({touched})")
+    session.execute(
+        "create or replace temp table tp_pairs_touched_members as "
+        + block_members_sql("select key from tp_pairs_touched where rule = {number}")
+    )
+    shared_before = " or ".join(
+        f"(l.key_{number} = r.key_{number} and l.key_{number} in (select key from tp_pairs_touched "
+        f"where rule = {number}))"
+        for number in rule_numbers()
+    )
+    session.execute(f"""
+        create or replace temp table tp_pairs_affected as
+        select l.node_id as left_node, r.node_id as right_node
+        from tp_pairs_touched_members as l
+        join tp_pairs_touched_members as r
+            on l.rule = r.rule and l.block_key = r.block_key and l.node_id < r.node_id
+        where l.block_size <= l.cap
+        union
+        select pairs.left_node, pairs.right_node
+        from (
+            select left_node, right_node from {this}
+            where left_node in (select node_id from {previous} as state where {touched_before("state")})
+        ) as pairs
+        join {previous} as l on pairs.left_node = l.node_id
+        join {previous} as r on pairs.right_node = r.node_id
+        where {shared_before}""")
+
+
+def touched_before(alias: str) -> str:
+    """`alias` (a row of the kept record states) was in a touched block."""
+    return " or ".join(
+        f"{alias}.key_{number} in (select key from tp_pairs_touched where rule = {number})" for number in rule_numbers()
+    )
+
+
+def rescored_candidates(session) -> None:
+    """tp_pairs_candidates: the affected pairs that are candidates now, with the first rule that finds them:
+    blocked_pairs_sql's `scored` condition (the same key, a block within the rule's scoring cap) checked on the
+    pair's records, with the exact size of every block the pair shares."""
+    shared = " union all ".join(
+        f"select pairs.left_node, pairs.right_node, {number} as rule, state.key_{number} as key "
+        f"from tp_pairs_affected as pairs "
+        f"join tp_pairs_people as l on pairs.left_node = l.node_id "
+        f"join tp_pairs_people as r on pairs.right_node = r.node_id "
+        f"join tp_pairs_records as state on pairs.left_node = state.node_id "
+        f"where {block_key_sql(keys, 'l.')} = {block_key_sql(keys, 'r.')}"
+        for number, (_, keys, _, _) in enumerate(BLOCKING_RULES, 1)
+    )
+    session.execute(f"create or replace temp table tp_pairs_shared as {shared}")
+    members = block_members_sql("select key from tp_pairs_shared where rule = {number}")
+    session.execute(f"""
+        create or replace temp table tp_pairs_candidates as
+        select l.person_index as left_index, r.person_index as right_index, min(l.rule) as blocking_rule,
+            true as scored
+        from tp_pairs_shared as pairs
+        join ({members}) as l on pairs.rule = l.rule and pairs.left_node = l.node_id
+        join tp_pairs_people as r on pairs.right_node = r.node_id
+        where l.block_size <= l.cap
+        group by all""")
+
+
+def update_records_state(session, previous: str) -> None:
+    """The kept record states brought to today's: only the changed records' rows are rewritten."""
+    session.execute(f"delete from {previous} where node_id in (select node_id from tp_pairs_changed)")
+    session.execute(
+        f"insert into {previous} select * exclude (person_index) from tp_pairs_records "
+        "where node_id in (select node_id from tp_pairs_changed)"
+    )
+
+
+def state_tables(dbt) -> dict[str, str]:
+    """The model's relation and the tables kept beside it, in its schema (STATE_TABLES)."""
+    this = dbt.this
+    quoted = f'"{this.database}"."{this.schema}"'
+    return {
+        "schema": this.schema,
+        "this": f'{quoted}."{this.identifier}"',
+        **{name: f'{quoted}."{this.identifier}__{name}"' for name in STATE_TABLES},
+        **{f"{name}_identifier": f"{this.identifier}__{name}" for name in STATE_TABLES},
+    }
 
 
 def model(dbt, session):
-    dbt.config(materialized="table")
+    # append: a daily build deletes the pairs it scores again itself (score_changed_pairs)
+    dbt.config(materialized="incremental", incremental_strategy="append")
+    keep_estimates = dbt.config.get("keep_estimates")
+    as_of = dbt.config.get("as_of")
     people = dbt.ref("int_person_records_unioned").sql_query()
     temp_table(session, "tp_name_codes", name_codes(session, people))
     # person_index follows node_id order, so `left_index < right_index` is `left_node < right_node`
     session.execute(f"create or replace temp table tp_pairs_people as {PEOPLE_SQL.format(people=people)}")
-    n = session.execute("select count(*) from tp_pairs_people").fetchone()[0]
-    candidates = candidate_pairs_sql(list(range(1, len(BLOCKING_RULES) + 1)))
+    session.execute(f"create or replace temp table tp_pairs_records as {records_state_sql()}")
+    tables = state_tables(dbt)
+    kept = None
+    if dbt.is_incremental or str(keep_estimates).strip().lower() == "true":
+        kept = stored_estimates(session, tables)
+    if kept is not None and dbt.is_incremental:
+        score_changed_pairs(session, tables)
+    else:
+        kept = score_every_pair(session, tables, kept, dbt.is_incremental, as_of)
+    prepare_scoring(session, kept, tables["name_frequencies"])
+    return score_pairs(session, kept)
+
+
+def score_changed_pairs(session, tables: dict[str, str]) -> None:
+    """A daily build: the affected pairs' rows deleted, the affected candidates compared (tp_pairs_compared),
+    the record states brought to today's."""
+    affected_pairs(session, tables["this"], tables["records"])
+    session.execute(
+        f"delete from {tables['this']} where (left_node, right_node) in "
+        "(select (left_node, right_node) from tp_pairs_affected)"
+    )
+    rescored_candidates(session)
+    compared = comparison_sql("tp_pairs_candidates", SCORED_COLUMNS)
+    session.execute(f"create or replace temp table tp_pairs_compared as {compared}")
+    update_records_state(session, tables["records"])
+
+
+def score_every_pair(session, tables: dict[str, str], kept: Estimates | None, incremental: bool, as_of) -> Estimates:
+    """A full build: every candidate compared (tp_pairs_compared), estimated again unless `kept` (the var
+    identity_keep_estimates), the record states kept from scratch. Returns the estimates to score with."""
+    if incremental:  # an incremental run without usable estimates: every pair is scored again
+        session.execute(f"delete from {tables['this']}")
+    if kept is None:
+        n = session.execute("select count(*) from tp_pairs_people").fetchone()[0]
+        kept = estimate_from_all_pairs(session, n)
+        save_estimates(session, tables, kept, as_of)
+    else:
+        candidates = candidate_pairs_sql(list(rule_numbers()))
+        compared = comparison_sql(f"(select * from ({candidates}) where scored)", SCORED_COLUMNS)
+        session.execute(f"create or replace temp table tp_pairs_compared as {compared}")
+    session.execute(
+        f"create or replace table {tables['records']} as select * exclude (person_index) from tp_pairs_records"
+    )
+    return kept
+
+
+def estimate_from_all_pairs(session, n: int) -> Estimates:
+    """Every candidate pair compared (tp_pairs_compared, the estimation sample included), and the estimates
+    trained on them."""
+    candidates = candidate_pairs_sql(list(rule_numbers()))
     session.execute(
         "create or replace temp table tp_pairs_compared as "
         + comparison_sql(f"({candidates})", ("left_index", "right_index", "blocking_rule", "rules", "scored", "weight"))
     )
     m, u, iterations, rate, prior = train(session, n)
+    return Estimates(m=m, u=u, iterations=iterations, rate=rate, prior=prior, records=n)
+
+
+def prepare_scoring(session, estimates: Estimates, frequencies: str) -> None:
+    """tp_pairs_pattern_weights (each comparison pattern's per-field weights) and tp_pairs_person_tf."""
     matrix, _ = counted_patterns(session, "(select * from tp_pairs_compared where scored)")
-    weights = field_weights(matrix, m, u)
+    weights = field_weights(matrix, estimates.m, estimates.u)
     temp_table(
         session,
         "tp_pairs_pattern_weights",
         pd.DataFrame({**matrix, **{f"{name}_weight": weights[name] for name in COMPARISONS}}),
     )
-    session.execute(f"create or replace temp table tp_pairs_person_tf as {person_term_frequencies_sql(u, n)}")
-    return score_pairs(session, iterations, rate, prior)
+    person_term_frequencies(session, estimates, frequencies)
 
 
-def score_pairs(session, iterations: int, rate: float, prior: float):
+def score_pairs(session, estimates: Estimates):
     """Every candidate pair with its levels, per-field weights (term frequency included) and probability."""
     field_weight = {name: f"weights.{name}_weight" for name in COMPARISONS}
     for name in TERM_FREQUENCY:
@@ -533,7 +848,7 @@ def score_pairs(session, iterations: int, rate: float, prior: float):
             f"(weights.{name}_weight + case when pairs.{name} = 1 then coalesce(l.{name}_tf, 0) else 0 end)"
         )
     total = " + ".join(field_weight.values())
-    prior_weight = float(np.log2(prior / (1 - prior)))
+    prior_weight = float(np.log2(estimates.prior / (1 - estimates.prior)))
     # ordered by the integer indices, which follow node_id order: the same order as by (left_node, right_node)
     return session.sql(f"""
         with scored as (
@@ -554,9 +869,9 @@ def score_pairs(session, iterations: int, rate: float, prior: float):
         select
             * exclude (left_index, right_index),
             1.0 / (1.0 + pow(2.0, -match_weight)) as match_probability,
-            {iterations}::bigint as em_iterations,
-            {rate!r}::double as em_match_rate,
-            {prior!r}::double as prior_match_probability
+            {estimates.iterations}::bigint as em_iterations,
+            {estimates.rate!r}::double as em_match_rate,
+            {estimates.prior!r}::double as prior_match_probability
         from scored
         order by left_index, right_index
     """)
