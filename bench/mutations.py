@@ -134,15 +134,15 @@ MUTATIONS = [
     Mutation(
         "incremental pair scores: the blocks a changed record left are not re-derived",
         "dbt_project/models/intermediate/identity/int_person_pairs_scored.py",
-        'states = ("tp_pairs_records", previous)',
-        'states = ("tp_pairs_records",)',
+        'for state in ("tp_pairs_records", previous)',
+        'for state in ("tp_pairs_records",)',
         ("tests/test_identity_pairs_incremental.py",),
     ),
     Mutation(
         "incremental pair scores: a block that crossed its cap keeps its pairs' rows",
         "dbt_project/models/intermediate/identity/int_person_pairs_scored.py",
-        "and l.key_{number} in (select key from tp_pairs_touched where rule = {number})",
-        "and l.node_id in (select node_id from tp_pairs_changed)",
+        'where {shared_before}""")',
+        'where false""")',
         ("tests/test_identity_pairs_incremental.py",),
     ),
     Mutation(
