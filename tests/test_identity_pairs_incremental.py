@@ -238,3 +238,20 @@ def test_febrl_arriving_over_two_days_scores_as_a_full_build():
     assert pairs(daily) == pairs(full)
     affected = daily.execute("select count(*) from tp_pairs_affected").fetchone()[0]
     assert 0 < affected < len(pairs(full)), affected
+
+
+def test_a_run_back_in_time_does_not_score_with_later_estimates(days):
+    """Estimates made as of a later day are counted over records the run must not use: estimated again."""
+    first, second = days
+    con = connect()
+    temp_table(con, "people_monday", first)
+    temp_table(con, "people_tuesday", second)
+    build(con, "people_tuesday", incremental=False, keep_estimates=False, as_of=date(2026, 3, 3))
+    build(con, "people_monday", incremental=True, keep_estimates=False, as_of=date(2026, 3, 2))
+    assert con.execute(f"select distinct estimated_as_of from {TABLE}__estimates").fetchall() == [
+        (date(2026, 3, 2),)
+    ]
+    fresh = connect()
+    temp_table(fresh, "people_monday", first)
+    build(fresh, "people_monday", incremental=False, keep_estimates=False, as_of=date(2026, 3, 2))
+    assert pairs(con) == pairs(fresh)

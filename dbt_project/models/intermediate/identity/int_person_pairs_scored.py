@@ -37,7 +37,8 @@ with the same estimates gives it (tests/test_identity_pairs_incremental.py, test
 What a daily build does not do is learn from the day's records: the estimates move at the next full build. The
 dbt var identity_keep_estimates makes a full build score with the kept estimates instead (a rebuild comparable
 with the daily builds since the last one). Kept estimates made under another definition (COMPARISONS,
-BLOCKING_RULES, ...) or pseudonym key are estimated again, and an erasure drops them (privacy/erasure.py).
+BLOCKING_RULES, ...) or pseudonym key, or as of a later day than the run's (a run back in time), are estimated
+again, and an erasure drops them (privacy/erasure.py).
 
 Memory: candidate pairs never leave DuckDB. They are held as integer indices of the person records, EM runs
 on the distinct comparison patterns with their pair counts (a few thousand, whatever the number of pairs),
@@ -578,14 +579,18 @@ def save_estimates(session, tables: dict[str, str], estimates: Estimates, as_of:
         from (select value, count(*)::bigint as records from ({names}) where value is not null group by value)""")
 
 
-def stored_estimates(session, tables: dict[str, str]) -> Estimates | None:
-    """The kept estimates, or None when there are none usable (none kept, another definition, another key)."""
+def stored_estimates(session, tables: dict[str, str], as_of) -> Estimates | None:
+    """The kept estimates, or None when there are none usable: none kept, another definition, another key, or
+    made as of a later day than this run's (a run back in time uses nothing dated after its as-of date, and
+    estimates counted over later records would be such a thing)."""
     if not all(relation_exists(session, tables["schema"], tables[f"{name}_identifier"]) for name in STATE_TABLES):
         return None
     frame = session.execute(
         f"select *, key_check = {key_check_sql()} as same_key from {tables['estimates']} order by comparison, level"
     ).df()
     if frame.empty or not frame["same_key"].all() or (frame["definition"] != definition_fingerprint()).any():
+        return None
+    if str(frame["estimated_as_of"].max())[:10] > str(as_of)[:10]:
         return None
     by_name = {name: group.sort_values("level") for name, group in frame.groupby("comparison")}
     if {name: len(group) for name, group in by_name.items()} != LEVELS:
@@ -664,8 +669,11 @@ def affected_pairs(session, this: str, previous: str) -> None:
     whose candidacy or score a changed record can move. A block that holds a changed record, before or now, is
     touched; the pairs affected are
     - today's pairs of a touched block within its scoring cap (a record joined or left it, or changed in it);
-    - the scored pairs whose two records shared a touched block before (a newcomer may have pushed it over its
-      cap, and the record that changed may have been one of them).
+    - the scored pairs whose two records shared a touched block before, while it was within its cap (a newcomer
+      may have pushed it over, and the record that changed may have been one of them). Sizes before are
+      counted by key hash: were two keys of one rule to share a 64-bit hash (about 1 in 10^9 a day at 1M
+      customers), a block could look over its cap and a pair it no longer makes keep its row until the next
+      full build.
     Any other pair shares only blocks nobody joined or left, between records that did not change, so its row
     stands as a rebuild would give it."""
     session.execute(f"""
@@ -680,12 +688,20 @@ def affected_pairs(session, this: str, previous: str) -> None:
         for state in ("tp_pairs_records", previous)
     )
     session.execute(f"create or replace temp table tp_pairs_touched as select distinct rule, key from ({touched})")
+    # the touched blocks that were within their cap before: only their pairs can have been candidates through them
+    within_cap_before = " union all ".join(
+        f"select {number} as rule, key_{number} as key from {previous} "
+        f"where key_{number} in (select key from tp_pairs_touched where rule = {number}) "
+        f"group by key_{number} having count(*) <= {cap}"
+        for number, (_, _, cap, _) in enumerate(BLOCKING_RULES, 1)
+    )
+    session.execute(f"create or replace temp table tp_pairs_touched_before as {within_cap_before}")
     session.execute(
         "create or replace temp table tp_pairs_touched_members as "
         + block_members_sql("select key from tp_pairs_touched where rule = {number}")
     )
     shared_before = " or ".join(
-        f"(l.key_{number} = r.key_{number} and l.key_{number} in (select key from tp_pairs_touched "
+        f"(l.key_{number} = r.key_{number} and l.key_{number} in (select key from tp_pairs_touched_before "
         f"where rule = {number}))"
         for number in rule_numbers()
     )
@@ -708,9 +724,10 @@ def affected_pairs(session, this: str, previous: str) -> None:
 
 
 def touched_before(alias: str) -> str:
-    """`alias` (a row of the kept record states) was in a touched block."""
+    """`alias` (a row of the kept record states) was in a touched block within its cap."""
     return " or ".join(
-        f"{alias}.key_{number} in (select key from tp_pairs_touched where rule = {number})" for number in rule_numbers()
+        f"{alias}.key_{number} in (select key from tp_pairs_touched_before where rule = {number})"
+        for number in rule_numbers()
     )
 
 
@@ -774,7 +791,7 @@ def model(dbt, session):
     tables = state_tables(dbt)
     kept = None
     if dbt.is_incremental or str(keep_estimates).strip().lower() == "true":
-        kept = stored_estimates(session, tables)
+        kept = stored_estimates(session, tables, as_of)
     if kept is not None and dbt.is_incremental:
         score_changed_pairs(session, tables)
     else:
