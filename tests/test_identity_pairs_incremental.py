@@ -74,6 +74,26 @@ def connect() -> duckdb.DuckDBPyConnection:
     return con
 
 
+def with_both_days(first: pd.DataFrame, second: pd.DataFrame) -> duckdb.DuckDBPyConnection:
+    """A connection holding the two days' person records as people_monday and people_tuesday."""
+    con = connect()
+    temp_table(con, "people_monday", first)
+    temp_table(con, "people_tuesday", second)
+    return con
+
+
+def built(days: tuple[pd.DataFrame, pd.DataFrame], *builds: tuple[str, bool, date]) -> duckdb.DuckDBPyConnection:
+    """A connection holding both days, after the builds (people table, incremental, as of) in order."""
+    con = with_both_days(*days)
+    for people_table, incremental, as_of in builds:
+        build(con, people_table, incremental=incremental, keep_estimates=False, as_of=as_of)
+    return con
+
+
+def estimated_as_of(con) -> list[tuple]:
+    return con.execute(f"select distinct estimated_as_of from {TABLE}__estimates").fetchall()
+
+
 def build(con, people_table: str, *, incremental: bool, keep_estimates: bool, as_of: date) -> None:
     dbt = StandInDbt(people_table, incremental=incremental, keep_estimates=keep_estimates, as_of=as_of)
     rows = scoring.model(dbt, con)
@@ -144,10 +164,8 @@ def days() -> tuple[pd.DataFrame, pd.DataFrame]:
 def test_a_daily_build_equals_a_full_build_with_the_same_estimates(days):
     first, second = days
     monday, tuesday = date(2026, 3, 2), date(2026, 3, 3)
-    daily, full = connect(), connect()
+    daily, full = with_both_days(first, second), with_both_days(first, second)
     for con in (daily, full):
-        temp_table(con, "people_monday", first)
-        temp_table(con, "people_tuesday", second)
         build(con, "people_monday", incremental=False, keep_estimates=False, as_of=monday)
     before = pairs(daily)
 
@@ -164,34 +182,21 @@ def test_a_daily_build_equals_a_full_build_with_the_same_estimates(days):
     # and it was a daily build: it re-derived a part of the pairs, with the estimates of the full build
     affected = daily.execute("select count(*) from tp_pairs_affected").fetchone()[0]
     assert 0 < affected < len(after)
-    assert daily.execute(f"select distinct estimated_as_of from {TABLE}__estimates").fetchall() == [(monday,)]
+    assert estimated_as_of(daily) == [(monday,)]
 
 
 def test_a_full_build_estimates_again_unless_told_to_keep(days):
-    first, second = days
-    con = connect()
-    temp_table(con, "people_monday", first)
-    temp_table(con, "people_tuesday", second)
-    build(con, "people_monday", incremental=False, keep_estimates=False, as_of=date(2026, 3, 2))
-    build(con, "people_tuesday", incremental=False, keep_estimates=False, as_of=date(2026, 3, 3))
-    assert con.execute(f"select distinct estimated_as_of from {TABLE}__estimates").fetchall() == [
-        (date(2026, 3, 3),)
-    ]
+    con = built(days, ("people_monday", False, date(2026, 3, 2)), ("people_tuesday", False, date(2026, 3, 3)))
+    assert estimated_as_of(con) == [(date(2026, 3, 3),)]
 
 
-def test_estimates_kept_under_another_definition_are_estimated_again(days, monkeypatch):
+def test_estimates_kept_under_another_definition_are_estimated_again(days):
     """A changed comparison or blocking rule, or another pseudonym key, makes the kept estimates unusable: the
     daily build then estimates and scores every pair again."""
-    first, second = days
-    con = connect()
-    temp_table(con, "people_monday", first)
-    temp_table(con, "people_tuesday", second)
-    build(con, "people_monday", incremental=False, keep_estimates=False, as_of=date(2026, 3, 2))
+    con = built(days, ("people_monday", False, date(2026, 3, 2)))
     con.execute(f"update {TABLE}__estimates set definition = 'another'")
     build(con, "people_tuesday", incremental=True, keep_estimates=False, as_of=date(2026, 3, 3))
-    assert con.execute(f"select distinct estimated_as_of from {TABLE}__estimates").fetchall() == [
-        (date(2026, 3, 3),)
-    ]
+    assert estimated_as_of(con) == [(date(2026, 3, 3),)]
     assert con.execute(f"select count(*) - count(distinct (left_node, right_node)) from {TABLE}").fetchone() == (0,)
 
 
@@ -228,10 +233,8 @@ def test_febrl_arriving_over_two_days_scores_as_a_full_build():
     first = people.iloc[:800]
     second = people.copy()
     second.loc[second.index[:30], "last_name_key"] = second["last_name_key"].iloc[500]
-    daily, full = connect(), connect()
+    daily, full = with_both_days(first, second), with_both_days(first, second)
     for con in (daily, full):
-        temp_table(con, "people_monday", first)
-        temp_table(con, "people_tuesday", second)
         build(con, "people_monday", incremental=False, keep_estimates=False, as_of=date(2026, 3, 2))
     build(daily, "people_tuesday", incremental=True, keep_estimates=False, as_of=date(2026, 3, 3))
     build(full, "people_tuesday", incremental=False, keep_estimates=True, as_of=date(2026, 3, 3))
@@ -242,16 +245,6 @@ def test_febrl_arriving_over_two_days_scores_as_a_full_build():
 
 def test_a_run_back_in_time_does_not_score_with_later_estimates(days):
     """Estimates made as of a later day are counted over records the run must not use: estimated again."""
-    first, second = days
-    con = connect()
-    temp_table(con, "people_monday", first)
-    temp_table(con, "people_tuesday", second)
-    build(con, "people_tuesday", incremental=False, keep_estimates=False, as_of=date(2026, 3, 3))
-    build(con, "people_monday", incremental=True, keep_estimates=False, as_of=date(2026, 3, 2))
-    assert con.execute(f"select distinct estimated_as_of from {TABLE}__estimates").fetchall() == [
-        (date(2026, 3, 2),)
-    ]
-    fresh = connect()
-    temp_table(fresh, "people_monday", first)
-    build(fresh, "people_monday", incremental=False, keep_estimates=False, as_of=date(2026, 3, 2))
-    assert pairs(con) == pairs(fresh)
+    con = built(days, ("people_tuesday", False, date(2026, 3, 3)), ("people_monday", True, date(2026, 3, 2)))
+    assert estimated_as_of(con) == [(date(2026, 3, 2),)]
+    assert pairs(con) == pairs(built(days, ("people_monday", False, date(2026, 3, 2))))
