@@ -159,6 +159,20 @@ MUTATIONS = [
         "",
         ("tests/test_incremental_marts.py",),
     ),
+    Mutation(
+        "unchanged files: a rewrite that keeps size and mtime is taken as landed",
+        "ingest/state.py",
+        "            and kept[:4] == stamp[:4]\n",
+        "            and kept[:3] == stamp[:3]\n",
+        ("tests/test_ingest_unchanged_files.py",),
+    ),
+    Mutation(
+        "unchanged files: a file written just before it was stamped is trusted",
+        "ingest/state.py",
+        "            and kept[4] - max(kept[2], kept[3]) > RACY_NS\n",
+        "",
+        ("tests/test_ingest_unchanged_files.py",),
+    ),
 ]
 
 SITECUSTOMIZE = '''\

@@ -35,7 +35,13 @@ from touchpoint.ingest.landing import (
 )
 from touchpoint.ingest.readers import SUPPORTED_SUFFIXES, LayoutError, clipped, read_source_file
 from touchpoint.ingest.results import ExtractError, ExtractResult
-from touchpoint.ingest.state import EntityWatermark, SourceWatermarks, load_watermarks, save_watermarks
+from touchpoint.ingest.state import (
+    EntityWatermark,
+    SourceWatermarks,
+    file_stamp,
+    load_watermarks,
+    save_watermarks,
+)
 from touchpoint.sql_text import quote_ident
 
 # Demo daily files: entity -> (folder, file prefix, suffix) under the systems dir.
@@ -246,25 +252,29 @@ def _extract_files(
     """Land the new files of one entity ((path, name in source_file, extract date), in order): those that read
     cleanly in bulk (bulk.py), the others one by one with the careful reader."""
     pulled_at = wall_clock_time()
-    pending: list[tuple[Path, str, date, str, BulkFile | None]] = []
+    pending: list[tuple[Path, str, date, str, list[int], BulkFile | None]] = []
     for path, rel, day in files:
         # Checked at discovery too; again here, just before opening, so a file swapped for a link is not read.
         problem = not_a_regular_file(path)
         if problem is not None:
             result.errors.append(ExtractError(spec.source, spec.name, rel, f"{rel}: {problem}"))
             continue
+        stamp = file_stamp(path)
+        if mark.landed_unchanged(rel, stamp):
+            continue
         scan = scan_file(path, csv_checks=path.suffix.lower() == ".csv")
         if mark.files.get(rel) == scan.sha256:
-            continue  # this exact file has landed before
-        pending.append((path, rel, day, scan.sha256, _bulk_file(ctx, spec, path, rel, day, scan)))
+            mark.remember(rel, scan.sha256, stamp)  # this exact file has landed before
+            continue
+        pending.append((path, rel, day, scan.sha256, stamp, _bulk_file(ctx, spec, path, rel, day, scan)))
     land_files(con, [item for *_, item in pending if item is not None])
-    for path, rel, day, sha, item in pending:
+    for path, rel, day, sha, stamp, item in pending:
         if item is None or item.failed:
             _extract_file(con, ctx, spec, path, rel, day, mark, result)
             continue
         batch_id = make_batch_id(spec.name, day, f"{rel}\n{sha}")
         _record_batch(ctx, spec, rel, day, batch_id, item.target, (item.rows, 0), pulled_at, result)
-        mark.files[rel] = sha
+        mark.remember(rel, sha, stamp)
 
 
 def _bulk_file(
@@ -307,9 +317,11 @@ def _extract_file(
     if problem is not None:
         result.errors.append(ExtractError(spec.source, spec.name, rel, f"{rel}: {problem}"))
         return
+    stamp = file_stamp(path)
     sha = file_sha256(path)
     if mark.files.get(rel) == sha:
-        return  # this exact file has landed before
+        mark.remember(rel, sha, stamp)  # this exact file has landed before
+        return
     pulled_at = wall_clock_time()
     try:
         columns = read_source_file(con, path, _LANDED)
@@ -322,7 +334,7 @@ def _extract_file(
         result.errors.append(ExtractError(spec.source, spec.name, rel, message))
         return
     _land(con, ctx, spec, pairs, rel, extract_date, f"{rel}\n{sha}", pulled_at, result)
-    mark.files[rel] = sha
+    mark.remember(rel, sha, stamp)
 
 
 def _land(
