@@ -3,7 +3,12 @@
 - landing: the Parquet file of a batch extracted more than N days before the as-of, once it is loaded
   (`TOUCHPOINT_RETENTION_LANDING_DAYS`, default 400);
 - quarantine: `audit.quarantine.raw_record`, and the values its `reason` names, N days after the row was
-  quarantined (`TOUCHPOINT_RETENTION_QUARANTINE_DAYS`, default 90).
+  quarantined (`TOUCHPOINT_RETENTION_QUARANTINE_DAYS`, default 90);
+- score history: the per-person partitions of the score tables (SCORE_HISTORIES, one partition per run's as-of)
+  older than N days are thinned to one per calendar month, the month's last
+  (`TOUCHPOINT_RETENTION_SCORE_HISTORY_DAYS`, default 35). Scores profile people, so kept daily forever they would
+  breach storage limitation. They would also make every day dearer: at 1M customers a run adds 3.2M rows to them,
+  and publish writes every row again each day.
 
 `never` (or an empty value) keeps a layer forever. Days count back from the run's as-of, not the wall clock, so a
 rerun or backfill decides the same way. A pending or held batch never expires: it still waits for a load or a
@@ -27,8 +32,15 @@ from touchpoint.ingest.landing import BatchManifest, manifests_dir, read_manifes
 from touchpoint.privacy.pii_columns import reason_values
 from touchpoint.sql_text import sql_literal_list
 
-DEFAULT_DAYS = {"landing": 400, "quarantine": 90}
-_SETTING = {"landing": "TOUCHPOINT_RETENTION_LANDING_DAYS", "quarantine": "TOUCHPOINT_RETENTION_QUARANTINE_DAYS"}
+DEFAULT_DAYS = {"landing": 400, "quarantine": 90, "score_history": 35}
+_SETTING = {
+    "landing": "TOUCHPOINT_RETENTION_LANDING_DAYS",
+    "quarantine": "TOUCHPOINT_RETENTION_QUARANTINE_DAYS",
+    "score_history": "TOUCHPOINT_RETENTION_SCORE_HISTORY_DAYS",
+}
+# Tables holding a partition of every person's scores per as-of (ml/README.md, marts.customer_rfm_history).
+# ml.segment_membership_changes is not one: it holds the changes only, and thinning would lose some.
+SCORE_HISTORIES = ("marts.customer_rfm_history", "ml.customer_segments", "ml.customer_propensity", "ml.customer_clv")
 # Batches in these states are done with: loaded, or released or dropped by a person (ingest/batches.py).
 _FINAL_STATES = ("loaded", "released", "dropped")
 # The values a reason names (pii_columns.reason_values: quoted, or in an implausibility) become this on expiry.
@@ -46,10 +58,15 @@ class RetentionSettingError(ValueError):
 class RetentionPolicy:
     landing_days: int | None = DEFAULT_DAYS["landing"]  # None: kept forever
     quarantine_days: int | None = DEFAULT_DAYS["quarantine"]
+    score_history_days: int | None = DEFAULT_DAYS["score_history"]
 
     @classmethod
     def from_env(cls) -> RetentionPolicy:
-        return cls(landing_days=_days_setting("landing"), quarantine_days=_days_setting("quarantine"))
+        return cls(
+            landing_days=_days_setting("landing"),
+            quarantine_days=_days_setting("quarantine"),
+            score_history_days=_days_setting("score_history"),
+        )
 
 
 @dataclass(frozen=True)
@@ -78,7 +95,11 @@ def apply_retention(
     """Expire what the policy says is past its time, record it in audit.retention_log, return what was done."""
     con.execute("create schema if not exists audit")
     con.execute(RETENTION_DDL)
-    outcomes = [expire_landing(paths, con, as_of, policy.landing_days), expire_quarantine(con, as_of, policy)]
+    outcomes = [
+        expire_landing(paths, con, as_of, policy.landing_days),
+        expire_quarantine(con, as_of, policy),
+        thin_score_history(con, as_of, policy.score_history_days),
+    ]
     for outcome in (o for o in outcomes if o.items):  # only what expired: a rerun that expires nothing adds nothing
         con.execute(
             "insert into audit.retention_log values (?, ?, ?, ?, ?, ?, now()::timestamp)",
@@ -152,3 +173,23 @@ def expire_quarantine(con: duckdb.DuckDBPyConnection, as_of: date, policy: Reten
         [*values, datetime.combine(cutoff, datetime.min.time())],
     ).fetchone()[0]
     return RetentionOutcome("quarantine", cutoff, int(expired), "{}")
+
+
+def thin_score_history(con: duckdb.DuckDBPyConnection, as_of: date, days: int | None) -> RetentionOutcome:
+    """Delete the partitions of SCORE_HISTORIES dated before the cutoff, except each calendar month's last one
+    (the latest as-of of that month in the table, so a month still running keeps its days until they age)."""
+    cutoff = _cutoff(as_of, days)
+    if cutoff is None:
+        return RetentionOutcome("score_history", None, 0, "kept forever")
+    present = {row[0] for row in con.execute("select schema_name || '.' || table_name from duckdb_tables()").fetchall()}
+    removed: dict[str, int] = {}
+    for table in (t for t in SCORE_HISTORIES if t in present):
+        rows = con.execute(
+            f"""delete from {table}
+            where as_of < ?
+                and as_of not in (select max(as_of) from {table} group by date_trunc('month', as_of))""",
+            [cutoff],
+        ).fetchone()[0]
+        if rows:
+            removed[table] = int(rows)
+    return RetentionOutcome("score_history", cutoff, sum(removed.values()), json.dumps({"rows": removed}))

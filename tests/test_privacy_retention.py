@@ -1,15 +1,21 @@
-"""Retention: landing files and quarantined raw records expire by the as-of, and only finished batches."""
+"""Retention: landing files and quarantined raw records expire by the as-of, and only finished batches; score
+histories older than the policy keep one partition a month."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import duckdb
 import pytest
 
 from touchpoint.config import Paths
 from touchpoint.ingest.landing import BatchManifest, manifests_dir, read_manifests, record_manifest
-from touchpoint.privacy.retention import RetentionPolicy, RetentionSettingError, apply_retention
+from touchpoint.privacy.retention import (
+    SCORE_HISTORIES,
+    RetentionPolicy,
+    RetentionSettingError,
+    apply_retention,
+)
 
 AS_OF = date(2026, 6, 30)
 
@@ -63,7 +69,7 @@ def test_old_finished_batches_lose_their_landing_files_and_nothing_else(tmp_path
                                               ).fetchone()[0]
 
     again = apply_retention(paths, con, AS_OF, "run-2", RetentionPolicy(landing_days=365, quarantine_days=None))
-    assert {o.layer: o.items for o in again} == {"landing": 0, "quarantine": 0}  # a rerun finds nothing new
+    assert {o.layer: o.items for o in again} == {"landing": 0, "quarantine": 0, "score_history": 0}  # nothing new
 
 
 def test_quarantined_raw_records_expire_and_reasons_stop_quoting_values(tmp_path) -> None:
@@ -75,7 +81,7 @@ def test_quarantined_raw_records_expire_and_reasons_stop_quoting_values(tmp_path
         (2, reason, raw, datetime(2026, 6, 20)),  # 10 days before
     ])
     outcomes = apply_retention(paths, con, AS_OF, "run-1", RetentionPolicy(landing_days=None, quarantine_days=90))
-    assert {o.layer: o.items for o in outcomes} == {"landing": 0, "quarantine": 1}
+    assert {o.layer: o.items for o in outcomes} == {"landing": 0, "quarantine": 1, "score_history": 0}
     rows = dict(con.execute("select row_number, (raw_record, reason) from audit.quarantine").fetchall())
     assert rows[2] == (raw, reason)
     expired_raw, expired_reason = rows[1]
@@ -86,10 +92,60 @@ def test_quarantined_raw_records_expire_and_reasons_stop_quoting_values(tmp_path
 
 def test_settings_are_days_or_never(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TOUCHPOINT_RETENTION_LANDING_DAYS", raising=False)
+    monkeypatch.delenv("TOUCHPOINT_RETENTION_SCORE_HISTORY_DAYS", raising=False)
     monkeypatch.setenv("TOUCHPOINT_RETENTION_QUARANTINE_DAYS", "never")
-    assert RetentionPolicy.from_env() == RetentionPolicy(landing_days=400, quarantine_days=None)
+    assert RetentionPolicy.from_env() == RetentionPolicy(landing_days=400, quarantine_days=None, score_history_days=35)
+    monkeypatch.setenv("TOUCHPOINT_RETENTION_SCORE_HISTORY_DAYS", "never")
+    assert RetentionPolicy.from_env().score_history_days is None
     monkeypatch.setenv("TOUCHPOINT_RETENTION_LANDING_DAYS", "30")
     assert RetentionPolicy.from_env().landing_days == 30
     monkeypatch.setenv("TOUCHPOINT_RETENTION_LANDING_DAYS", "a year")
     with pytest.raises(RetentionSettingError, match="TOUCHPOINT_RETENTION_LANDING_DAYS"):
         RetentionPolicy.from_env()
+
+
+def _score_histories(con: duckdb.DuckDBPyConnection, days: list[date]) -> None:
+    """Every score history with two people scored on each of `days`."""
+    for table in SCORE_HISTORIES:
+        schema = table.split(".")[0]
+        con.execute(f"create schema if not exists {schema}")
+        con.execute(f"create table {table} (person_id varchar, as_of date, score double)")
+        con.executemany(f"insert into {table} values (?, ?, 0.5)", [(p, day) for day in days for p in ("p_1", "p_2")])
+
+
+def _partitions(con: duckdb.DuckDBPyConnection, table: str) -> list[date]:
+    return [row[0] for row in con.execute(f"select distinct as_of from {table} order by 1").fetchall()]
+
+
+def test_score_histories_older_than_the_policy_keep_each_months_last_partition(tmp_path) -> None:
+    paths, con = _home(tmp_path)
+    daily_runs = [AS_OF - timedelta(days=n) for n in range(120)]  # 2026-03-03 to 2026-06-30, every day
+    _score_histories(con, daily_runs)
+    policy = RetentionPolicy(landing_days=None, quarantine_days=None, score_history_days=35)
+    outcomes = {o.layer: o for o in apply_retention(paths, con, AS_OF, "run-1", policy)}
+
+    cutoff = date(2026, 5, 26)
+    assert outcomes["score_history"].cutoff == cutoff
+    recent = [day for day in sorted(daily_runs) if day >= cutoff]
+    month_ends = [date(2026, 3, 31), date(2026, 4, 30)]  # May's last run (the 31st) is still recent
+    for table in SCORE_HISTORIES:
+        assert _partitions(con, table) == month_ends + recent, table
+    removed = (len(daily_runs) - len(recent) - len(month_ends)) * 2 * len(SCORE_HISTORIES)
+    assert outcomes["score_history"].items == removed
+    assert con.execute("select items from audit.retention_log where layer = 'score_history'").fetchall() == [
+        (removed,)
+    ]
+
+    # a rerun the same day removes nothing more
+    later = {o.layer: o.items for o in apply_retention(paths, con, AS_OF, "run-2", policy)}
+    assert later["score_history"] == 0
+
+
+def test_score_histories_are_kept_forever_when_told(tmp_path) -> None:
+    paths, con = _home(tmp_path)
+    days = [AS_OF - timedelta(days=n) for n in range(0, 400, 7)]
+    _score_histories(con, days)
+    policy = RetentionPolicy(landing_days=None, quarantine_days=None, score_history_days=None)
+    outcomes = {o.layer: o.items for o in apply_retention(paths, con, AS_OF, "run-1", policy)}
+    assert outcomes["score_history"] == 0
+    assert _partitions(con, "ml.customer_clv") == sorted(days)
