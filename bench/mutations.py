@@ -173,6 +173,13 @@ MUTATIONS = [
         "",
         ("tests/test_ingest_unchanged_files.py",),
     ),
+    Mutation(
+        "score history retention: a month past the policy keeps no snapshot",
+        "privacy/retention.py",
+        "group by date_trunc('month', as_of))",
+        "where false)",
+        ("tests/test_privacy_retention.py",),
+    ),
 ]
 
 SITECUSTOMIZE = '''\

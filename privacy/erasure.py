@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from touchpoint.config import RunContext
 from touchpoint.incremental import STAGED_TABLES, STATE_TABLE, models_recording
+from touchpoint.kept_state import PAIR_SCORES_MODEL, PAIR_SCORES_STATE, kept_table
 from touchpoint.sql_text import sql_literal
 from touchpoint.warehouse import relation_exists
 
@@ -382,9 +383,10 @@ def _drop_kept_match_estimates(con: duckdb.DuckDBPyConnection) -> int:
     """Drop what the identity match model keeps between its full builds (int_person_pairs_scored's estimates, name
     frequencies keyed by pseudonym and record-state hashes): they were counted over the erased people's records.
     The identity build of this same run then estimates again and scores every pair, without them."""
+    kept = [kept_table(PAIR_SCORES_MODEL, name) for name in PAIR_SCORES_STATE]
     tables = [row[0] for row in con.execute(
         "select table_name from duckdb_tables() where schema_name = 'intermediate' "
-        "and starts_with(table_name, 'int_person_pairs_scored__') order by 1").fetchall()]
+        "and list_contains(?, table_name) order by 1", [kept]).fetchall()]
     for table in tables:
         con.execute(f'drop table intermediate."{table}"')
     return len(tables)

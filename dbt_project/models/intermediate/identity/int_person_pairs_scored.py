@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from touchpoint.frames import temp_table
+from touchpoint.kept_state import PAIR_SCORES_STATE, kept_table
 from touchpoint.privacy.pseudonyms import hmac_sql
 from touchpoint.sql_text import sql_literal
 from touchpoint.warehouse import relation_exists
@@ -214,7 +215,7 @@ COMPARED = (
 # Kept beside the model as <model>__<name> for daily builds (docs/identity_engine.md, "Daily runs"): the estimates
 # (m and u per comparison level, the prior), the name frequencies behind the term-frequency adjustment (keyed by
 # the value's pseudonym), and each person record's state (records_state_sql).
-STATE_TABLES = ("estimates", "name_frequencies", "records")
+STATE_TABLES = PAIR_SCORES_STATE
 SCORED_COLUMNS = ("left_index", "right_index", "blocking_rule", "scored")
 MIN_PAIRS_FOR_EM = 50
 U_SAMPLE_PAIRS = 1_000_000
@@ -773,8 +774,8 @@ def state_tables(dbt) -> dict[str, str]:
     return {
         "schema": this.schema,
         "this": f'{quoted}."{this.identifier}"',
-        **{name: f'{quoted}."{this.identifier}__{name}"' for name in STATE_TABLES},
-        **{f"{name}_identifier": f"{this.identifier}__{name}" for name in STATE_TABLES},
+        **{name: f'{quoted}."{kept_table(this.identifier, name)}"' for name in STATE_TABLES},
+        **{f"{name}_identifier": kept_table(this.identifier, name) for name in STATE_TABLES},
     }
 
 
