@@ -32,6 +32,9 @@ NODE_ID_FORM = "node_id"
 # these kinds comes a direct identifier (email, E.164 phone, loyalty card, web device cookie); after the others
 # (crm, customer, web_events, email_events, pos_transactions) a source-system record id, which is a key.
 IDENTIFIER_NODE_KINDS = ("email", "phone", "loyalty", "anon")
+# The node of a person record: its source entity's prefix and the record id (macro record_node, dbt's one
+# definition in SQL; the graph's overrides and `touchpoint identity explain` name records the same way).
+PERSON_RECORD_NODE_PREFIX = {"crm_contacts": "crm:", "shop_customers": "customer:"}
 
 
 def looks_like_pii(column: str) -> bool:

@@ -19,10 +19,10 @@ from pathlib import Path
 import duckdb
 
 from touchpoint.config import dbt_project_dir
+from touchpoint.privacy.pii_columns import PERSON_RECORD_NODE_PREFIX
 from touchpoint.sql_text import quote_ident
 
 PAIRS_MODEL = Path("models") / "intermediate" / "identity" / "int_person_pairs_scored.py"
-NODE_PREFIX = {"crm_contacts": "crm:", "shop_customers": "customer:"}
 
 
 @cache
@@ -88,7 +88,7 @@ def resolve_person(con: duckdb.DuckDBPyConnection, subject: str) -> str:
 
 
 def _record_name(node: str) -> str:
-    for entity, prefix in NODE_PREFIX.items():
+    for entity, prefix in PERSON_RECORD_NODE_PREFIX.items():
         if node.startswith(prefix):
             return f"{entity}:{node[len(prefix):]}"
     return node

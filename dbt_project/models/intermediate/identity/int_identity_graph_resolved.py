@@ -37,6 +37,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from touchpoint.frames import temp_table
+from touchpoint.privacy.pii_columns import PERSON_RECORD_NODE_PREFIX
 from touchpoint.privacy.pseudonyms import PSEUDONYM_PADS, hmac_sql
 
 # Edge classes the maximum-cluster-size guardrail relaxes, weakest first.
@@ -48,7 +49,6 @@ RELAXED_RULES = (
 # would separate a cannot-link pair; probabilistic pairs by their match weight.
 OVERRIDE_STRENGTH = 1e9
 DETERMINISTIC_STRENGTH = 1e6
-SOURCE_PREFIX = {"crm_contacts": "crm:", "shop_customers": "customer:"}
 
 
 def components(n_nodes: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -159,9 +159,9 @@ def read_overrides(path: str) -> pd.DataFrame:
 
     def node(record: str) -> str:
         entity, _, record_id = record.partition(":")
-        if entity not in SOURCE_PREFIX or not record_id:
+        if entity not in PERSON_RECORD_NODE_PREFIX or not record_id:
             raise ValueError(f"{path}: {record!r} is not '<crm_contacts|shop_customers>:<record id>'")
-        return SOURCE_PREFIX[entity] + record_id
+        return PERSON_RECORD_NODE_PREFIX[entity] + record_id
 
     reasons = frame["reason"] if "reason" in frame.columns else ""
     return pd.DataFrame(
