@@ -141,7 +141,7 @@ MUTATIONS = [
     Mutation(
         "incremental pair scores: a block that crossed its cap keeps its pairs' rows",
         "dbt_project/models/intermediate/identity/int_person_pairs_scored.py",
-        'where {shared_before}""")',
+        'where {touched_before("l", shared_with="r")}""")',
         'where false""")',
         ("tests/test_identity_pairs_incremental.py",),
     ),

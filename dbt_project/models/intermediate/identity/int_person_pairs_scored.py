@@ -701,11 +701,6 @@ def affected_pairs(session, this: str, previous: str) -> None:
         "create or replace temp table tp_pairs_touched_members as "
         + block_members_sql("select key from tp_pairs_touched where rule = {number}")
     )
-    shared_before = " or ".join(
-        f"(l.key_{number} = r.key_{number} and l.key_{number} in (select key from tp_pairs_touched_before "
-        f"where rule = {number}))"
-        for number in rule_numbers()
-    )
     session.execute(f"""
         create or replace temp table tp_pairs_affected as
         select l.node_id as left_node, r.node_id as right_node
@@ -721,15 +716,18 @@ def affected_pairs(session, this: str, previous: str) -> None:
         ) as pairs
         join {previous} as l on pairs.left_node = l.node_id
         join {previous} as r on pairs.right_node = r.node_id
-        where {shared_before}""")
+        where {touched_before("l", shared_with="r")}""")
 
 
-def touched_before(alias: str) -> str:
-    """`alias` (a row of the kept record states) was in a touched block within its cap."""
-    return " or ".join(
-        f"{alias}.key_{number} in (select key from tp_pairs_touched_before where rule = {number})"
-        for number in rule_numbers()
-    )
+def touched_before(alias: str, shared_with: str | None = None) -> str:
+    """`alias` (a row of the kept record states) was in a touched block within its cap; with `shared_with` (the
+    other record of a pair), in one that both were in."""
+
+    def in_block(number: int) -> str:
+        touched = f"{alias}.key_{number} in (select key from tp_pairs_touched_before where rule = {number})"
+        return f"({alias}.key_{number} = {shared_with}.key_{number} and {touched})" if shared_with else touched
+
+    return " or ".join(in_block(number) for number in rule_numbers())
 
 
 def rescored_candidates(session) -> None:
