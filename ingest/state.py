@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from touchpoint.config import Paths
@@ -57,6 +57,9 @@ class EntityWatermark:
         self.stamps[name] = stamp
 
 
+_FIELDS = frozenset(f.name for f in fields(EntityWatermark))
+
+
 @dataclass
 class SourceWatermarks:
     source: str
@@ -77,7 +80,9 @@ def load_watermarks(paths: Paths, source: str) -> SourceWatermarks:
     payload = json.loads(path.read_text(encoding="utf-8"))
     return SourceWatermarks(
         source,
-        {name: EntityWatermark(**values) for name, values in payload.get("entities", {}).items()},
+        # fields this version does not know (a watermark written by a later one) are left out, not fatal
+        {name: EntityWatermark(**{k: v for k, v in values.items() if k in _FIELDS})
+         for name, values in payload.get("entities", {}).items()},
     )
 
 

@@ -148,7 +148,13 @@ def replace_partition(con: duckdb.DuckDBPyConnection, table: str, frame: pd.Data
 
 
 def _previous_segments(con: duckdb.DuckDBPyConnection, as_of: date):
-    rows = con.execute("select max(as_of) from ml.segment_profiles where as_of < ?", [as_of]).fetchall()
+    # the latest earlier run that assigned anyone: retention may have thinned the assignments of a day whose
+    # profiles it keeps (privacy/retention.py, score history), and a rerun of an old day must not compare with it
+    rows = con.execute(
+        "select max(as_of) from ml.segment_profiles as p where as_of < ? "
+        "and exists (select 1 from ml.customer_segments as s where s.as_of = p.as_of)",
+        [as_of],
+    ).fetchall()
     previous_as_of = rows[0][0] if rows else None
     if previous_as_of is None:
         return None, None, None

@@ -86,6 +86,8 @@ def _days_setting(layer: str) -> int | None:
         return None
     if not text.strip().isdigit():
         raise RetentionSettingError(f"{name} must be a whole number of days or 'never', not {text!r}")
+    if layer == "score_history" and int(text) < 1:  # the ML stage compares with the previous run's scores
+        raise RetentionSettingError(f"{name} must be at least 1 day (or 'never'), not {text!r}")
     return int(text)
 
 

@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 
 from touchpoint.config import RunContext
 from touchpoint.expectations import CRITICAL, WARNING, GateResult, evaluate_gate
-from touchpoint.ml.stage import TABLE_COLUMNS, MlInputError, run_ml
+from touchpoint.ml.stage import TABLE_COLUMNS, MlInputError, _previous_segments, ensure_tables, run_ml
 from touchpoint.sources.synthetic_marts import build_synthetic_marts, write_marts
 
 AS_OF = date(2026, 6, 30)
@@ -310,3 +310,16 @@ def test_persons_who_objected_to_profiling_are_neither_scored_nor_expected(tmp_p
                 [objectors[0], AS_OF])
     broken = failed(ml_gate(con))
     assert broken["ml.customer_clv.person_id.profiling_consent_respected"].sample == [objectors[0]]
+
+
+def test_segments_compare_with_the_latest_earlier_run_that_kept_its_assignments() -> None:
+    """A rerun of an old day, whose previous day's assignments the score-history retention thinned away while
+    that day's profiles stayed: the segments compare with the latest earlier run that still has both."""
+    con = duckdb.connect()
+    ensure_tables(con)
+    for day in (date(2026, 1, 31), date(2026, 2, 27)):
+        con.execute("insert into ml.segment_profiles values (1, 'a', 1, 1.0, '[0]', '{}', ?)", [day])
+    con.execute("insert into ml.customer_segments values ('p_1', 1, 'a', ?)", [date(2026, 1, 31)])
+    _, assignments, previous_as_of = _previous_segments(con, date(2026, 2, 28))
+    assert previous_as_of == date(2026, 1, 31)
+    assert assignments["person_id"].tolist() == ["p_1"]

@@ -97,6 +97,10 @@ def test_settings_are_days_or_never(monkeypatch: pytest.MonkeyPatch) -> None:
     assert RetentionPolicy.from_env() == RetentionPolicy(landing_days=400, quarantine_days=None, score_history_days=35)
     monkeypatch.setenv("TOUCHPOINT_RETENTION_SCORE_HISTORY_DAYS", "never")
     assert RetentionPolicy.from_env().score_history_days is None
+    monkeypatch.setenv("TOUCHPOINT_RETENTION_SCORE_HISTORY_DAYS", "0")  # the ML stage needs the previous run's
+    with pytest.raises(RetentionSettingError, match="at least 1 day"):
+        RetentionPolicy.from_env()
+    monkeypatch.delenv("TOUCHPOINT_RETENTION_SCORE_HISTORY_DAYS")
     monkeypatch.setenv("TOUCHPOINT_RETENTION_LANDING_DAYS", "30")
     assert RetentionPolicy.from_env().landing_days == 30
     monkeypatch.setenv("TOUCHPOINT_RETENTION_LANDING_DAYS", "a year")
