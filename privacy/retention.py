@@ -31,6 +31,7 @@ from touchpoint.config import Paths
 from touchpoint.ingest.landing import BatchManifest, manifests_dir, read_manifests
 from touchpoint.privacy.pii_columns import reason_values
 from touchpoint.sql_text import sql_literal_list
+from touchpoint.warehouse import relation_exists
 
 DEFAULT_DAYS = {"landing": 400, "quarantine": 90, "score_history": 35}
 _SETTING = {
@@ -40,6 +41,8 @@ _SETTING = {
 }
 # Tables holding a partition of every person's scores per as-of (ml/README.md, marts.customer_rfm_history).
 # ml.segment_membership_changes is not one: it holds the changes only, and thinning would lose some.
+# The ML stage compares a run's segments with the previous run's: score history keeps at least that day.
+_MIN_DAYS = {"score_history": 1}
 SCORE_HISTORIES = ("marts.customer_rfm_history", "ml.customer_segments", "ml.customer_propensity", "ml.customer_clv")
 # Batches in these states are done with: loaded, or released or dropped by a person (ingest/batches.py).
 _FINAL_STATES = ("loaded", "released", "dropped")
@@ -86,8 +89,8 @@ def _days_setting(layer: str) -> int | None:
         return None
     if not text.strip().isdigit():
         raise RetentionSettingError(f"{name} must be a whole number of days or 'never', not {text!r}")
-    if layer == "score_history" and int(text) < 1:  # the ML stage compares with the previous run's scores
-        raise RetentionSettingError(f"{name} must be at least 1 day (or 'never'), not {text!r}")
+    if int(text) < _MIN_DAYS.get(layer, 0):
+        raise RetentionSettingError(f"{name} must be at least {_MIN_DAYS[layer]} day (or 'never'), not {text!r}")
     return int(text)
 
 
@@ -183,9 +186,8 @@ def thin_score_history(con: duckdb.DuckDBPyConnection, as_of: date, days: int | 
     cutoff = _cutoff(as_of, days)
     if cutoff is None:
         return RetentionOutcome("score_history", None, 0, "kept forever")
-    present = {row[0] for row in con.execute("select schema_name || '.' || table_name from duckdb_tables()").fetchall()}
     removed: dict[str, int] = {}
-    for table in (t for t in SCORE_HISTORIES if t in present):
+    for table in (t for t in SCORE_HISTORIES if relation_exists(con, *t.split("."))):
         rows = con.execute(
             f"""delete from {table}
             where as_of < ?

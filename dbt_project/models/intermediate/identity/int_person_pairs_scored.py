@@ -30,15 +30,15 @@ took 331 s for the 1M person records alone, where this whole stage has to fit in
 
 Daily builds: the model is incremental. A full build (the first, `--full-refresh`, and the pipeline's scheduled
 full refresh, weekly by default: TOUCHPOINT_FULL_REFRESH_EVERY_DAYS) estimates m, u, the prior and the name
-frequencies and keeps them beside the model (STATE_TABLES). A daily build scores with the kept estimates, so a
-pair's score depends on its two records alone, and re-derives only the pairs a changed record can move
-(affected_pairs: those of every block a changed record was or is in); every other row stands, as a full build
+frequencies and keeps them beside the model (touchpoint/kept_state.py). A daily build scores with the kept
+estimates, so a pair's score depends on its two records alone, and re-derives only the pairs a changed record can
+move (affected_pairs: those of every block a changed record was or is in); every other row stands, as a full build
 with the same estimates gives it (tests/test_identity_pairs_incremental.py, tests/test_incremental_identity.py).
-What a daily build does not do is learn from the day's records: the estimates move at the next full build. The
-dbt var identity_keep_estimates makes a full build score with the kept estimates instead (a rebuild comparable
-with the daily builds since the last one). Kept estimates made under another definition (COMPARISONS,
-BLOCKING_RULES, ...) or pseudonym key, or as of a later day than the run's (a run back in time), are estimated
-again, and an erasure drops them (privacy/erasure.py).
+What a daily build does not do is learn from the day's records: the estimates move at the next full build. The dbt
+var identity_keep_estimates makes a full build score with the kept estimates instead (a rebuild comparable with the
+daily builds since the last one). Kept estimates made under another definition (COMPARISONS, BLOCKING_RULES, ...)
+or pseudonym key, or as of a later day than the run's (a run back in time), are estimated again, and an erasure
+drops them (privacy/erasure.py).
 
 Memory: candidate pairs never leave DuckDB. They are held as integer indices of the person records, EM runs
 on the distinct comparison patterns with their pair counts (a few thousand, whatever the number of pairs),
@@ -212,10 +212,6 @@ COMPARED = (
     "email",
     "phone_e164",
 )
-# Kept beside the model as <model>__<name> for daily builds (docs/identity_engine.md, "Daily runs"): the estimates
-# (m and u per comparison level, the prior), the name frequencies behind the term-frequency adjustment (keyed by
-# the value's pseudonym), and each person record's state (records_state_sql).
-STATE_TABLES = PAIR_SCORES_STATE
 SCORED_COLUMNS = ("left_index", "right_index", "blocking_rule", "scored")
 MIN_PAIRS_FOR_EM = 50
 U_SAMPLE_PAIRS = 1_000_000
@@ -584,7 +580,7 @@ def stored_estimates(session, tables: dict[str, str], as_of) -> Estimates | None
     """The kept estimates, or None when there are none usable: none kept, another definition, another key, or
     made as of a later day than this run's (a run back in time uses nothing dated after its as-of date, and
     estimates counted over later records would be such a thing)."""
-    if not all(relation_exists(session, tables["schema"], tables[f"{name}_identifier"]) for name in STATE_TABLES):
+    if not all(relation_exists(session, tables["schema"], tables[f"{name}_identifier"]) for name in PAIR_SCORES_STATE):
         return None
     frame = session.execute(
         f"select *, key_check = {key_check_sql()} as same_key from {tables['estimates']} order by comparison, level"
@@ -766,14 +762,14 @@ def update_records_state(session, previous: str) -> None:
 
 
 def state_tables(dbt) -> dict[str, str]:
-    """The model's relation and the tables kept beside it, in its schema (STATE_TABLES)."""
+    """The model's relation and the tables kept beside it, in its schema (touchpoint/kept_state.py)."""
     this = dbt.this
     quoted = f'"{this.database}"."{this.schema}"'
     return {
         "schema": this.schema,
         "this": f'{quoted}."{this.identifier}"',
-        **{name: f'{quoted}."{kept_table(this.identifier, name)}"' for name in STATE_TABLES},
-        **{f"{name}_identifier": kept_table(this.identifier, name) for name in STATE_TABLES},
+        **{name: f'{quoted}."{kept_table(this.identifier, name)}"' for name in PAIR_SCORES_STATE},
+        **{f"{name}_identifier": kept_table(this.identifier, name) for name in PAIR_SCORES_STATE},
     }
 
 
