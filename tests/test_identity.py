@@ -98,6 +98,31 @@ def test_every_staged_record_mapped_once(conformance_db):
     assert staged == mapped == distinct == 18
 
 
+def test_person_map_completeness_test_names_a_swapped_record(conformance_db, tmp_path):
+    """The dbt test checks per source entity by count and checksum, then names the records of an entity that
+    differs: a record missing and another mapped twice keep the count, and must still fail."""
+    db = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(conformance_db, db)
+    test_name = "assert_person_map_has_every_staged_record_once"
+    assert dbt_build(db, AS_OF, test_name, command="test").returncode == 0
+    con = duckdb.connect(str(db))
+    try:
+        con.execute("delete from identity.person_map where source_entity = 'web_events' and source_record_id = ("
+                    "select min(source_record_id) from identity.person_map where source_entity = 'web_events')")
+        con.execute("insert into identity.person_map select * from identity.person_map "
+                    "where source_entity = 'web_events' and source_record_id = ("
+                    "select max(source_record_id) from identity.person_map where source_entity = 'web_events')")
+        missing, doubled = con.execute(
+            "select min(event_id), max(event_id) from staging.stg_web__events").fetchall()[0]
+    finally:
+        con.close()
+    failed = dbt_build(db, AS_OF, test_name, command="test", check=False)
+    assert failed.returncode != 0 and "Got 2 results" in failed.stdout, failed.stdout[-2000:]
+    compiled = next((tmp_path / "dbt_target" / "compiled").rglob(f"{test_name}.sql")).read_text()
+    rows = set(query(db, compiled))
+    assert rows == {("web_events", missing, 0), ("web_events", doubled, 2)}
+
+
 def test_survivorship(conformance_db):
     pm = person_of(conformance_db)
     row = query(

@@ -87,7 +87,8 @@ def build_target(paths: Paths) -> Path:
 
 
 def read_manifest(paths: Paths) -> dict[str, Any]:
-    """The manifest the last layer built wrote (every model, seed and source with its yml), or {} before any."""
+    """The manifest of the last build (every model, seed and source with its yml), or {} before any: written by
+    the last layer of a run (_writes_manifest), which publish follows."""
     path = build_target(paths) / "manifest.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -125,7 +126,8 @@ def _build_and_check(
     results = target_path / "run_results.json"
     results.unlink(missing_ok=True)  # a command that fails to compile writes none: never read the last layer's
     started = time.monotonic()
-    completed = _run_dbt(ctx, command, target_path, log_name=layer)
+    completed = _run_dbt(ctx, command, target_path, log_name=layer,
+                         write_manifest=_writes_manifest(layer, target_path))
     seconds = time.monotonic() - started
     nodes = _read_run_results(results)
     kept = ctx.paths.work / "dbt_target" / layer
@@ -142,6 +144,14 @@ def _build_and_check(
         message = f"dbt layer {layer!r} failed ({len(failed)} failing nodes): {detail}"
         raise DbtLayerFailed(message) from completed.exception
     return DbtLayerResult(layer=layer, seconds=seconds, nodes=nodes, full_refresh=full_refresh)
+
+
+def _writes_manifest(layer: str, target_path: Path) -> bool:
+    """Whether this layer's build writes dbt's `manifest.json`: the last layer of a run (publish reads its `pii`
+    tags after it), or any layer when there is none yet. dbt writes it twice per command, after parsing and at
+    the end, 1.2 s a layer at any scale; the run results, which every layer needs, are written from dbt's result
+    instead (_run_dbt). Every layer of a run shares one project, so the last layer's manifest is theirs too."""
+    return layer == list(LAYERS)[-1] or not (target_path / "manifest.json").exists()
 
 
 def _full_refresh_reason(ctx: RunContext, layer: str) -> str | None:
@@ -197,9 +207,11 @@ class DbtInvocation:
         return "\n".join(self.output.strip().splitlines()[-lines:])
 
 
-def _run_dbt(ctx: RunContext, command: list[str], target_path: Path, log_name: str) -> DbtInvocation:
+def _run_dbt(ctx: RunContext, command: list[str], target_path: Path, log_name: str,
+             write_manifest: bool = True) -> DbtInvocation:
     """Run one dbt command in this process on the working warehouse with the run's vars; keep its console output
-    in the run's artifacts (`<log_name>.out`) and its debug log beside it (`dbt.log`)."""
+    in the run's artifacts (`<log_name>.out`) and its debug log beside it (`dbt.log`). Without `write_manifest`,
+    dbt writes no JSON artifact and the run results are written here (`<target_path>/run_results.json`)."""
     from dbt.cli.main import dbtRunner
 
     project_dir = dbt_project_dir()
@@ -217,10 +229,13 @@ def _run_dbt(ctx: RunContext, command: list[str], target_path: Path, log_name: s
         "--log-level-file", "debug",
         "--no-use-colors",
         "--no-send-anonymous-usage-stats",
+        *([] if write_manifest else ["--no-write-json"]),
     ]
     console = _ConsoleLines()
     with _dbt_environment(ctx.env()):
         result = dbtRunner(callbacks=[console.keep]).invoke(args)
+    if not write_manifest and hasattr(result.result, "write"):
+        result.result.write(str(target_path / "run_results.json"))  # as dbt does at a command's end
     if result.exception is not None:
         console.lines.append(f"{type(result.exception).__name__}: {result.exception}")
     output = "\n".join(console.lines) + "\n"

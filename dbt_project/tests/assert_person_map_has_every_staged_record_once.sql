@@ -1,4 +1,11 @@
 -- Every staged record of the six identity-bearing entities appears in identity.person_map exactly once.
+--
+-- Checked per source entity by checksum first: the record count and the sum of the records' 64-bit hashes, on
+-- both sides. Equal counts and sums mean equal sets of records unless hashes collide (a chance of about 2^-64 per
+-- difference); a record missing, mapped twice or mapped without being staged changes the count or the sum. Only
+-- for an entity that differs are the records joined one by one, so a failure still names them. Joining every
+-- record of both sides was 18.7 s of a 1M daily run; the checksums read each side once (docs/data_engineers.md,
+-- "What a daily run tests").
 
 with
 
@@ -46,22 +53,66 @@ staged as (
 
 ),
 
-mapped as (
+staged_checksums as (
+
+    select
+        source_entity,
+        count(*) as records,
+        sum(hash(source_record_id)) as checksum
+    from staged
+    group by source_entity
+
+),
+
+mapped_checksums as (
+
+    select
+        source_entity,
+        count(*) as records,
+        sum(hash(source_record_id)) as checksum
+    from {{ ref('person_map') }}
+    group by source_entity
+
+),
+
+differing_entities as (
+
+    select coalesce(staged_checksums.source_entity, mapped_checksums.source_entity) as source_entity
+    from staged_checksums
+    full outer join mapped_checksums
+        on staged_checksums.source_entity = mapped_checksums.source_entity
+    where
+        staged_checksums.records is distinct from mapped_checksums.records
+        or staged_checksums.checksum is distinct from mapped_checksums.checksum
+
+),
+
+staged_differing as (
+
+    select * from staged
+    where source_entity in (select differing_entities.source_entity from differing_entities)
+
+),
+
+mapped_differing as (
 
     select
         source_entity,
         source_record_id,
         count(*) as map_rows
     from {{ ref('person_map') }}
+    where source_entity in (select differing_entities.source_entity from differing_entities)
     group by source_entity, source_record_id
 
 )
 
 select
-    coalesce(staged.source_entity, mapped.source_entity) as source_entity,
-    coalesce(staged.source_record_id, mapped.source_record_id) as source_record_id,
-    coalesce(mapped.map_rows, 0) as map_rows
-from staged
-full outer join mapped
-    on staged.source_entity = mapped.source_entity and staged.source_record_id = mapped.source_record_id
-where mapped.map_rows is distinct from 1 or staged.source_record_id is null
+    coalesce(staged_differing.source_entity, mapped_differing.source_entity) as source_entity,
+    coalesce(staged_differing.source_record_id, mapped_differing.source_record_id) as source_record_id,
+    coalesce(mapped_differing.map_rows, 0) as map_rows
+from staged_differing
+full outer join mapped_differing
+    on
+        staged_differing.source_entity = mapped_differing.source_entity
+        and staged_differing.source_record_id = mapped_differing.source_record_id
+where mapped_differing.map_rows is distinct from 1 or staged_differing.source_record_id is null
