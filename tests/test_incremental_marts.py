@@ -1,18 +1,21 @@
-"""Incremental fct_web_sessions and fct_funnel_steps equal a rebuild, day after day (macros/incremental.sql).
+"""Incremental fct_web_sessions, fct_funnel_steps and fct_email_engagement equal a rebuild, day after day
+(macros/incremental.sql).
 
 A small demo world is extracted, loaded and built day by day: staging, identity (which re-stitches people and
-records their moves in person_id_history), fct_orders and the two marts, incrementally on top of their own
-earlier days. Each day a copy of the warehouse rebuilds the two alone with --full-refresh from the same inputs,
-and the tables must hold the same rows. The days cover new events and purchases, a device logging in (identity
-moves its past sessions to a customer), a corrected extract that moves an old session's events to another
-session id, a rerun of a day, a run back in time (sessions leave the view) and forward again over the
-generator's next day.
+records their moves in person_id_history), fct_orders and the three marts, incrementally on top of their own
+earlier days. Each day a copy of the warehouse rebuilds the three alone with --full-refresh from the same
+inputs, and the tables must hold the same rows. The days cover new events and purchases, a device logging in
+(identity moves its past sessions to a customer), two emailed persons linked by an override (a merge), a
+corrected extract that moves an old session's events to another session id and an old email event to another
+campaign, an email to an address seen nowhere else, a rerun of a day, a run back in time (sessions and that
+email leave the view) and forward again over the generator's next day.
 """
 
 from __future__ import annotations
 
+import csv
 import shutil
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 import duckdb
@@ -29,7 +32,8 @@ from tests.conftest_identity import (
 )
 
 MART = "fct_web_sessions"
-MARTS = (MART, "fct_funnel_steps")
+EMAIL_MART = "fct_email_engagement"
+MARTS = (MART, "fct_funnel_steps", EMAIL_MART)
 SELECT = " ".join(MARTS)
 # with identity.person_map, as the identity layer builds it: person_id_history compares each day with it
 BUILT = " ".join(f"+{model}" for model in ("person_map", *MARTS))
@@ -81,6 +85,93 @@ def assert_untouched_sessions_are_not_rederived(db: Path, as_of: date, tmp_path:
     shutil.rmtree(scratch.parent)
 
 
+def assert_untouched_engagements_are_not_rederived(db: Path, as_of: date, tmp_path: Path) -> None:
+    """As for sessions: an old (person, campaign) row of a person who never moved, altered on a copy, stays as it
+    is through a rerun of the day."""
+    def alter(con: duckdb.DuckDBPyConnection) -> str:
+        engagement_id = con.execute(
+            f"select min(email_engagement_id) from marts.{EMAIL_MART} where last_event_at < ? and person_id not in ("
+            "  select previous_person_id from identity.person_id_history"
+            "  union select person_id from identity.person_id_history)",
+            [as_of - timedelta(days=5)],
+        ).fetchone()[0]
+        assert engagement_id is not None
+        con.execute(f"update marts.{EMAIL_MART} set events_count = -1 where email_engagement_id = ?", [engagement_id])
+        return engagement_id
+
+    scratch, engagement_id = altered_copy(db, tmp_path, alter)
+    dbt_build(scratch, as_of.isoformat(), SELECT, command="run")
+    assert query(scratch, f"select events_count from marts.{EMAIL_MART} where email_engagement_id = ?",
+                 [engagement_id]) == [(-1,)]
+    shutil.rmtree(scratch.parent)
+
+
+def move_an_old_email_event(db: Path, as_of: date) -> str:
+    """A corrected extract gives an old email event another campaign (a new raw version in a batch of its own):
+    its person's old campaign row loses the event and a new (person, campaign) row appears. Returns the event."""
+    con = duckdb.connect(str(db))
+    try:
+        event_id = con.execute(
+            "select min(event_id) from staging.stg_email__events where occurred_at < ? and campaign_id is not null "
+            "and email is not null",
+            [as_of - timedelta(days=5)],
+        ).fetchone()[0]
+        assert event_id is not None
+        con.execute(
+            "insert into raw.email_events select * replace ("
+            "  'test-recampaigned' as campaign_id, 'test-recampaigned' as _batch_id,"
+            "  _extracted_at + interval 1 second as _extracted_at) "
+            "from raw.email_events where trim(event_id) = ? "
+            "qualify row_number() over (partition by event_id order by _extracted_at desc, _batch_id desc,"
+            "  _row_number desc) = 1",
+            [event_id],
+        )
+    finally:
+        con.close()
+    return event_id
+
+
+def link_two_emailed_persons(home: Path, db: Path) -> tuple[tuple[str, str], ...]:
+    """An always_link override between person records of two persons who both have email engagement rows:
+    identity merges them, and the rows of the person whose id goes must move to the one that stays."""
+    first, second = query(
+        db,
+        "select person_id, min(source_entity || ':' || source_record_id) from identity.person_map "
+        "where source_entity in ('crm_contacts', 'shop_customers') "
+        f"and person_id in (select person_id from marts.{EMAIL_MART}) "
+        "group by person_id order by person_id limit 2",
+    )
+    overrides = home / "identity" / "overrides.csv"
+    overrides.parent.mkdir(parents=True, exist_ok=True)
+    with overrides.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["left_record", "right_record", "decision", "reason"])
+        writer.writerow([first[1], second[1], "always_link", "test: a merge of two emailed persons"])
+    return first, second  # (person id, record) each
+
+
+def email_a_new_address(db: Path, as_of: date) -> None:
+    """An email event on the day to an address nothing else has: a node and a person of its own, which a run
+    back in time before the day takes away again, with its engagement row."""
+    con = duckdb.connect(str(db))
+    try:
+        con.execute(
+            "insert into raw.email_events select * replace ("
+            "  'test-new-address' as event_id, 'only-once@example.com' as email, ? as occurred_at,"
+            "  'test-new-address' as _batch_id, _extracted_at + interval 1 second as _extracted_at) "
+            "from raw.email_events order by event_id limit 1",
+            [datetime.combine(as_of, time(12))],
+        )
+    finally:
+        con.close()
+
+
+def new_address_person(db: Path) -> str:
+    """The person email_a_new_address's event is stitched to."""
+    return query(db, "select person_id from identity.person_map "
+                 "where source_entity = 'email_events' and source_record_id = 'test-new-address'")[0][0]
+
+
 def move_an_old_session(db: Path, as_of: date) -> str:
     """A corrected extract gives every event of an old, closed session another session id (a new raw version of
     each, in a batch of its own): the old session is left with no event, so a rebuild has no row for it. Returns
@@ -118,7 +209,8 @@ def world(tmp_path_factory) -> Path:
     return home
 
 
-def test_incremental_web_sessions_equal_a_rebuild_every_day(world, tmp_path):
+def test_incremental_web_sessions_equal_a_rebuild_every_day(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("TOUCHPOINT_HOME", str(world))  # where identity/overrides.csv is read
     last = START + timedelta(days=DAYS - 1)
     first = last - timedelta(days=3)
     rows = []
@@ -128,8 +220,11 @@ def test_incremental_web_sessions_equal_a_rebuild_every_day(world, tmp_path):
             dbt_build(db, as_of.isoformat(), "funnel_steps", command="seed")  # `dbt run` builds no seed
         if as_of == first + timedelta(days=1):
             device = log_in_an_anonymous_device(db, as_of)
+            linked = link_two_emailed_persons(world, db)
         if as_of == first + timedelta(days=2):
             moved = move_an_old_session(db, as_of)
+            move_an_old_email_event(db, as_of)
+            email_a_new_address(db, as_of)
         dbt_build(db, as_of.isoformat(), BUILT, command="run")
         rows.append(assert_equals_a_rebuild(db, as_of, tmp_path))
         if as_of == first + timedelta(days=1):
@@ -139,28 +234,40 @@ def test_incremental_web_sessions_equal_a_rebuild_every_day(world, tmp_path):
                 db, f"select count(distinct person_id), count(*) > 2 from marts.{MART} where anonymous_id = ?",
                 [device],
             ) == [(1, True)]
+            # the two emailed persons are one now, and every engagement row of theirs is under its id
+            (merged,), = query(db, "select distinct person_id from identity.person_map "
+                               "where source_entity || ':' || source_record_id in (?, ?)", [r for _, r in linked])
+            assert query(db, f"select count(*) from marts.{EMAIL_MART} where person_id in (?, ?) and person_id <> ?",
+                         [*(p for p, _ in linked), merged]) == [(0,)]
         if as_of == first + timedelta(days=2):
             # its events are in their new session, and its own row is gone (in both builds, compared above)
             assert query(db, f"select session_id from marts.{MART} where session_id in (?, ?)",
                          [moved, f"moved-{moved}"]) == [(f"moved-{moved}",)]
+            assert query(db, f"select sum(events_count) from marts.{EMAIL_MART} where campaign_id = ?",
+                         ["test-recampaigned"]) == [(1,)]
     # the first build recorded its batches; the later ones were incremental on top of it
     assert query(
         db, "select max(as_of_end)::date, max(full_build_end)::date from audit.staged_batches where model = ?", [MART]
     ) == [(first + timedelta(days=3), first + timedelta(days=1))]
     assert_untouched_sessions_are_not_rederived(db, first + timedelta(days=2), tmp_path)
+    assert_untouched_engagements_are_not_rederived(db, first + timedelta(days=2), tmp_path)
 
     # a rerun of the day, then back in time (the later sessions leave the view) and forward again over the
     # generator's next day
     db = built_incrementally(world, first + timedelta(days=2))
     assert_equals_a_rebuild(db, first + timedelta(days=2), tmp_path)
+    new_person = new_address_person(db)
+    assert query(db, f"select count(*) from marts.{EMAIL_MART} where person_id = ?", [new_person]) == [(1,)]
     db = built_incrementally(world, first)
     assert assert_equals_a_rebuild(db, first, tmp_path) == rows[0]
+    # its only event left the view, and its row with it
+    assert query(db, f"select count(*) from marts.{EMAIL_MART} where person_id = ?", [new_person]) == [(0,)]
     advance(world / "sources", days=1)
     for as_of in (last, last + timedelta(days=1)):
         db = built_incrementally(world, as_of)
         rows.append(assert_equals_a_rebuild(db, as_of, tmp_path))
     assert rows == sorted(rows) and rows[0] < rows[-1], rows  # the days did add sessions
     # and none of those builds was a rebuild in disguise
-    assert query(db, "select distinct full_build_end::date from audit.staged_batches where model = ?", [MART]) == [
-        (first + timedelta(days=1),)
-    ]
+    for model in (MART, EMAIL_MART):
+        assert query(db, "select distinct full_build_end::date from audit.staged_batches where model = ?",
+                     [model]) == [(first + timedelta(days=1),)], model

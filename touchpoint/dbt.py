@@ -155,10 +155,10 @@ def _writes_manifest(layer: str, target_path: Path) -> bool:
 
 
 def _full_refresh_reason(ctx: RunContext, layer: str) -> str | None:
-    """Staging (the event tables), identity (person_map) and the marts (web sessions, funnel steps) hold the
-    incremental models; the rest is rebuilt every run. The histories (person_id_history, customer_rfm_history)
-    are `full_refresh: false`. A layer whose last build failed is rebuilt in full: an incremental model
-    committed rows its tests then failed on, and a rerun would build on them."""
+    """Staging (the event tables), identity (person_map) and the marts (web sessions, funnel steps, email
+    engagement) hold the incremental models; the rest is rebuilt every run. The histories (person_id_history,
+    customer_rfm_history) are `full_refresh: false`. A layer whose last build failed is rebuilt in full: an
+    incremental model committed rows its tests then failed on, and a rerun would build on them."""
     from touchpoint.incremental import INCREMENTAL_LAYERS, full_refresh_reason
 
     if layer not in INCREMENTAL_LAYERS:

@@ -1,5 +1,6 @@
 """When a dbt layer with incremental models (staging's event tables, identity.person_map, the marts'
-fct_web_sessions and fct_funnel_steps; dbt_project/macros/incremental.sql) is rebuilt in full instead:
+fct_web_sessions, fct_funnel_steps and fct_email_engagement;
+dbt_project/macros/incremental.sql) is rebuilt in full instead:
 `touchpoint run --full-refresh` (TOUCHPOINT_FULL_REFRESH=always), or on a schedule, when the models' last full
 build is TOUCHPOINT_FULL_REFRESH_EVERY_DAYS (7) or more days before the run's as-of end. An incremental build
 gives the same rows as a rebuild (tests/test_incremental_staging.py, tests/test_incremental_identity.py,
@@ -35,6 +36,7 @@ RECORDED_MODELS = {
     "person_map:web_events": "web_events",
     "person_map:email_events": "email_events",
     "fct_web_sessions": "web_events",
+    "fct_email_engagement": "email_events",
 }
 # The dbt layers (touchpoint/dbt.py LAYERS) holding them, which the full refresh applies to.
 INCREMENTAL_LAYERS = ("staging", "identity", "marts")

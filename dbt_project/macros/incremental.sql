@@ -199,9 +199,7 @@
     ),
 
     moved as (
-        -- the moves recorded by the identity builds since the previous build (a rerun of its day included)
-        select previous_person_id, person_id from {{ ref('person_id_history') }}
-        where as_of >= cast({{ since }} - interval 1 day as date)
+        {{ persons_moved_since(since) }}
     ),
 
     purchases as (
@@ -217,8 +215,6 @@
     ),
 
     affected_persons as (
-        select previous_person_id as person_id from moved
-        union
         select person_id from moved
         union
         select person_id from purchases_changed
@@ -244,6 +240,115 @@
     from {{ this }}
     where ended_at >= {{ since }} or person_id in (select affected_persons.person_id from affected_persons)
     {%- endif %}
+{%- endmacro %}
+
+{#- The persons on either side of a move the identity builds recorded since `since` (SQL, a timestamp): the
+    previous build's as-of end or this one's, the earlier. A rerun of the previous build's day is included. The
+    event marts re-derive these persons' rows: their records changed person. -#}
+{% macro persons_moved_since(since) -%}
+    select previous_person_id as person_id from {{ ref('person_id_history') }}
+    where as_of >= cast({{ since }} - interval 1 day as date)
+    union
+    select person_id from {{ ref('person_id_history') }}
+    where as_of >= cast({{ since }} - interval 1 day as date)
+{%- endmacro %}
+
+{#- Incremental fct_email_engagement (one row per person and campaign, delete+insert on email_engagement_id). A
+    row depends on the events of its person and campaign and on their nodes' persons, so a daily build
+    re-derives, from all their events,
+    - every (person, campaign) an event that may have changed belongs to: each raw version of it (staged_delta,
+      the staging tables' rule: a batch not built from, or the days between the two builds' as-of ends), with
+      the person its node has now and the person its latest version's node has (an address that vanished with
+      the change leaves the person's old campaign to re-derive);
+    - every row of a person on either side of a move since the previous build (persons_moved_since);
+    - every row with an event past the earlier of the two as-of ends (a run back in time: those events left).
+    The grain is (person, campaign), not the person: a campaign send reaches most of the list on its day (60% of
+    the persons at 1M), and each of them gains a row but keeps the others. Without the previous build's record,
+    every row (daily false). An erased person's rows are deleted by the erasure. -#}
+{% macro email_engagement_builds_daily() -%}
+    {{ return(is_incremental() and previous_staged_end() is not none) }}
+{%- endmacro %}
+
+{% macro rederived_engagements_table() -%}
+    intermediate.fct_email_engagement__rederived
+{%- endmacro %}
+
+{#- Pre-hook of fct_email_engagement: what this build re-derives, as engagement ids, and persons whose every
+    campaign it re-derives (email_engagement_id null). -#}
+{% macro record_rederived_engagements() -%}
+    {%- if not email_engagement_builds_daily() -%}
+    select 1
+    {%- else -%}
+    {%- set since = "least(timestamp '" ~ previous_staged_end() ~ "', " ~ as_of_end() ~ ")" -%}
+    create schema if not exists intermediate;
+    create or replace table {{ rederived_engagements_table() }} as
+    with
+
+    changed_versions as (
+        select
+            trim(event_id) as event_id,
+            {{ record_node('email_events', 'versions') }} as node_id,
+            coalesce(versions.campaign_id, '(none)') as campaign_key
+        from (
+            select
+                trim(event_id) as event_id,
+                {{ valid_email(clean_email('email')) }} as email,
+                nullif(trim(campaign_id), '') as campaign_id
+            from {{ source('email', 'email_events') }}
+            {{ staged_delta(source('email', 'email_events'), 'trim(event_id)', 'occurred_at') }}
+        ) as versions
+    ),
+
+    node_persons as (
+        {{ node_persons(ref('int_identity_graph_resolved')) }}
+    ),
+
+    changed_persons as (
+        -- each version's node's person now, and the person of the event's latest (staged) version's node
+        select changed_versions.event_id, node_persons.person_id
+        from changed_versions
+        inner join node_persons on changed_versions.node_id = node_persons.node_id
+        union
+        select events.event_id, node_persons.person_id
+        from {{ ref('stg_email__events') }} as events
+        inner join node_persons on {{ record_node('email_events', 'events') }} = node_persons.node_id
+        where events.event_id in (select changed_versions.event_id from changed_versions)
+    )
+
+    select distinct changed_persons.person_id || '|' || changed_versions.campaign_key as email_engagement_id,
+        changed_persons.person_id
+    from changed_persons
+    inner join changed_versions on changed_persons.event_id = changed_versions.event_id
+    union
+    select email_engagement_id, person_id from {{ this }} where last_event_at >= {{ since }}
+    union
+    select null, moved.person_id from ({{ persons_moved_since(since) }}) as moved
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Pre-hook of fct_email_engagement, after record_rederived_engagements: the rows it re-derives (every row when it
+    cannot tell which). delete+insert alone would keep a row whose events all left. -#}
+{% macro email_engagements_out_of_date() -%}
+    {%- if not is_incremental() -%}
+    select 1
+    {%- elif email_engagement_builds_daily() -%}
+    delete from {{ this }} where {{ is_rederived_engagement('email_engagement_id', 'person_id') }}
+    {%- else -%}
+    delete from {{ this }}
+    {%- endif -%}
+{%- endmacro %}
+
+{#- True for an engagement the daily build re-derives (record_rederived_engagements). -#}
+{% macro is_rederived_engagement(engagement_id, person_id) -%}
+    (
+        {{ engagement_id }} in (
+            select rederived.email_engagement_id from {{ rederived_engagements_table() }} as rederived
+        )
+        or {{ person_id }} in (
+            select rederived.person_id from {{ rederived_engagements_table() }} as rederived
+            where rederived.email_engagement_id is null
+        )
+    )
 {%- endmacro %}
 
 {#- fct_funnel_steps: the funnel definition (seed funnel_steps) its rows were built with, so that a changed

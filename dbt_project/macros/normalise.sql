@@ -19,6 +19,12 @@
     nullif(lower(regexp_replace({{ printable(column) }}, '\s+', '', 'g')), '')
 {%- endmacro %}
 
+{#- The address a staged record keeps: the cleaned address when it is valid, else null (the one rule; the event
+    marts' incremental builds apply it to raw versions of events to find the node an earlier version had). -#}
+{% macro valid_email(cleaned) -%}
+    case when {{ is_valid_email(cleaned) }} then {{ cleaned }} end
+{%- endmacro %}
+
 {% macro is_valid_email(cleaned) -%}
     regexp_full_match(
         {{ cleaned }},

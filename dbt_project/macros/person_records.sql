@@ -72,7 +72,7 @@
     an invalid value is nulled and flagged false; a missing one stays null. Every record carrying an email or
     phone (person records, POS transactions, consent events) validates them with this one rule. -#}
 {% macro validated_email_and_phone() -%}
-        case when {{ is_valid_email('email_cleaned') }} then email_cleaned end as email,
+        {{ valid_email('email_cleaned') }} as email,
         {{ is_valid_email('email_cleaned') }} as is_email_valid,
         case when {{ is_valid_phone('phone_cleaned') }} then phone_cleaned end as phone_e164,
         case when phone_raw is not null then coalesce({{ is_valid_phone('phone_cleaned') }}, false) end

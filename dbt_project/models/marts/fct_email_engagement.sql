@@ -1,4 +1,21 @@
 -- One row per person and campaign: was the campaign sent, opened, clicked, bounced, unsubscribed from.
+--
+-- Incremental (delete+insert on email_engagement_id): a daily build re-derives only the (person, campaign) rows
+-- that may have changed (macro record_rederived_engagements), from all their events, and gives the rebuild's rows
+-- (tests/test_incremental_marts.py).
+-- depends_on: {{ ref('person_id_history') }}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='email_engagement_id',
+    pre_hook=[
+        "{{ record_rederived_engagements() }}",
+        "{{ email_engagements_out_of_date() }}",
+    ],
+    post_hook="{{ record_staged_batches(source('email', 'email_events')) }}",
+) }}
+
+{%- set daily = email_engagement_builds_daily() %}
 
 with
 
@@ -10,8 +27,12 @@ email_events as (
 
 node_persons as (
 
-    -- an event's person is its identity node's (identity.person_map holds the same, one row per event)
-    {{ node_persons(ref('int_identity_graph_resolved')) }}
+    -- an event's person is its identity node's (identity.person_map holds the same, one row per event); a daily
+    -- build reads only the nodes of the persons it re-derives, so the events are joined to a few of them
+    select * from ({{ node_persons(ref('int_identity_graph_resolved')) }})
+    {%- if daily %}
+    where person_id in (select rederived.person_id from {{ rederived_engagements_table() }} as rederived)
+    {%- endif %}
 
 ),
 
@@ -43,7 +64,11 @@ engagement as (
         bool_or(event_type in ('unsubscribe', 'unsubscribed')) as is_unsubscribed,
         max(occurred_at) filter (where event_type in ('click', 'clicked')) as last_clicked_at
     from events_personed
-    where person_id is not null
+    where
+        person_id is not null
+        {%- if daily %}
+        and {{ is_rederived_engagement("person_id || '|' || campaign_key", 'person_id') }}
+        {%- endif %}
     group by person_id, campaign_key
 
 ),

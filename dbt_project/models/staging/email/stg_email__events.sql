@@ -38,7 +38,7 @@ validated as (
         event_id,
         occurred_at,
         event_date,
-        case when {{ is_valid_email('email_cleaned') }} then email_cleaned end as email,
+        {{ valid_email('email_cleaned') }} as email,
         coalesce({{ is_valid_email('email_cleaned') }}, false) as is_email_valid,
         event_type,
         campaign_id,
