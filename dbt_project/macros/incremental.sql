@@ -286,10 +286,11 @@
 
     changed_versions as (
         select
-            trim(event_id) as event_id,
+            versions.event_id,
             {{ record_node('email_events', 'versions') }} as node_id,
-            coalesce(versions.campaign_id, '(none)') as campaign_key
+            versions.campaign_id
         from (
+            -- each raw version's columns as stg_email__events stages them
             select
                 trim(event_id) as event_id,
                 {{ valid_email(clean_email('email')) }} as email,
@@ -315,7 +316,8 @@
         where events.event_id in (select changed_versions.event_id from changed_versions)
     )
 
-    select distinct changed_persons.person_id || '|' || changed_versions.campaign_key as email_engagement_id,
+    select distinct
+        {{ email_engagement_id('changed_persons.person_id', 'changed_versions.campaign_id') }} as email_engagement_id,
         changed_persons.person_id
     from changed_persons
     inner join changed_versions on changed_persons.event_id = changed_versions.event_id
@@ -340,15 +342,9 @@
 
 {#- True for an engagement the daily build re-derives (record_rederived_engagements). -#}
 {% macro is_rederived_engagement(engagement_id, person_id) -%}
-    (
-        {{ engagement_id }} in (
-            select rederived.email_engagement_id from {{ rederived_engagements_table() }} as rederived
-        )
-        or {{ person_id }} in (
-            select rederived.person_id from {{ rederived_engagements_table() }} as rederived
-            where rederived.email_engagement_id is null
-        )
-    )
+    {%- set rederived = rederived_engagements_table() -%}
+    ({{ engagement_id }} in (select email_engagement_id from {{ rederived }}) or {{ person_id }} in
+    (select person_id from {{ rederived }} where email_engagement_id is null))
 {%- endmacro %}
 
 {#- fct_funnel_steps: the funnel definition (seed funnel_steps) its rows were built with, so that a changed

@@ -12,6 +12,17 @@
     coalesce({{ session_id }}, 'event:' || {{ event_id }})
 {%- endmacro %}
 
+{#- fct_email_engagement's row of an email event: its person and campaign, an event without a campaign counted
+    under '(none)'. The one definition: the mart groups by it, and its incremental build finds the rows to
+    re-derive with it (macros/incremental.sql). -#}
+{% macro email_campaign_key(campaign_id) -%}
+    coalesce({{ campaign_id }}, '(none)')
+{%- endmacro %}
+
+{% macro email_engagement_id(person_id, campaign_id) -%}
+    {{ person_id }} || '|' || {{ email_campaign_key(campaign_id) }}
+{%- endmacro %}
+
 {#- The campaign a landing URL carries: its utm_campaign query parameter, URL-decoded; null without one. -#}
 {% macro utm_campaign(url) -%}
     nullif(trim(url_decode(regexp_extract({{ url }}, '[?&]utm_campaign=([^&#]*)', 1))), '')

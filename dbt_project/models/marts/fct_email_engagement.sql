@@ -29,9 +29,14 @@ node_persons as (
 
     -- an event's person is its identity node's (identity.person_map holds the same, one row per event); a daily
     -- build reads only the nodes of the persons it re-derives, so the events are joined to a few of them
-    select * from ({{ node_persons(ref('int_identity_graph_resolved')) }})
+    select
+        graph_nodes.node_id,
+        graph_nodes.person_id
+    from ({{ node_persons(ref('int_identity_graph_resolved')) }}) as graph_nodes
     {%- if daily %}
-    where person_id in (select rederived.person_id from {{ rederived_engagements_table() }} as rederived)
+        where graph_nodes.person_id in (
+            select rederived.person_id from {{ rederived_engagements_table() }} as rederived
+        )
     {%- endif %}
 
 ),
@@ -40,11 +45,16 @@ events_personed as (
 
     select
         email_events.*,
-        coalesce(email_events.campaign_id, '(none)') as campaign_key,
+        {{ email_campaign_key('email_events.campaign_id') }} as campaign_key,
         node_persons.person_id
     from email_events
     inner join node_persons
         on {{ record_node('email_events', 'email_events') }} = node_persons.node_id
+    {%- if daily %}
+        where {{ is_rederived_engagement(
+            email_engagement_id('node_persons.person_id', 'email_events.campaign_id'), 'node_persons.person_id'
+        ) }}
+    {%- endif %}
 
 ),
 
@@ -64,11 +74,7 @@ engagement as (
         bool_or(event_type in ('unsubscribe', 'unsubscribed')) as is_unsubscribed,
         max(occurred_at) filter (where event_type in ('click', 'clicked')) as last_clicked_at
     from events_personed
-    where
-        person_id is not null
-        {%- if daily %}
-        and {{ is_rederived_engagement("person_id || '|' || campaign_key", 'person_id') }}
-        {%- endif %}
+    where person_id is not null
     group by person_id, campaign_key
 
 ),
@@ -76,7 +82,7 @@ engagement as (
 final as (
 
     select
-        person_id || '|' || campaign_key as email_engagement_id,
+        {{ email_engagement_id('person_id', 'campaign_key') }} as email_engagement_id,
         person_id,
         campaign_key as campaign_id,
         first_event_at,
