@@ -206,15 +206,22 @@ MUTATIONS = [
     Mutation(
         "incremental email engagement: the persons who moved are not re-derived",
         "dbt_project/macros/incremental.sql",
-        "    select null, moved.person_id from ({{ persons_moved_since(since) }}) as moved\n",
-        "    select null, moved.person_id from ({{ persons_moved_since(since) }}) as moved where false\n",
+        "    select null, moved.person_id, null from ({{ persons_moved_since(since) }}) as moved\n",
+        "    select null, moved.person_id, null from ({{ persons_moved_since(since) }}) as moved where false\n",
+        ("tests/test_incremental_marts.py",),
+    ),
+    Mutation(
+        "incremental email engagement: a daily build reads only the events of persons re-derived whole",
+        "dbt_project/macros/incremental.sql",
+        "    ({{ campaign_key }} in (select campaign_id from {{ rederived }}) or {{ node_id }} in\n",
+        "    (false or {{ node_id }} in\n",
         ("tests/test_incremental_marts.py",),
     ),
     Mutation(
         "incremental email engagement: a run back in time keeps the rows of events that left the view",
         "dbt_project/macros/incremental.sql",
-        "    select email_engagement_id, person_id from {{ this }} where last_event_at >= {{ since }}\n",
-        "    select email_engagement_id, person_id from {{ this }} where false\n",
+        "    select email_engagement_id, person_id, campaign_id from {{ this }} where last_event_at >= {{ since }}\n",
+        "    select email_engagement_id, person_id, campaign_id from {{ this }} where false\n",
         ("tests/test_incremental_marts.py",),
     ),
 ]

@@ -273,8 +273,8 @@
     intermediate.fct_email_engagement__rederived
 {%- endmacro %}
 
-{#- Pre-hook of fct_email_engagement: what this build re-derives, as engagement ids, and persons whose every
-    campaign it re-derives (email_engagement_id null). -#}
+{#- Pre-hook of fct_email_engagement: what this build re-derives, as engagement ids with their person and
+    campaign, and persons whose every campaign it re-derives (email_engagement_id and campaign_id null). -#}
 {% macro record_rederived_engagements() -%}
     {%- if not email_engagement_builds_daily() -%}
     select 1
@@ -318,18 +318,19 @@
 
     select distinct
         {{ email_engagement_id('changed_persons.person_id', 'changed_versions.campaign_id') }} as email_engagement_id,
-        changed_persons.person_id
+        changed_persons.person_id,
+        {{ email_campaign_key('changed_versions.campaign_id') }} as campaign_id
     from changed_persons
     inner join changed_versions on changed_persons.event_id = changed_versions.event_id
     union
-    select email_engagement_id, person_id from {{ this }} where last_event_at >= {{ since }}
+    select email_engagement_id, person_id, campaign_id from {{ this }} where last_event_at >= {{ since }}
     union
-    select null, moved.person_id from ({{ persons_moved_since(since) }}) as moved
+    select null, moved.person_id, null from ({{ persons_moved_since(since) }}) as moved
     {%- endif -%}
 {%- endmacro %}
 
 {#- Pre-hook of fct_email_engagement, after record_rederived_engagements: the rows it re-derives (every row when it
-    cannot tell which). delete+insert alone would keep a row whose events all left. -#}
+    cannot tell which), which the build then appends again; a row whose events all left gets none. -#}
 {% macro email_engagements_out_of_date() -%}
     {%- if not is_incremental() -%}
     select 1
@@ -338,6 +339,16 @@
     {%- else -%}
     delete from {{ this }}
     {%- endif -%}
+{%- endmacro %}
+
+{#- The campaigns of the engagements a daily build re-derives: it reads their events, and the persons' re-derived
+    whole, before it joins them to persons. A send reaches most of the list, whose persons hold most of the events
+    of every other campaign: joining all their events first was 8.6 s of the 1M campaign-send day, this 2.2 s. -#}
+{% macro is_rederived_campaign_or_node(campaign_key, node_id, node_persons) -%}
+    {%- set rederived = rederived_engagements_table() -%}
+    ({{ campaign_key }} in (select campaign_id from {{ rederived }}) or {{ node_id }} in
+    (select node_id from {{ node_persons }} where person_id in
+    (select person_id from {{ rederived }} where email_engagement_id is null)))
 {%- endmacro %}
 
 {#- True for an engagement the daily build re-derives (record_rederived_engagements). -#}

@@ -1,13 +1,12 @@
 -- One row per person and campaign: was the campaign sent, opened, clicked, bounced, unsubscribed from.
 --
--- Incremental (delete+insert on email_engagement_id): a daily build re-derives only the (person, campaign) rows
--- that may have changed (macro record_rederived_engagements), from all their events, and gives the rebuild's rows
+-- Incremental: a daily build deletes the (person, campaign) rows that may have changed (macro
+-- record_rederived_engagements) and appends them again from all their events, and gives the rebuild's rows
 -- (tests/test_incremental_marts.py).
 -- depends_on: {{ ref('person_id_history') }}
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key='email_engagement_id',
+    incremental_strategy='append',
     pre_hook=[
         "{{ record_rederived_engagements() }}",
         "{{ email_engagements_out_of_date() }}",
@@ -18,12 +17,6 @@
 {%- set daily = email_engagement_builds_daily() %}
 
 with
-
-email_events as (
-
-    select * from {{ ref('stg_email__events') }}
-
-),
 
 node_persons as (
 
@@ -37,6 +30,17 @@ node_persons as (
         where graph_nodes.person_id in (
             select rederived.person_id from {{ rederived_engagements_table() }} as rederived
         )
+    {%- endif %}
+
+),
+
+email_events as (
+
+    select * from {{ ref('stg_email__events') }}
+    {%- if daily %}
+        where {{ is_rederived_campaign_or_node(
+            email_campaign_key('campaign_id'), record_node('email_events'), 'node_persons'
+        ) }}
     {%- endif %}
 
 ),
