@@ -284,7 +284,7 @@
     create or replace table {{ rederived_engagements_table() }} as
     with
 
-    changed_versions as (
+    changed_versions as materialized (
         select
             versions.event_id,
             {{ record_node('email_events', 'versions') }} as node_id,
@@ -304,16 +304,22 @@
         {{ node_persons(ref('int_identity_graph_resolved')) }}
     ),
 
+    changed_staged as materialized (
+        -- the latest (staged) version of each, found first: joined to the nodes after, not before
+        select events.event_id, {{ record_node('email_events', 'events') }} as node_id
+        from {{ ref('stg_email__events') }} as events
+        where events.event_id in (select changed_versions.event_id from changed_versions)
+    ),
+
     changed_persons as (
-        -- each version's node's person now, and the person of the event's latest (staged) version's node
+        -- each version's node's person now, and the person of the event's latest version's node
         select changed_versions.event_id, node_persons.person_id
         from changed_versions
         inner join node_persons on changed_versions.node_id = node_persons.node_id
         union
-        select events.event_id, node_persons.person_id
-        from {{ ref('stg_email__events') }} as events
-        inner join node_persons on {{ record_node('email_events', 'events') }} = node_persons.node_id
-        where events.event_id in (select changed_versions.event_id from changed_versions)
+        select changed_staged.event_id, node_persons.person_id
+        from changed_staged
+        inner join node_persons on changed_staged.node_id = node_persons.node_id
     )
 
     select distinct

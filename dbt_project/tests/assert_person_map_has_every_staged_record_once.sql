@@ -55,29 +55,20 @@ staged as (
 
 ),
 
-staged_checksums as (
+{%- for side, records in [('staged', 'staged'), ('mapped', ref('person_map'))] %}
+
+{{ side }}_checksums as (
 
     select
         source_entity,
         count(*) as records,
         sum(hash(source_record_id)) as checksum,
         sum(hash('#' || source_record_id)) as shifted_checksum
-    from staged
+    from {{ records }}
     group by source_entity
 
 ),
-
-mapped_checksums as (
-
-    select
-        source_entity,
-        count(*) as records,
-        sum(hash(source_record_id)) as checksum,
-        sum(hash('#' || source_record_id)) as shifted_checksum
-    from {{ ref('person_map') }}
-    group by source_entity
-
-),
+{%- endfor %}
 
 differing_entities as (
 
