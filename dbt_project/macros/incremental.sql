@@ -253,9 +253,9 @@
     where as_of >= cast({{ since }} - interval 1 day as date)
 {%- endmacro %}
 
-{#- Incremental fct_email_engagement (one row per person and campaign, delete+insert on email_engagement_id). A
-    row depends on the events of its person and campaign and on their nodes' persons, so a daily build
-    re-derives, from all their events,
+{#- Incremental fct_email_engagement (one row per person and campaign; append, after a pre-hook deletes the rows it
+    re-derives). A row depends on the events of its person and campaign and on their nodes' persons, so a daily
+    build re-derives, from all their events,
     - every (person, campaign) an event that may have changed belongs to: each raw version of it (staged_delta,
       the staging tables' rule: a batch not built from, or the days between the two builds' as-of ends), with
       the person its node has now and the person its latest version's node has (an address that vanished with
