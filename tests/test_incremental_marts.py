@@ -99,9 +99,12 @@ def move_an_old_email_event(db: Path, as_of: date) -> str:
     its person's old campaign row loses the event and a new (person, campaign) row appears. Returns the event."""
     con = duckdb.connect(str(db))
     try:
+        # of a person who never moved: a move re-derives all of a person's rows, and would hide a rule that
+        # forgot the event's old campaign
         event_id = con.execute(
-            "select min(event_id) from staging.stg_email__events where occurred_at < ? and campaign_id is not null "
-            "and email is not null",
+            "select min(events.event_id) from staging.stg_email__events as events "
+            "join identity.person_map on source_entity = 'email_events' and source_record_id = events.event_id "
+            f"where occurred_at < ? and campaign_id is not null and email is not null and {NOT_MOVED}",
             [as_of - timedelta(days=5)],
         ).fetchone()[0]
         assert event_id is not None
