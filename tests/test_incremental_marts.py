@@ -94,6 +94,21 @@ def assert_untouched_rows_are_not_rederived(db: Path, as_of: date, tmp_path: Pat
     shutil.rmtree(scratch.parent)
 
 
+def insert_corrected_versions(con: duckdb.DuckDBPyConnection, events: str, replaced: str, where: str,
+                              params: list[object]) -> None:
+    """A corrected extract of raw `events` (a table of events keyed by event_id): a new version of the latest
+    version of each event `where` selects, with `replaced` (a DuckDB `replace` list), in a batch of its own
+    extracted a second later."""
+    con.execute(
+        f"insert into raw.{events} select * replace ({replaced}, 'test-corrected' as _batch_id,"
+        "  _extracted_at + interval 1 second as _extracted_at) "
+        f"from raw.{events} where {where} "
+        "qualify row_number() over (partition by event_id order by _extracted_at desc, _batch_id desc,"
+        "  _row_number desc) = 1",
+        params,
+    )
+
+
 def move_an_old_email_event(db: Path, as_of: date) -> str:
     """A corrected extract gives an old email event another campaign (a new raw version in a batch of its own):
     its person's old campaign row loses the event and a new (person, campaign) row appears. Returns the event."""
@@ -108,15 +123,8 @@ def move_an_old_email_event(db: Path, as_of: date) -> str:
             [as_of - timedelta(days=5)],
         ).fetchone()[0]
         assert event_id is not None
-        con.execute(
-            "insert into raw.email_events select * replace ("
-            "  'test-recampaigned' as campaign_id, 'test-recampaigned' as _batch_id,"
-            "  _extracted_at + interval 1 second as _extracted_at) "
-            "from raw.email_events where trim(event_id) = ? "
-            "qualify row_number() over (partition by event_id order by _extracted_at desc, _batch_id desc,"
-            "  _row_number desc) = 1",
-            [event_id],
-        )
+        insert_corrected_versions(con, "email_events", "'test-recampaigned' as campaign_id", "trim(event_id) = ?",
+                                  [event_id])
     finally:
         con.close()
     return event_id
@@ -179,15 +187,8 @@ def move_an_old_session(db: Path, as_of: date) -> str:
             [as_of - timedelta(days=5)],
         ).fetchone()[0]
         assert session_id is not None
-        con.execute(
-            "insert into raw.web_events select * replace ("
-            "  'moved-' || session_id as session_id, 'test-moved-session' as _batch_id,"
-            "  _extracted_at + interval 1 second as _extracted_at) "
-            "from raw.web_events where trim(session_id) = ? "
-            "qualify row_number() over (partition by event_id order by _extracted_at desc, _batch_id desc,"
-            "  _row_number desc) = 1",
-            [session_id],
-        )
+        insert_corrected_versions(con, "web_events", "'moved-' || session_id as session_id", "trim(session_id) = ?",
+                                  [session_id])
     finally:
         con.close()
     return session_id
