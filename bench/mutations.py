@@ -181,17 +181,17 @@ MUTATIONS = [
         ("tests/test_privacy_retention.py",),
     ),
     Mutation(
-        "person_map completeness: the checksums are left out, only the counts are compared",
+        "person_map completeness: the hash sums are left out, only the counts are compared",
         "dbt_project/tests/assert_person_map_has_every_staged_record_once.sql",
-        "        or staged_checksums.checksum is distinct from mapped_checksums.checksum\n"
-        "        or staged_checksums.shifted_checksum is distinct from mapped_checksums.shifted_checksum\n",
+        "        or staged_checksums.id_hash_sum is distinct from mapped_checksums.id_hash_sum\n"
+        "        or staged_checksums.shifted_id_hash_sum is distinct from mapped_checksums.shifted_id_hash_sum\n",
         "",
         ("tests/test_identity.py::test_person_map_completeness_test_names_a_swapped_record",),
     ),
     Mutation(
         "person_map completeness: only the plain hash sum, which DuckDB's string hash can collide",
         "dbt_project/tests/assert_person_map_has_every_staged_record_once.sql",
-        "        or staged_checksums.shifted_checksum is distinct from mapped_checksums.shifted_checksum\n",
+        "        or staged_checksums.shifted_id_hash_sum is distinct from mapped_checksums.shifted_id_hash_sum\n",
         "",
         ("tests/test_identity.py::test_person_map_completeness_test_sees_ids_whose_hashes_collide",),
     ),

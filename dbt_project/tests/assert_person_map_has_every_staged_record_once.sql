@@ -57,17 +57,17 @@ staged as (
 
 {%- for side, records in [('staged', 'staged'), ('mapped', ref('person_map'))] %}
 
-{{ side }}_checksums as (
+    {{ side }}_checksums as (
 
-    select
-        source_entity,
-        count(*) as records,
-        sum(hash(source_record_id)) as checksum,
-        sum(hash('#' || source_record_id)) as shifted_checksum
-    from {{ records }}
-    group by source_entity
+        select
+            source_entity,
+            count(*) as records,
+            sum(hash(source_record_id)) as id_hash_sum,
+            sum(hash('#' || source_record_id)) as shifted_id_hash_sum
+        from {{ records }}
+        group by source_entity
 
-),
+    ),
 {%- endfor %}
 
 differing_entities as (
@@ -78,8 +78,8 @@ differing_entities as (
         on staged_checksums.source_entity = mapped_checksums.source_entity
     where
         staged_checksums.records is distinct from mapped_checksums.records
-        or staged_checksums.checksum is distinct from mapped_checksums.checksum
-        or staged_checksums.shifted_checksum is distinct from mapped_checksums.shifted_checksum
+        or staged_checksums.id_hash_sum is distinct from mapped_checksums.id_hash_sum
+        or staged_checksums.shifted_id_hash_sum is distinct from mapped_checksums.shifted_id_hash_sum
 
 ),
 
