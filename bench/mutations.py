@@ -224,6 +224,29 @@ MUTATIONS = [
         "    select email_engagement_id, person_id, campaign_id from {{ this }} where false\n",
         ("tests/test_incremental_marts.py",),
     ),
+    Mutation(
+        "incremental conversion paths: the fingerprint leaves out the purchases",
+        "dbt_project/macros/incremental.sql",
+        "        union all\n"
+        "        select purchases.person_id, hash(*columns(*)), hash('#' || purchases.order_id)\n"
+        "        from ({{ lookup_purchases(conversion_path_purchase_columns()) }}) as purchases\n",
+        "",
+        ("tests/test_incremental_marts.py",),
+    ),
+    Mutation(
+        "incremental conversion paths: a person whose touches and purchases all went keeps the rows",
+        "dbt_project/macros/incremental.sql",
+        "    select coalesce(now.person_id, before.person_id) as person_id\n",
+        "    select now.person_id\n",
+        ("tests/test_incremental_marts.py",),
+    ),
+    Mutation(
+        "incremental conversion paths: only the count of a person's inputs is compared",
+        "dbt_project/macros/incremental.sql",
+        "        or now.row_hash_sum is distinct from before.row_hash_sum\n",
+        "",
+        ("tests/test_incremental_marts.py",),
+    ),
 ]
 
 SITECUSTOMIZE = '''\

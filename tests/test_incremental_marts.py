@@ -1,14 +1,14 @@
-"""Incremental fct_web_sessions, fct_funnel_steps and fct_email_engagement equal a rebuild, day after day
-(macros/incremental.sql).
+"""Incremental fct_web_sessions, fct_funnel_steps, fct_email_engagement and fct_conversion_paths equal a rebuild,
+day after day (macros/incremental.sql).
 
 A small demo world is extracted, loaded and built day by day: staging, identity (which re-stitches people and
-records their moves in person_id_history), fct_orders and the three marts, incrementally on top of their own
-earlier days. Each day a copy of the warehouse rebuilds the three alone with --full-refresh from the same
+records their moves in person_id_history), fct_orders, fct_touchpoints and the four marts, incrementally on top of
+their own earlier days. Each day a copy of the warehouse rebuilds the four alone with --full-refresh from the same
 inputs, and the tables must hold the same rows. The days cover new events and purchases, a device logging in
 (identity moves its past sessions to a customer), two emailed persons linked by an override (a merge), a
 corrected extract that moves an old session's events to another session id and an old email event to another
-campaign, an email to an address seen nowhere else, a rerun of a day, a run back in time (sessions and that
-email leave the view) and forward again over the generator's next day.
+campaign, another that changes an old purchase's amount, an email to an address seen nowhere else, a rerun of a
+day, a run back in time (sessions and that email leave the view) and forward again over the generator's next day.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from tests.conftest_identity import (
 
 MART = "fct_web_sessions"
 EMAIL_MART = "fct_email_engagement"
-MARTS = (MART, "fct_funnel_steps", EMAIL_MART)
+PATHS_MART = "fct_conversion_paths"
+MARTS = (MART, "fct_funnel_steps", EMAIL_MART, PATHS_MART)
 SELECT = " ".join(MARTS)
 # with identity.person_map, as the identity layer builds it: person_id_history compares each day with it
 BUILT = " ".join(f"+{model}" for model in ("person_map", *MARTS))
@@ -63,50 +64,77 @@ def assert_equals_a_rebuild(db: Path, as_of: date, tmp_path: Path) -> int:
     return found[f"marts.{MART}"][0]
 
 
-# Rows nothing points at, per mart: (its key column, the time its events end, and a condition that keeps out the
-# persons whose rows a day re-derives for other reasons). Sessions convert with their person's purchases.
+# Rows nothing points at, per mart: (its key column, the time its events end, a condition that keeps out the
+# persons whose rows a day re-derives for other reasons, and a count column the check alters). Sessions convert
+# with their person's purchases.
 NOT_MOVED = ("person_id not in (select previous_person_id from identity.person_id_history "
              "union select person_id from identity.person_id_history)")
 UNTOUCHED = {
     MART: ("session_id", "ended_at",
-           f"{NOT_MOVED} and person_id not in (select person_id from marts.fct_orders where person_id is not null)"),
-    EMAIL_MART: ("email_engagement_id", "last_event_at", NOT_MOVED),
+           f"{NOT_MOVED} and person_id not in (select person_id from marts.fct_orders where person_id is not null)",
+           "events_count"),
+    EMAIL_MART: ("email_engagement_id", "last_event_at", NOT_MOVED, "events_count"),
+    PATHS_MART: ("conversion_path_id", "ordered_at", NOT_MOVED, "touches_count"),
 }
 
 
 def assert_untouched_rows_are_not_rederived(db: Path, as_of: date, tmp_path: Path) -> None:
-    """On a copy, an old row of each mart (a session, a person's campaign) of a person nothing re-derives is
+    """On a copy, an old row of each mart (a session, a person's campaign, a touch on a path) of a person nothing
+    re-derives is
     altered where nothing says it changed; a rerun of the day must leave it as it is (a build that re-derived
     every row would restore it)."""
     def alter(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
         altered = {}
-        for mart, (key, ended, untouched) in UNTOUCHED.items():
+        for mart, (key, ended, untouched, count) in UNTOUCHED.items():
             (altered[mart],), = con.execute(f"select min({key}) from marts.{mart} where {ended} < ? and {untouched}",
                                             [as_of - timedelta(days=5)]).fetchall()
             assert altered[mart] is not None, mart
-            con.execute(f"update marts.{mart} set events_count = -1 where {key} = ?", [altered[mart]])
+            con.execute(f"update marts.{mart} set {count} = -1 where {key} = ?", [altered[mart]])
         return altered
 
     scratch, altered = altered_copy(db, tmp_path, alter)
     dbt_build(scratch, as_of.isoformat(), SELECT, command="run")
-    for mart, (key, _, _) in UNTOUCHED.items():
-        assert query(scratch, f"select events_count from marts.{mart} where {key} = ?", [altered[mart]]) == [(-1,)]
+    for mart, (key, _, _, count) in UNTOUCHED.items():
+        assert query(scratch, f"select {count} from marts.{mart} where {key} = ?", [altered[mart]]) == [(-1,)], mart
     shutil.rmtree(scratch.parent)
 
 
-def insert_corrected_versions(con: duckdb.DuckDBPyConnection, events: str, replaced: str, where: str,
-                              params: list[object]) -> None:
-    """A corrected extract of raw `events` (a table of events keyed by event_id): a new version of the latest
-    version of each event `where` selects, with `replaced` (a DuckDB `replace` list), in a batch of its own
-    extracted a second later."""
+def insert_corrected_versions(con: duckdb.DuckDBPyConnection, table: str, replaced: str, where: str,
+                              params: list[object], key: str = "event_id") -> None:
+    """A corrected extract of raw `table` (keyed by `key`): a new version of the latest version of each row `where`
+    selects, with `replaced` (a DuckDB `replace` list), in a batch of its own extracted a second later."""
     con.execute(
-        f"insert into raw.{events} select * replace ({replaced}, 'test-corrected' as _batch_id,"
+        f"insert into raw.{table} select * replace ({replaced}, 'test-corrected' as _batch_id,"
         "  _extracted_at + interval 1 second as _extracted_at) "
-        f"from raw.{events} where {where} "
-        "qualify row_number() over (partition by event_id order by _extracted_at desc, _batch_id desc,"
+        f"from raw.{table} where {where} "
+        f"qualify row_number() over (partition by {key} order by _extracted_at desc, _batch_id desc,"
         "  _row_number desc) = 1",
         params,
     )
+
+
+def reprice_an_old_purchase(db: Path, as_of: date) -> tuple[str, object]:
+    """A corrected extract changes the amount of an old purchase on a conversion path (a new version of the shop
+    order, updated on the day): its path's rows keep their count and keys, and only their conversion value
+    changes. Returns the order and its new amount."""
+    con = duckdb.connect(str(db))
+    try:
+        order_id, shop_order_id = con.execute(
+            "select paths.order_id, orders.source_record_id from ("
+            f"  select order_id from marts.{PATHS_MART}"
+            f"  where order_channel = 'online' and ordered_at < ? and {NOT_MOVED}"
+            ") as paths join marts.fct_orders as orders using (order_id) order by paths.order_id limit 1",
+            [as_of - timedelta(days=5)],
+        ).fetchone()
+        insert_corrected_versions(
+            con, "shop_orders", "total_amount + 1 as total_amount, ?::timestamp as updated_at",
+            "trim(order_id) = ?", [datetime.combine(as_of, time(12)), shop_order_id], key="order_id",
+        )
+        (amount,), = con.execute("select total_amount from raw.shop_orders where _batch_id = 'test-corrected' "
+                                 "and trim(order_id) = ?", [shop_order_id]).fetchall()
+    finally:
+        con.close()
+    return order_id, amount
 
 
 def move_an_old_email_event(db: Path, as_of: date) -> str:
@@ -217,6 +245,7 @@ def test_incremental_web_sessions_equal_a_rebuild_every_day(world, tmp_path, mon
             moved = move_an_old_session(db, as_of)
             move_an_old_email_event(db, as_of)
             email_a_new_address(db, as_of)
+            repriced, amount = reprice_an_old_purchase(db, as_of)
         dbt_build(db, as_of.isoformat(), BUILT, command="run")
         rows.append(assert_equals_a_rebuild(db, as_of, tmp_path))
         if as_of == first + timedelta(days=1):
@@ -237,6 +266,9 @@ def test_incremental_web_sessions_equal_a_rebuild_every_day(world, tmp_path, mon
                          [moved, f"moved-{moved}"]) == [(f"moved-{moved}",)]
             assert query(db, f"select sum(events_count) from marts.{EMAIL_MART} where campaign_id = ?",
                          ["test-recampaigned"]) == [(1,)]
+            # the repriced purchase's path carries its new value (its rows' count and keys did not change)
+            assert query(db, f"select distinct conversion_value from marts.{PATHS_MART} where order_id = ?",
+                         [repriced]) == [(amount,)]
     # the first build recorded its batches; the later ones were incremental on top of it
     assert query(
         db, "select max(as_of_end)::date, max(full_build_end)::date from audit.staged_batches where model = ?", [MART]

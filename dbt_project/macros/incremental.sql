@@ -364,6 +364,89 @@
     (select person_id from {{ rederived }} where email_engagement_id is null))
 {%- endmacro %}
 
+{#- Incremental fct_conversion_paths, by person. A person's paths follow from the person's touches
+    (fct_touchpoints) and purchases (lookup_purchases) alone, and from var('attribution_lookback_days'). So each
+    build keeps a fingerprint of every person's inputs, and a daily build re-derives the persons whose fingerprint
+    changed, appeared or went: a new touch or purchase, a corrected one, a merge or split (the rows carry the
+    person), a run back in time. The fingerprint is the row count and two sums of 64-bit hashes per person, of
+    every column of each input row and of its key shifted by a character, as in
+    tests/assert_person_map_has_every_staged_record_once.sql: DuckDB's string hash() mixes some bytes weakly.
+    Without a fingerprint (a table built before this existed), every row is re-derived. -#}
+{% macro conversion_path_inputs_table() -%}
+    intermediate.fct_conversion_paths__inputs
+{%- endmacro %}
+
+{% macro conversion_path_inputs_now_table() -%}
+    intermediate.fct_conversion_paths__inputs_now
+{%- endmacro %}
+
+{% macro rederived_conversion_persons_table() -%}
+    intermediate.fct_conversion_paths__rederived
+{%- endmacro %}
+
+{#- The purchase columns a path reads (lookup_purchases): the model and its fingerprint read the same. -#}
+{% macro conversion_path_purchase_columns() -%}
+    {{ return(['order_id', 'person_id', 'ordered_at', 'order_date', 'channel as order_channel', 'net_amount']) }}
+{%- endmacro %}
+
+{% macro conversion_paths_build_daily() -%}
+    {{ return(is_incremental() and existing_relation(conversion_path_inputs_table()) is not none) }}
+{%- endmacro %}
+
+{#- Pre-hook of fct_conversion_paths: every person's fingerprint now; in a daily build, the persons to re-derive. -#}
+{% macro record_rederived_conversion_persons() -%}
+    create schema if not exists intermediate;
+    create or replace table {{ conversion_path_inputs_now_table() }} as
+    select
+        person_id,
+        count(*) as input_rows,
+        sum(row_hash) as row_hash_sum,
+        sum(key_hash) as key_hash_sum,
+        {{ var('attribution_lookback_days') }} as lookback_days
+    from (
+        select person_id, hash(*columns(*)) as row_hash, hash('#' || touchpoint_id) as key_hash
+        from {{ ref('fct_touchpoints') }}
+        union all
+        select purchases.person_id, hash(*columns(*)), hash('#' || purchases.order_id)
+        from ({{ lookup_purchases(conversion_path_purchase_columns()) }}) as purchases
+    ) as inputs
+    group by person_id;
+    {%- if conversion_paths_build_daily() %}
+    create or replace table {{ rederived_conversion_persons_table() }} as
+    select coalesce(now.person_id, before.person_id) as person_id
+    from {{ conversion_path_inputs_now_table() }} as now
+    full outer join {{ conversion_path_inputs_table() }} as before on now.person_id = before.person_id
+    where
+        now.input_rows is distinct from before.input_rows
+        or now.row_hash_sum is distinct from before.row_hash_sum
+        or now.key_hash_sum is distinct from before.key_hash_sum
+        or now.lookback_days is distinct from before.lookback_days;
+    {%- endif %}
+{%- endmacro %}
+
+{#- Pre-hook of fct_conversion_paths, after record_rederived_conversion_persons: the rows it re-derives (every row
+    when it cannot tell which); a person whose touches or purchases all went gets none back. -#}
+{% macro conversion_paths_out_of_date() -%}
+    {%- if not is_incremental() -%}
+    select 1
+    {%- elif conversion_paths_build_daily() -%}
+    delete from {{ this }} where {{ is_rederived_conversion_person('person_id') }}
+    {%- else -%}
+    delete from {{ this }}
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro is_rederived_conversion_person(person_id) -%}
+    {{ person_id }} in (select rederived.person_id from {{ rederived_conversion_persons_table() }} as rederived)
+{%- endmacro %}
+
+{#- Post-hook of fct_conversion_paths: the fingerprints it was built from are the next build's "before". -#}
+{% macro remember_conversion_path_inputs() -%}
+    drop table if exists {{ conversion_path_inputs_table() }};
+    alter table {{ conversion_path_inputs_now_table() }}
+    rename to {{ (conversion_path_inputs_table() | trim).split('.')[-1] }};
+{%- endmacro %}
+
 {#- fct_funnel_steps: the funnel definition (seed funnel_steps) its rows were built with, so that a changed
     definition re-derives every session. -#}
 {% macro funnel_definition_table() -%}

@@ -2,20 +2,39 @@
 -- on the path of the person's first purchase at or after it, if that purchase is at most
 -- var('attribution_lookback_days') days later: so each touch counts for one purchase at most, and a path
 -- starts after the previous purchase. A store purchase's own visit is the last touch of its path.
+--
+-- Incremental by person: a daily build deletes and appends again the paths of the persons whose touches or
+-- purchases changed (macro record_rederived_conversion_persons), and gives the rebuild's rows
+-- (tests/test_incremental_marts.py).
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    pre_hook=[
+        "{{ record_rederived_conversion_persons() }}",
+        "{{ conversion_paths_out_of_date() }}",
+    ],
+    post_hook="{{ remember_conversion_path_inputs() }}",
+) }}
+
+{%- set daily = conversion_paths_build_daily() %}
 
 with
 
 touchpoints as (
 
     select * from {{ ref('fct_touchpoints') }}
+    {%- if daily %}
+        where {{ is_rederived_conversion_person('person_id') }}
+    {%- endif %}
 
 ),
 
 purchases as (
 
-    {{ lookup_purchases([
-        'order_id', 'person_id', 'ordered_at', 'order_date', 'channel as order_channel', 'net_amount'
-    ]) }}
+    select * from ({{ lookup_purchases(conversion_path_purchase_columns()) }}) as all_purchases
+    {%- if daily %}
+        where {{ is_rederived_conversion_person('all_purchases.person_id') }}
+    {%- endif %}
 
 ),
 
