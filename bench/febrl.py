@@ -161,7 +161,8 @@ def load_and_build_identity(extracts: Path, home: Path) -> None:
     con = duckdb.connect(str(ctx.paths.work_db))
     load_pending(ctx, con)
     con.close()
-    env = {**os.environ, "TOUCHPOINT_WORK_DB": str(ctx.paths.work_db), "TOUCHPOINT_HOME": str(home),
+    # the run's environment (ctx.env: warehouse, home, as-of date), as the pipeline's dbt gets it
+    env = {**os.environ, **ctx.env(),
            "DBT_TARGET_PATH": str(home / "dbt" / "target"), "DBT_LOG_PATH": str(home / "dbt" / "logs")}
     selection = "path:models/staging path:models/intermediate path:models/identity"
     dbt(["run", "--select", selection, "--vars", json.dumps(ctx.dbt_vars())], env)

@@ -57,6 +57,11 @@ def test_backfill_is_strictly_as_of_each_date_and_a_rerun_changes_nothing(tmp_pa
     runs = _model_runs(home)
     assert runs and all(count == 1 for *_, count in runs)
     assert {str(as_of) for _, as_of, _ in runs} == {"2026-03-29", "2026-03-30"}
+    # The date reaches dbt through the environment, not a var: a new day reuses the day before's parse instead of
+    # parsing the whole project again (dbt_project/macros/as_of.sql)
+    second_day_log = next((home / "artifacts").glob("*2026-03-30*/dbt/dbt.log")).read_text()
+    assert "Unable to do partial parsing" not in second_day_log
+    assert "Partial parsing enabled" in second_day_log
 
     again = touchpoint(*args, "--home", str(home))
     assert again.returncode == 0, again.stdout + again.stderr

@@ -197,3 +197,22 @@ def test_no_model_computes_a_filtered_aggregate_as_a_window():
         if (found := _filtered_windows(path.read_text()))
     }
     assert offenders == {}
+
+
+def test_the_run_date_is_read_through_the_as_of_macro():
+    """The pipeline passes the as-of date in the environment, not as a dbt var (a var that changes every day makes
+    dbt parse the whole project again; macros/as_of.sql): a model, macro or test reading var('as_of') itself
+    fails in the pipeline ("Required var 'as_of' not found") though plain dbt with --vars builds it."""
+    import re
+
+    from tests.conftest_identity import DBT_DIR
+
+    jinja = re.compile(r"\{[{%].*?[%}]\}", re.S)
+    reads = re.compile(r"""var\(\s*['"]as_of['"]\s*\)""")  # var('as_of'), not var('as_of', <default>)
+    offenders = []
+    for path in sorted(DBT_DIR.rglob("*")):
+        if path.suffix not in (".sql", ".yml") or {"target", "logs", "dbt_packages"} & set(path.parts):
+            continue
+        offenders += [f"{path.relative_to(DBT_DIR)}: {block.group()}"
+                      for block in jinja.finditer(path.read_text()) if reads.search(block.group())]
+    assert not offenders, "read the date through as_of() (or run_as_of in a Python model):\n" + "\n".join(offenders)

@@ -25,6 +25,19 @@ DEFAULT_MEMORY_LIMIT = "40%"
 def duckdb_memory_limit() -> str:
     """The working warehouse's DuckDB memory_limit: TOUCHPOINT_DUCKDB_MEMORY_LIMIT ('8GB', '40%'), or 40%."""
     return os.environ.get(MEMORY_LIMIT_SETTING, "").strip() or DEFAULT_MEMORY_LIMIT
+# The run's as-of date for dbt: an environment variable, not a dbt var. dbt parses the project again from
+# scratch whenever a var changes, and the date changes every day (dbt_project/macros/as_of.sql).
+AS_OF_SETTING = "TOUCHPOINT_AS_OF"
+UNBOUNDED_AS_OF = "2099-12-31"  # no as-of date given: everything is read
+
+
+def run_as_of(configured: object = None) -> str:
+    """The as-of date ('YYYY-MM-DD') a dbt Python model computes for: its `as_of` config when plain dbt passed
+    `--vars '{as_of: ...}'`, else TOUCHPOINT_AS_OF (set by the pipeline), else UNBOUNDED_AS_OF. The SQL models'
+    as_of() macro reads the same three in the same order."""
+    return str(configured or "").strip() or os.environ.get(AS_OF_SETTING, "").strip() or UNBOUNDED_AS_OF
+
+
 # The home holds personal data in clear text (landing, the pii schema, audiences): whatever a Touchpoint
 # process creates there is its owner's only, files 0600 and folders 0700.
 PRIVATE_UMASK = 0o077
@@ -153,13 +166,15 @@ class RunContext:
         return self.paths.demo_sources / "systems"
 
     def dbt_vars(self) -> dict[str, str]:
-        return {"as_of": self.as_of.isoformat(), "default_country": self.default_country}
+        """dbt's vars for a run: only settings that stay the same from day to day. The as-of date goes through
+        the environment (`env`, AS_OF_SETTING), so a new day does not make dbt parse the project again."""
+        return {"default_country": self.default_country}
 
     def env(self) -> dict[str, str]:
         """The variables dbt (run in-process, touchpoint/dbt.py) and child processes read: home, date, memory."""
         return {
             "TOUCHPOINT_HOME": str(self.home),
             "TOUCHPOINT_WORK_DB": str(self.paths.work_db),
-            "TOUCHPOINT_AS_OF": self.as_of.isoformat(),
+            AS_OF_SETTING: self.as_of.isoformat(),
             MEMORY_LIMIT_SETTING: duckdb_memory_limit(),
         }

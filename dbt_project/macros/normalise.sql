@@ -2,11 +2,6 @@
     views: no per-row Python. Phone numbers are checked against the phonenumbers library in
     tests/test_dbt_staging.py. -#}
 
-{#- First instant after the as-of day: facts at or after it are not read (docs/contracts.md §6). -#}
-{% macro as_of_end() -%}
-    (cast('{{ var("as_of") }}' as date) + interval 1 day)
-{%- endmacro %}
-
 {#- Text without control characters (C0 but tab, newline and carriage return, and DEL): a NUL byte or an escape
     sequence in a name is an extract's fault, and destinations refuse it (PostgreSQL cannot store NUL), so it is
     removed once here and every mart, file and sync downstream gets text it can take. -#}

@@ -42,10 +42,10 @@
         country,
         case
             -- not born yet as of the run; implausibly early dates never reach raw (ingest/plausibility.py)
-            when birth_date_raw <= cast('{{ var("as_of") }}' as date)
+            when birth_date_raw <= cast('{{ as_of() }}' as date)
                 then birth_date_raw
         end as birth_date,
-        birth_date_raw <= cast('{{ var("as_of") }}' as date) as is_birth_date_valid,
+        birth_date_raw <= cast('{{ as_of() }}' as date) as is_birth_date_valid,
         {%- for column in extra_columns %}
         {{ column }},
         {%- endfor %}
@@ -61,7 +61,7 @@
                     then 'postcode: wrong format for country'
             end,
             case
-                when birth_date_raw > cast('{{ var("as_of") }}' as date)
+                when birth_date_raw > cast('{{ as_of() }}' as date)
                     then 'birth_date: after as_of'
             end
         ), '') as invalid_reasons

@@ -5,12 +5,12 @@
   (an order at most `days` days before the end of the as-of day, ml/features.py).
 #}
 {% macro in_last_days(date_expr, days) -%}
-    {{ date_expr }} between cast('{{ var("as_of") }}' as date) - {{ days - 1 }} and cast('{{ var("as_of") }}' as date)
+    {{ date_expr }} between cast('{{ as_of() }}' as date) - {{ days - 1 }} and cast('{{ as_of() }}' as date)
 {%- endmacro %}
 
 {#- The partition an ML output table holds for this run's as-of date, not an earlier run's: what the 'scored'
     layer reads, since the ML stage runs just before it in the same run. -#}
 {% macro this_runs_partition(relation) -%}
     select * from {{ relation }}
-    where as_of = cast('{{ var("as_of") }}' as date)
+    where as_of = cast('{{ as_of() }}' as date)
 {%- endmacro %}

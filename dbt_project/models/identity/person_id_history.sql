@@ -88,9 +88,9 @@ classified as (
 
     select
         md5(
-            '{{ var("as_of") }}' || '|' || moves.previous_person_id || '|' || moves.person_id
+            '{{ as_of() }}' || '|' || moves.previous_person_id || '|' || moves.person_id
         ) as history_id,
-        cast('{{ var("as_of") }}' as date) as as_of,
+        cast('{{ as_of() }}' as date) as as_of,
         moves.previous_person_id,
         moves.person_id,
         case

@@ -121,7 +121,7 @@ final as (
         clv_deciles.clv_decile,
         clv_tiers.clv_tier,
         clv.probability_alive,
-        cast('{{ var("as_of") }}' as date) as as_of
+        cast('{{ as_of() }}' as date) as as_of
     from persons
     left join customer_activity
         on persons.person_id = customer_activity.person_id

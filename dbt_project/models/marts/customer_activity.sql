@@ -167,7 +167,7 @@ final as (
         coalesce(email_activity.email_clicks_30d, 0) as email_clicks_30d,
         coalesce(email_activity.email_clicks_90d, 0) as email_clicks_90d,
         coalesce(email_activity.email_clicks_365d, 0) as email_clicks_365d,
-        cast('{{ var("as_of") }}' as date) as as_of
+        cast('{{ as_of() }}' as date) as as_of
     from persons
     left join order_totals
         on persons.person_id = order_totals.person_id

@@ -6,7 +6,7 @@ with
 orders as (
 
     select * from {{ ref('fct_orders') }}
-    where order_date <= cast('{{ var("as_of") }}' as date)
+    where order_date <= cast('{{ as_of() }}' as date)
 
 ),
 
@@ -45,8 +45,8 @@ measured as (
 
     select
         buyers.person_id,
-        cast('{{ var("as_of") }}' as date) as as_of,
-        date_diff('day', buyers.last_order_date, cast('{{ var("as_of") }}' as date)) as recency_days,
+        cast('{{ as_of() }}' as date) as as_of,
+        date_diff('day', buyers.last_order_date, cast('{{ as_of() }}' as date)) as recency_days,
         buyers.frequency,
         buyers.monetary,
         {{ money_per('buyers.monetary', 'buyers.frequency') }} as avg_order_value,

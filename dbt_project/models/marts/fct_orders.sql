@@ -104,7 +104,7 @@ attributed as (
         on
             unioned.source_entity = person_map.source_entity
             and unioned.source_record_id = person_map.source_record_id
-    where unioned.order_date <= cast('{{ var("as_of") }}' as date)
+    where unioned.order_date <= cast('{{ as_of() }}' as date)
 
 )
 

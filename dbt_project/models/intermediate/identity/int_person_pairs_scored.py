@@ -53,6 +53,7 @@ import jellyfish
 import numpy as np
 import pandas as pd
 
+from touchpoint.config import run_as_of
 from touchpoint.frames import temp_table
 from touchpoint.kept_state import PAIR_SCORES_STATE, kept_table
 from touchpoint.privacy.pseudonyms import hmac_sql
@@ -777,7 +778,7 @@ def model(dbt, session):
     # append: a daily build deletes the pairs it scores again itself (score_changed_pairs)
     dbt.config(materialized="incremental", incremental_strategy="append")
     keep_estimates = dbt.config.get("keep_estimates")
-    as_of = dbt.config.get("as_of")
+    as_of = run_as_of(dbt.config.get("as_of"))
     people = dbt.ref("int_person_records_unioned").sql_query()
     temp_table(session, "tp_name_codes", name_codes(session, people))
     # person_index follows node_id order, so `left_index < right_index` is `left_node < right_node`

@@ -8,7 +8,7 @@ with
 assignments as (
 
     select * from {{ ref('stg_audit__experiment_assignments') }}
-    where first_assigned_date <= cast('{{ var("as_of") }}' as date)
+    where first_assigned_date <= cast('{{ as_of() }}' as date)
 
 ),
 

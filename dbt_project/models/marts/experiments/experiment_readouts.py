@@ -31,13 +31,17 @@ Per experiment and metric:
   a lost arm, which makes the readout untrustworthy whatever its p-value says.
 """
 
+from statistics import NormalDist
+
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+# scipy.stats is imported by the functions that use it, not here: its import is 1 s of every marts build, and
+# most builds read no experiment that has a readout to compute.
+from touchpoint.config import run_as_of
 from touchpoint.frames import temp_table
 
-Z_95 = float(stats.norm.ppf(0.975))
+Z_95 = NormalDist().inv_cdf(0.975)
 SRM_ALPHA = 0.001
 SIGNIFICANCE = 0.05
 METRICS = ("conversion", "revenue_per_person", "churn")
@@ -158,6 +162,7 @@ def two_proportion(successes_t: float, n_t: int, successes_c: float, n_c: int) -
     zero, so the interval ignores that arm's uncertainty; a 10% holdout of a churn audience that barely buys
     (0 of 51 in the 10k demo) is exactly that case. Newcombe's interval keeps its coverage there and equals
     Wald's for large, balanced arms."""
+    from scipy import stats
     if n_t < 1 or n_c < 1:
         return _nan_result()
     p_t, p_c = successes_t / n_t, successes_c / n_c
@@ -173,6 +178,7 @@ def two_proportion(successes_t: float, n_t: int, successes_c: float, n_c: int) -
 
 def welch(mean_t: float, var_t: float, n_t: int, mean_c: float, var_c: float, n_c: int) -> dict:
     """Difference of two means by Welch's t: 95% interval and two-sided p-value (sample variances, ddof 1)."""
+    from scipy import stats
     if n_t < 2 or n_c < 2:
         return _nan_result()
     diff = mean_t - mean_c
@@ -204,6 +210,7 @@ def cuped_adjusted(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, float]:
 
 def sample_ratio_p_value(treatment: int, control: int, expected_control_share: float) -> float:
     """Chi-square goodness of fit of the arm counts to the declared split (1 degree of freedom)."""
+    from scipy import stats
     total = treatment + control
     if total == 0 or not 0 < expected_control_share < 1:
         return np.nan
@@ -299,7 +306,7 @@ def readouts(persons: pd.DataFrame, as_of: str, window_days: int, churn_days: in
 def model(dbt, session):
     dbt.config(materialized="table")
     # each dbt.config.get on a line of its own (dbt's parser only sees calls not nested in another)
-    as_of = dbt.config.get("as_of")
+    as_of = run_as_of(dbt.config.get("as_of"))
     window_days = dbt.config.get("window_days")
     churn_days = dbt.config.get("churn_days")
     assignments = dbt.ref("experiment_assignments").sql_query()
