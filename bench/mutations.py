@@ -47,6 +47,12 @@ class Mutation:
     tests: tuple[str, ...]  # pytest node ids, relative to the repository root
 
 
+# The two sums of macros/checksums.sql, one rule read by two consumers: a mutation for each shows both see it.
+CHECKSUM_SUMS_COMPARED = (
+    "    or {{ left }}.row_hash_sum is distinct from {{ right }}.row_hash_sum\n"
+    "    or {{ left }}.shifted_hash_sum is distinct from {{ right }}.shifted_hash_sum\n"
+)
+
 MUTATIONS = [
     Mutation(
         "dim_consents: the oldest consent signal wins",
@@ -181,17 +187,16 @@ MUTATIONS = [
         ("tests/test_privacy_retention.py",),
     ),
     Mutation(
-        "person_map completeness: the hash sums are left out, only the counts are compared",
-        "dbt_project/tests/assert_person_map_has_every_staged_record_once.sql",
-        "        or staged_checksums.id_hash_sum is distinct from mapped_checksums.id_hash_sum\n"
-        "        or staged_checksums.shifted_id_hash_sum is distinct from mapped_checksums.shifted_id_hash_sum\n",
+        "checksums compare only the counts (read by the person_map completeness test)",
+        "dbt_project/macros/checksums.sql",
+        CHECKSUM_SUMS_COMPARED,
         "",
         ("tests/test_identity.py::test_person_map_completeness_test_names_a_swapped_record",),
     ),
     Mutation(
-        "person_map completeness: only the plain hash sum, which DuckDB's string hash can collide",
-        "dbt_project/tests/assert_person_map_has_every_staged_record_once.sql",
-        "        or staged_checksums.shifted_id_hash_sum is distinct from mapped_checksums.shifted_id_hash_sum\n",
+        "checksums: only the plain hash sum, which DuckDB's string hash can collide",
+        "dbt_project/macros/checksums.sql",
+        "    or {{ left }}.shifted_hash_sum is distinct from {{ right }}.shifted_hash_sum\n",
         "",
         ("tests/test_identity.py::test_person_map_completeness_test_sees_ids_whose_hashes_collide",),
     ),
@@ -228,7 +233,10 @@ MUTATIONS = [
         "incremental conversion paths: the fingerprint leaves out the purchases",
         "dbt_project/macros/incremental.sql",
         "        union all\n"
-        "        select purchases.person_id, hash(*columns(*)), hash('#' || purchases.order_id)\n"
+        "        select\n"
+        "            purchases.person_id,\n"
+        "            {{ checksum_row_hashes('*columns(*)', "
+        "shifted_values(['purchases.order_id', 'purchases.order_channel'])) }}\n"
         "        from ({{ lookup_purchases(conversion_path_purchase_columns()) }}) as purchases\n",
         "",
         ("tests/test_incremental_marts.py",),
@@ -241,9 +249,9 @@ MUTATIONS = [
         ("tests/test_incremental_marts.py",),
     ),
     Mutation(
-        "incremental conversion paths: only the count of a person's inputs is compared",
-        "dbt_project/macros/incremental.sql",
-        "        or now.row_hash_sum is distinct from before.row_hash_sum\n",
+        "checksums compare only the counts (read by the incremental conversion paths)",
+        "dbt_project/macros/checksums.sql",
+        CHECKSUM_SUMS_COMPARED,
         "",
         ("tests/test_incremental_marts.py",),
     ),

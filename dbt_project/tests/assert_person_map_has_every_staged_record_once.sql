@@ -1,13 +1,10 @@
 -- Every staged record of the six identity-bearing entities appears in identity.person_map exactly once.
 --
--- Checked per source entity by checksum first: the record count and two sums of the records' 64-bit hashes, on
--- both sides; only for an entity that differs are the records joined one by one, so a failure still names them.
--- A record missing, mapped twice or mapped without being staged changes the count or the sums. Two sums, of the
--- id and of the id shifted by a character: DuckDB's hash() of a string mixes the last byte of each 8-byte chunk
--- weakly, so ids that differ there in two chunks can collide ('W20240492-000000' and 'W20240402-000005'; 394,416
--- of 3M such ids), and the shift moves those bytes to where they are mixed well (no id of five shapes, 3M each,
--- collided in both sums). Joining every record of both sides was 18.7 s of a 1M daily run
--- (docs/data_engineers.md, "What a daily run tests").
+-- Checked per source entity by checksum first (macros/checksums.sql: the record count and two sums of the records'
+-- 64-bit hashes), on both sides; only for an entity that differs are the records joined one by one, so a failure
+-- still names them. A record missing, mapped twice or mapped without being staged changes the count or a sum.
+-- Joining every record of both sides was 18.7 s of a 1M daily run (docs/data_engineers.md, "What a daily run
+-- tests").
 
 with
 
@@ -57,14 +54,21 @@ staged as (
 
 {%- for side, records in [('staged', 'staged'), ('mapped', ref('person_map'))] %}
 
+    {{ side }}_hashes as (
+
+        select
+            source_entity,
+            {{ checksum_row_hashes('source_record_id', shifted_values(['source_record_id'])) }}
+        from {{ records }}
+
+    ),
+
     {{ side }}_checksums as (
 
         select
             source_entity,
-            count(*) as records,
-            sum(hash(source_record_id)) as id_hash_sum,
-            sum(hash('#' || source_record_id)) as shifted_id_hash_sum
-        from {{ records }}
+            {{ checksum_aggregates() }}
+        from {{ side }}_hashes
         group by source_entity
 
     ),
@@ -76,10 +80,7 @@ differing_entities as (
     from staged_checksums
     full outer join mapped_checksums
         on staged_checksums.source_entity = mapped_checksums.source_entity
-    where
-        staged_checksums.records is distinct from mapped_checksums.records
-        or staged_checksums.id_hash_sum is distinct from mapped_checksums.id_hash_sum
-        or staged_checksums.shifted_id_hash_sum is distinct from mapped_checksums.shifted_id_hash_sum
+    where {{ checksums_differ('staged_checksums', 'mapped_checksums') }}
 
 ),
 
