@@ -10,10 +10,11 @@
   date through touchpoint.config.run_as_of.
 -#}
 {% macro as_of() -%}
+    {%- set unbounded = '2099-12-31' -%}  {#- touchpoint.config.UNBOUNDED_AS_OF -#}
     {%- if execute -%}
-        {{- var('as_of', none) or env_var('TOUCHPOINT_AS_OF', '2099-12-31') -}}
+        {{- var('as_of', none) or env_var('TOUCHPOINT_AS_OF', unbounded) -}}
     {%- else -%}
-        2099-12-31
+        {{- unbounded -}}
     {%- endif -%}
 {%- endmacro %}
 

@@ -36,11 +36,11 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
-# scipy.stats is imported by the functions that use it, not here: its import is 1 s of every marts build, and
-# most builds read no experiment that has a readout to compute.
 from touchpoint.config import run_as_of
 from touchpoint.frames import temp_table
 
+# scipy.stats is imported by the functions that use it, not above: its import is 1 s of every marts build, and
+# most builds read no experiment that has a readout to compute.
 Z_95 = NormalDist().inv_cdf(0.975)
 SRM_ALPHA = 0.001
 SIGNIFICANCE = 0.05
