@@ -12,14 +12,17 @@ identifiers (ARCHITECTURE.md rule 8, docs/privacy.md).
   identifiers once: `persons`, `source_records`, `identifier_nodes` and `quarantine` (see PII_TABLES).
 
 Both are written in one pass, one CTAS per table inside DuckDB (no row crosses into Python), into the files
-the caller names and then swaps in (touchpoint/publish.py).
+the caller names and then swaps in (touchpoint/publish.py). The CTAS run two at a time, largest first
+(`TABLE_WRITERS`): one DuckDB table write keeps about one core busy, whatever DuckDB's thread count.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from threading import Lock
 from typing import Any
 
 import duckdb
@@ -53,6 +56,10 @@ PUBLISHED_INTERNAL = frozenset({"intermediate.int_person_pairs_scored"})
 # attaches the pii file as `pii`)
 ANALYTICS_CATALOG = "tp_analytics"
 PII_CATALOG = "tp_pii"
+# How many tables publish writes at once. A DuckDB table write (CTAS) keeps about one core busy even with more
+# threads: at 100k customers on this 2-core machine the analytics file took 10.3-10.5 s one table at a time,
+# 8.5-9.5 s two at a time, 8.9 s three at a time (bench/results/M-2026-12-07.md).
+TABLE_WRITERS = 2
 
 
 class UnclassifiedPersonalData(ValueError):
@@ -177,8 +184,20 @@ def select_list(
     return ", ".join(expressions), changed
 
 
-def _write_analytics(con: duckdb.DuckDBPyConnection, relations: list[Relation], manifest: dict[str, Any]) -> int:
-    """CTAS every published relation into the analytics catalog; the number of columns pseudonymised."""
+@dataclass(frozen=True)
+class TableWrite:
+    """One table of a published file: `create table <target> as <select>`, and the working warehouse's relations
+    it reads (its size, to start the largest first)."""
+
+    target: str
+    select: str
+    reads: tuple[str, ...]
+
+
+def _analytics_writes(
+    con: duckdb.DuckDBPyConnection, relations: list[Relation], manifest: dict[str, Any]
+) -> tuple[list[TableWrite], int]:
+    """Every published relation's table in the analytics catalog, and the number of columns pseudonymised."""
     forms = tagged_forms(manifest)
 
     def pii_named(source: Relation) -> Callable[[str], list[str]]:
@@ -188,14 +207,59 @@ def _write_analytics(con: duckdb.DuckDBPyConnection, relations: list[Relation], 
 
         return names
 
-    changed = 0
-    for schema in sorted({relation.schema for relation in relations}):
-        con.execute(f"create schema if not exists {ANALYTICS_CATALOG}.{quote_ident(schema)}")
+    writes, changed = [], 0
     for relation in relations:
         columns, count = select_list(relation, forms.get(relation.key, {}), pii_named(relation))
-        con.execute(f"create table {ANALYTICS_CATALOG}.{relation.sql} as select {columns} from {relation.sql}")
+        writes.append(TableWrite(f"{ANALYTICS_CATALOG}.{relation.sql}", f"select {columns} from {relation.sql}",
+                                 (relation.key,)))
         changed += count
-    return changed
+    return writes, changed
+
+
+def _estimated_rows(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """DuckDB's row estimate of every table of the connection's own database, by 'schema.table' (views: none)."""
+    rows = con.execute(
+        "select schema_name || '.' || table_name, estimated_size from duckdb_tables() "
+        "where database_name = current_database()"
+    ).fetchall()
+    return {name: int(size or 0) for name, size in rows}
+
+
+def write_tables(con: duckdb.DuckDBPyConnection, writes: list[TableWrite], setup: list[str],
+                 writers: int = TABLE_WRITERS) -> None:
+    """Create every table of `writes`, `writers` at a time on cursors of `con` (each runs `setup` first: session
+    variables are per cursor), the largest inputs first. After a failure no new table is started; the first
+    error is raised, naming its table, once every started write has ended."""
+    estimates = _estimated_rows(con)
+    pending: Iterator[TableWrite] = iter(sorted(writes, key=lambda w: -sum(estimates.get(r, 0) for r in w.reads)))
+    lock = Lock()
+    errors: list[BaseException] = []
+
+    def next_write() -> TableWrite | None:
+        with lock:
+            return None if errors else next(pending, None)
+
+    def writer() -> None:
+        cursor = con.cursor()
+        try:
+            for statement in setup:
+                cursor.execute(statement)
+            while (write := next_write()) is not None:
+                try:
+                    cursor.execute(f"create table {write.target} as {write.select}")
+                except Exception as error:
+                    error.add_note(f"while publishing {write.target}")
+                    with lock:
+                        errors.append(error)
+        finally:
+            cursor.close()
+
+    with ThreadPoolExecutor(max_workers=max(1, writers), thread_name_prefix="publish") as pool:
+        started = [pool.submit(writer) for _ in range(max(1, writers))]
+    for future in started:
+        future.result()  # anything a writer raised outside a table's write (its cursor, its setup)
+    if errors:
+        raise errors[0]
 
 
 # The pii file: name -> (the working warehouse's relations it reads, its select). `persons` is built from the
@@ -257,16 +321,14 @@ def _persons_sql(relations: dict[str, Relation], manifest: dict[str, Any]) -> st
     return f"select {', '.join(quote_ident(column) for column in columns)} from identity.persons"
 
 
-def _write_pii(con: duckdb.DuckDBPyConnection, relations: dict[str, Relation], manifest: dict[str, Any]) -> list[str]:
-    """CTAS the clear tables whose inputs exist (a warehouse without identity has no persons) into the pii catalog."""
-    tables = {"persons": _persons_sql(relations, manifest)}
-    tables |= {name: sql if set(inputs) <= relations.keys() else None for name, (inputs, sql) in PII_TABLES.items()}
-    written = []
-    for name, sql in tables.items():
-        if sql is not None:
-            con.execute(f"create table {PII_CATALOG}.main.{quote_ident(name)} as {sql}")
-            written.append(name)
-    return written
+def _pii_writes(relations: dict[str, Relation], manifest: dict[str, Any]) -> dict[str, TableWrite]:
+    """The clear tables whose inputs exist (a warehouse without identity has no persons), in the pii catalog, by
+    name."""
+    tables = {"persons": (("identity.persons",), _persons_sql(relations, manifest))}
+    tables |= {name: (inputs, sql if set(inputs) <= relations.keys() else None)
+               for name, (inputs, sql) in PII_TABLES.items()}
+    return {name: TableWrite(f"{PII_CATALOG}.main.{quote_ident(name)}", sql, inputs)
+            for name, (inputs, sql) in tables.items() if sql is not None}
 
 
 def write_published_files(
@@ -286,16 +348,20 @@ def write_published_files(
             f"column(s) named like personal data with no `meta: {{pii: true|false}}` in dbt's yml and no entry in "
             f"privacy/pii_columns.py UNMODELLED_PII: {', '.join(unclassified[:20])}"
         )
-    for statement in connection_setup(key):  # session variables: the key never reaches either file
+    setup = connection_setup(key)  # session variables: the key never reaches either file
+    for statement in setup:
         con.execute(statement)
     con.execute(f"attach {sql_literal(str(analytics))} as {ANALYTICS_CATALOG}")
     con.execute(f"attach {sql_literal(str(pii))} as {PII_CATALOG}")
     try:
-        changed = _write_analytics(con, published, manifest)
-        pii_tables = _write_pii(con, relations, manifest)
+        for schema in sorted({relation.schema for relation in published}):
+            con.execute(f"create schema if not exists {ANALYTICS_CATALOG}.{quote_ident(schema)}")
+        analytics_writes, changed = _analytics_writes(con, published, manifest)
+        pii_writes = _pii_writes(relations, manifest)
+        write_tables(con, analytics_writes + list(pii_writes.values()), setup)
         con.execute(f"checkpoint {ANALYTICS_CATALOG}")
         con.execute(f"checkpoint {PII_CATALOG}")
     finally:
         con.execute(f"detach {ANALYTICS_CATALOG}")
         con.execute(f"detach {PII_CATALOG}")
-    return PublishedFiles(len(published), changed, tuple(pii_tables))
+    return PublishedFiles(len(published), changed, tuple(pii_writes))

@@ -25,6 +25,7 @@ from touchpoint.activation import SyncDefinitionError, load_sync_definitions, ru
 from touchpoint.activation.definitions import parse_sync_definition
 from touchpoint.config import Paths, RunContext
 from touchpoint.dbt import read_manifest
+from touchpoint.privacy.analytics import TableWrite, write_tables
 from touchpoint.privacy.keys import pseudonym_key
 from touchpoint.privacy.pii_columns import IDENTIFIER_NODE_KINDS, NODE_ID_FORM, tagged_forms
 from touchpoint.privacy.pseudonyms import pseudonym
@@ -354,3 +355,27 @@ def test_a_sync_on_the_published_files_sends_the_pii_files_clear_values(home: Pa
     finally:
         con.close()
     assert audience and all((row["email"], row["last_name"]) == clear[row["person_id"]] for row in audience)
+
+
+def test_tables_are_written_side_by_side_and_a_failed_one_is_named(tmp_path: Path) -> None:
+    """publish writes its tables two at a time (analytics.write_tables): each cursor gets the session variables
+    the pseudonyms read, every table is written, and a failing write is raised with its table's name."""
+    con = duckdb.connect(str(tmp_path / "work.duckdb"))
+    con.execute("create table big as select range as id from range(200000)")
+    con.execute("create table small as select range as id from range(3)")
+    con.execute(f"attach {sql_literal(str(tmp_path / 'out.duckdb'))} as out")
+    setup = ["set variable tp_marker = 'set on this cursor'"]
+    writes = [TableWrite(f"out.main.copy_{name}", f"select *, getvariable('tp_marker') as marker from {name}",
+                         (f"main.{name}",)) for name in ("small", "big")]
+    write_tables(con, writes, setup, writers=2)
+    assert con.execute("select count(*), min(marker) from out.copy_big").fetchall() == [(200000, "set on this cursor")]
+    assert con.execute("select count(*), min(marker) from out.copy_small").fetchall() == [(3, "set on this cursor")]
+
+    failing = [TableWrite("out.main.broken", "select no_such_column from small", ("main.small",))]
+    with pytest.raises(duckdb.BinderException) as raised:
+        write_tables(con, failing + [TableWrite("out.main.after", "select * from small", ("main.small",))],
+                     [], writers=1)
+    assert "while publishing out.main.broken" in "".join(raised.value.__notes__)
+    # one writer, the failure first (the larger inputs first: equal here, so in the given order): nothing after it
+    assert con.execute("select count(*) from duckdb_tables() where database_name = 'out' and table_name = 'after'"
+                       ).fetchall() == [(0,)]
