@@ -21,18 +21,25 @@ FULL_REFRESH_SETTING = "TOUCHPOINT_FULL_REFRESH"
 EVERY_DAYS_SETTING = "TOUCHPOINT_FULL_REFRESH_EVERY_DAYS"
 DEFAULT_EVERY_DAYS = 7
 STATE_TABLE = "audit.staged_batches"
-# The staging models dbt materialises as tables (dbt_project.yml: the events, whose deduplication would otherwise
-# run in every model reading them), built incrementally: table -> (the raw entity it stages, its column holding
-# that entity's record_id in stg_privacy__record_identifiers). The erasure deletes a doomed record from them
-# too (privacy/erasure.py); any other table in `staging` stops the erasure (it could not be reached).
-STAGED_TABLES = {
+# The staging models dbt materialises incrementally (dbt_project.yml: the events, whose deduplication would
+# otherwise run in every model reading them): table -> (the raw entity it stages, its column holding that
+# entity's record_id in stg_privacy__record_identifiers).
+INCREMENTAL_STAGED_TABLES = {
     "stg_web__events": ("web_events", "event_id"),
     "stg_email__events": ("email_events", "event_id"),
+}
+# Every staging model dbt materialises as a table, in the same form: the incremental ones and the person records
+# rebuilt each run (dbt_project.yml says why). The erasure deletes a doomed record from them too
+# (privacy/erasure.py); any other table in `staging` stops the erasure (it could not be reached).
+STAGED_TABLES = {
+    **INCREMENTAL_STAGED_TABLES,
+    "stg_crm__contacts": ("crm_contacts", "contact_id"),
+    "stg_shop__customers": ("shop_customers", "customer_id"),
 }
 # Every model recording the raw batches it was built from in STATE_TABLE -> the raw entity they are of.
 # identity.person_map records the event batches under a name per source (macro person_map_event_sources).
 RECORDED_MODELS = {
-    **{table: entity for table, (entity, _) in STAGED_TABLES.items()},
+    **{table: entity for table, (entity, _) in INCREMENTAL_STAGED_TABLES.items()},
     "person_map:web_events": "web_events",
     "person_map:email_events": "email_events",
     "fct_web_sessions": "web_events",
