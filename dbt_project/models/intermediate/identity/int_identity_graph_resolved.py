@@ -312,11 +312,15 @@ def resolved_edges(session, max_cluster: int):
             select c.component, first(n.node_id order by n.seen_at asc nulls last, n.node_id) as anchor_node
             from tp_graph_nodes as n join tp_graph_components as c using (node_index)
             group by c.component
+        ),
+        -- the keyed hash once per person, not once per node (a third as many at 100k customers)
+        named as (
+            select a.component, a.anchor_node, 'p_' || left({person_key}, 16) as person_id from anchors as a
         )
-        select n.node_id, a.anchor_node, 'p_' || left({person_key}, 16) as person_id
+        select n.node_id, named.anchor_node, named.person_id
         from tp_graph_nodes as n
         join tp_graph_components as c using (node_index)
-        join anchors as a using (component)
+        join named using (component)
     """)
     too_big = f"max_cluster_size: component over {max_cluster} person records"
     split = "cluster_split: would join person records judged different"
