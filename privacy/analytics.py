@@ -229,18 +229,23 @@ def write_tables(con: duckdb.DuckDBPyConnection, writes: list[TableWrite], setup
                  writers: int = TABLE_WRITERS) -> None:
     """Create every table of `writes`, `writers` at a time on cursors of `con` (each runs `setup` first: session
     variables are per cursor), the largest inputs first. After a failure no new table is started; the first
-    error is raised, naming its table, once every started write has ended."""
+    error is raised, naming its table, once every started write has ended. An interrupt of the caller (Ctrl-C,
+    the SIGTERM Airflow turns into an exception) interrupts the writes under way and starts no other."""
     estimates = _estimated_rows(con)
     pending: Iterator[TableWrite] = iter(sorted(writes, key=lambda w: -sum(estimates.get(r, 0) for r in w.reads)))
     lock = Lock()
     errors: list[BaseException] = []
+    cursors: list[duckdb.DuckDBPyConnection] = []
+    stopped = False
 
     def next_write() -> TableWrite | None:
         with lock:
-            return None if errors else next(pending, None)
+            return None if errors or stopped else next(pending, None)
 
     def writer() -> None:
         cursor = con.cursor()
+        with lock:
+            cursors.append(cursor)
         try:
             for statement in setup:
                 cursor.execute(statement)
@@ -252,12 +257,23 @@ def write_tables(con: duckdb.DuckDBPyConnection, writes: list[TableWrite], setup
                     with lock:
                         errors.append(error)
         finally:
+            with lock:
+                cursors.remove(cursor)
             cursor.close()
 
-    with ThreadPoolExecutor(max_workers=max(1, writers), thread_name_prefix="publish") as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, writers), thread_name_prefix="publish")
+    try:
         started = [pool.submit(writer) for _ in range(max(1, writers))]
-    for future in started:
-        future.result()  # anything a writer raised outside a table's write (its cursor, its setup)
+        for future in started:
+            future.result()  # anything a writer raised outside a table's write (its cursor, its setup)
+    except BaseException:
+        with lock:
+            stopped = True
+            for cursor in cursors:
+                cursor.interrupt()
+        raise
+    finally:
+        pool.shutdown(wait=True)
     if errors:
         raise errors[0]
 

@@ -11,7 +11,10 @@ import csv
 import hashlib
 import io
 import re
+import signal
 import sys
+import threading
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -379,3 +382,34 @@ def test_tables_are_written_side_by_side_and_a_failed_one_is_named(tmp_path: Pat
     # one writer, the failure first (the larger inputs first: equal here, so in the given order): nothing after it
     assert con.execute("select count(*) from duckdb_tables() where database_name = 'out' and table_name = 'after'"
                        ).fetchall() == [(0,)]
+
+
+def test_an_interrupted_publish_stops_its_writes_and_starts_no_other(tmp_path: Path) -> None:
+    """Ctrl-C, or the SIGTERM Airflow turns into an exception, reaches publish while a table is being written:
+    that write is interrupted, no other starts, and the writers have ended when the exception leaves (they
+    would otherwise go on writing into the file publish then deletes)."""
+
+    class Interrupted(BaseException):  # what a signal handler raises; not KeyboardInterrupt, which stops pytest
+        pass
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    con = duckdb.connect(str(tmp_path / "work.duckdb"))
+    con.execute(f"attach {sql_literal(str(tmp_path / 'out.duckdb'))} as out")
+    # about a minute of hashing on 2 cores if nothing stopped it
+    slow = TableWrite("out.main.slow", "select range, md5(range::varchar) as digest from range(400000000)", ())
+    after = TableWrite("out.main.after", "select 1 as x", ())
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    started = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        with pytest.raises(Interrupted):
+            write_tables(con, [slow, after], [], writers=1)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.monotonic() - started < 20
+    # the writers have ended: none is left writing into a file the caller is about to remove
+    assert not [thread.name for thread in threading.enumerate() if thread.name.startswith("publish")]
+    assert con.execute("select table_name from duckdb_tables() where database_name = 'out'").fetchall() == []
