@@ -596,6 +596,97 @@
 {%- endmacro %}
 
 
+{#- int_identity_event_nodes' row of a node, aggregated over event records (int_identity_records_unioned's
+    columns): the full build's and the daily build's one definition. -#}
+{% macro event_node_aggregates() -%}
+    min(seen_at) as seen_at,
+    bool_or(not is_anonymous) as has_known_record,
+    count(*) filter (where source_entity = 'web_events') as web_events,
+    count(*) filter (where source_entity = 'email_events') as email_events,
+    count(*) as records
+{%- endmacro %}
+
+{#- The rows a full build of int_identity_event_nodes writes: every node of the event records `records`. -#}
+{% macro event_nodes_full(records) -%}
+    select node_id, {{ event_node_aggregates() }}
+    from {{ records }}
+    group by node_id
+{%- endmacro %}
+
+{#- The rows a daily build of int_identity_event_nodes writes (delete+insert on node_id), from the event records
+    `records`. An event read before (a version in a batch the last build read: a correction, a re-delivery, a day
+    coming into or leaving the view) may have left its node or changed in it, so every node any version of it
+    attaches to is aggregated again from all its events; a node left with none gets a row of none, which the
+    post-hook deletes. An event new to the model (the bulk of a day) only adds to its node: min, or and count
+    combine, so its node's row is the previous one plus the new events, and a busy customer's history is not
+    read again for one more page view. -#}
+{% macro event_nodes_daily(sources, records) -%}
+    with
+
+    versions as materialized (
+        {{ changed_event_versions(sources) }}
+    ),
+
+    changed_events as (
+        select source_entity, event_id, bool_or(was_read) as was_read
+        from versions
+        group by source_entity, event_id
+    ),
+
+    nodes_recomputed as (
+        select distinct versions.node_id
+        from versions
+        inner join changed_events
+            on versions.source_entity = changed_events.source_entity and versions.event_id = changed_events.event_id
+        where changed_events.was_read
+    ),
+
+    recomputed as (
+        select node_id, {{ event_node_aggregates() }}
+        from {{ records }}
+        where node_id in (select nodes_recomputed.node_id from nodes_recomputed)
+        group by node_id
+    ),
+
+    new_records as materialized (
+        select records.*
+        from {{ records }} as records
+        inner join changed_events
+            on records.source_entity = changed_events.source_entity
+            and records.source_record_id = changed_events.event_id
+        where
+            not changed_events.was_read
+            and records.source_record_id in (select changed_events.event_id from changed_events)
+    ),
+
+    added as (
+        select node_id, {{ event_node_aggregates() }}
+        from new_records
+        where node_id not in (select nodes_recomputed.node_id from nodes_recomputed)
+        group by node_id
+    )
+
+    select
+        nodes_recomputed.node_id,
+        recomputed.seen_at,
+        coalesce(recomputed.has_known_record, false) as has_known_record,
+        coalesce(recomputed.web_events, 0) as web_events,
+        coalesce(recomputed.email_events, 0) as email_events,
+        coalesce(recomputed.records, 0) as records
+    from nodes_recomputed
+    left join recomputed on nodes_recomputed.node_id = recomputed.node_id
+    union all
+    select
+        added.node_id,
+        least(previous.seen_at, added.seen_at) as seen_at,
+        coalesce(previous.has_known_record, false) or added.has_known_record as has_known_record,
+        coalesce(previous.web_events, 0) + added.web_events as web_events,
+        coalesce(previous.email_events, 0) + added.email_events as email_events,
+        coalesce(previous.records, 0) + added.records as records
+    from added
+    left join {{ this }} as previous on added.node_id = previous.node_id
+{%- endmacro %}
+
 {#- Post-hook of int_identity_event_nodes: a node re-aggregated into no event has no row (as in a rebuild), and
     the event batches this build read are what the next one compares with. -#}
 {% macro remember_event_nodes_build() -%}
