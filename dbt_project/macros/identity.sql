@@ -73,29 +73,21 @@
 {%- endmacro %}
 
 {#- A web event's customer or anonymous id as staging keeps it (trimmed, blank is null): the columns its node is
-    made of, so a raw version's node (changed_event_versions) is the one its staged row would have. -#}
+    made of, so a raw version's node (changed_event_nodes) is the one its staged row would have. -#}
 {% macro staged_web_identifier(column) -%}
     nullif(trim({{ column }}), '')
 {%- endmacro %}
 
-{#- Every raw version of the events whose versions may have changed since the build recorded under each source's
-    state (`sources`: identity_event_sources; staged_delta), with the node it attaches to (its columns cleaned as
-    staging cleans them) and whether that build read its batch: an event with no version it read is new to it. -#}
-{% macro changed_event_versions(sources) -%}
+{#- The nodes of every raw version of the events whose versions may have changed since the build recorded under
+    each source's state (`sources`: identity_event_sources; staged_delta): the nodes such an event may have left
+    or joined since. Each version's columns are cleaned as staging cleans them. -#}
+{% macro changed_event_nodes(sources) -%}
     {%- for events in sources %}
     {%- set raw = source(events.source, events.entity) %}
-    {% if not loop.first %}union all{% endif %}
-    select
-        '{{ events.entity }}' as source_entity,
-        versions.event_id,
-        {{ record_node(events.entity, 'versions') }} as node_id,
-        versions._batch_id in (
-            select read_before.batch_id from {{ staged_state_table() }} as read_before
-            where read_before.model = '{{ events.state }}'
-        ) as was_read
+    {% if not loop.first %}union{% endif %}
+    select distinct {{ record_node(events.entity, 'versions') }} as node_id
     from (
         select
-            _batch_id,
             trim(event_id) as event_id,
             {%- if events.entity == 'web_events' %}
             {{ staged_web_identifier('anonymous_id') }} as anonymous_id,
@@ -103,7 +95,7 @@
             {%- elif events.entity == 'email_events' %}
             {{ valid_email(clean_email('email')) }} as email
             {%- else %}
-            {{ exceptions.raise_compiler_error("changed_event_versions: no staged columns for '" ~ events.entity ~ "'") }}
+            {{ exceptions.raise_compiler_error("changed_event_nodes: no staged columns for '" ~ events.entity ~ "'") }}
             {%- endif %}
         from {{ raw }}
         {{ staged_delta(raw, 'trim(event_id)', 'occurred_at', events.state) }}
