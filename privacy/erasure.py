@@ -30,7 +30,7 @@ import duckdb
 import pyarrow as pa
 
 from touchpoint.config import RunContext
-from touchpoint.incremental import DROPPED_ON_ERASURE, STAGED_TABLES, STATE_TABLE, models_recording
+from touchpoint.incremental import STAGED_TABLES, STATE_TABLE, models_recording
 from touchpoint.kept_state import PAIR_SCORES_MODEL, PAIR_SCORES_STATE, kept_table
 from touchpoint.sql_text import sql_literal
 from touchpoint.warehouse import relation_exists
@@ -270,7 +270,6 @@ def _delete_everywhere(ctx: RunContext, con: duckdb.DuckDBPyConnection) -> dict[
                 con, f"{schema}.{table}", f'"{column}" in (select person_id from _erased_persons)')
         removed["audit_values_redacted"] = _redact_audit_text(con)
         removed["identity_estimates_dropped"] = _drop_kept_match_estimates(con)
-        removed["incremental_tables_dropped"] = _drop_rebuilt_tables(con)
         if relation_exists(con, "audit", "sync_rejections"):
             removed["audit.sync_rejections"] = _delete_rows(
                 con, "audit.sync_rejections", "record_key in (select person_id from _erased_persons)")
@@ -391,15 +390,6 @@ def _drop_kept_match_estimates(con: duckdb.DuckDBPyConnection) -> int:
     for table in tables:
         con.execute(f'drop table intermediate."{table}"')
     return len(tables)
-
-
-def _drop_rebuilt_tables(con: duckdb.DuckDBPyConnection) -> int:
-    """Drop the incremental tables an erasure cannot correct row by row (DROPPED_ON_ERASURE): the identity build
-    of this same run builds them again from what is left."""
-    present = [name for name in DROPPED_ON_ERASURE if relation_exists(con, *name.split("."))]
-    for name in present:
-        con.execute(f"drop table {name}")
-    return len(present)
 
 
 def _delete_rows(con: duckdb.DuckDBPyConnection, table: str, predicate: str) -> int:

@@ -5,8 +5,7 @@ first: the original builds staging and identity on top of its own earlier days (
 the records that may have changed, and scores only the pairs of person records a changed record can move), the
 copy rebuilds them with --full-refresh keeping the match model's estimates (as every daily build since the last
 full build does), and identity.person_map, identity.persons, the scored pairs and the day's
-identity.person_id_history rows must be the same, and so must the graph's nodes (the events' share of them
-aggregated incrementally). The days cover new records, a device logging in (a merge that
+identity.person_id_history rows must be the same. The days cover new records, a device logging in (a merge that
 moves the device's past records), a never_link override (a split), a run back in time (records leave the view)
 and forward again, four days, to the generator's next day; a rerun of a day must keep a row nothing changed,
 and a full build that estimates again changes the pairs' weights only.
@@ -35,8 +34,7 @@ from tests.conftest_identity import (
 SELECT = "+person_map persons"
 START = date(2026, 1, 1)
 DAYS = 40
-COMPARED = ("identity.person_map", "identity.persons", "intermediate.int_person_pairs_scored",
-            "intermediate.int_identity_nodes")
+COMPARED = ("identity.person_map", "identity.persons", "intermediate.int_person_pairs_scored")
 KEEP_ESTIMATES = {"identity_keep_estimates": True}
 
 
@@ -102,9 +100,6 @@ def assert_untouched_records_keep_their_rows(db: Path, as_of: date, tmp_path: Pa
                            "order by all limit 1").fetchone()
         con.execute("update intermediate.int_person_pairs_scored set match_weight = -1 "
                     "where left_node = ? and right_node = ?", list(pair))
-        # the node of that event: no event of it changed, so its aggregate is not re-derived either
-        con.execute("update intermediate.int_identity_event_nodes set email_events = -1 where node_id = ("
-                    "select 'anon:' || anonymous_id from staging.stg_web__events where event_id = ?)", [record])
         return record, pair
 
     scratch, (record, pair) = altered_copy(db, tmp_path, alter)
@@ -115,9 +110,6 @@ def assert_untouched_records_keep_their_rows(db: Path, as_of: date, tmp_path: Pa
     ) == [(-1,)]
     assert query(scratch, "select match_weight from intermediate.int_person_pairs_scored "
                  "where left_node = ? and right_node = ?", list(pair)) == [(-1,)]
-    assert query(scratch, "select n.email_events from intermediate.int_identity_event_nodes as n "
-                 "join staging.stg_web__events as e on n.node_id = 'anon:' || e.anonymous_id "
-                 "where e.event_id = ?", [record]) == [(-1,)]
     shutil.rmtree(scratch.parent)
 
 
@@ -210,10 +202,9 @@ def test_incremental_person_map_equals_a_rebuild_every_day(world, tmp_path, monk
     assert_same(build_both(world, last + timedelta(days=1), tmp_path), last + timedelta(days=1))
     # the daily builds were incremental: the full build recorded on the first day is still the last one, and the
     # last build rewrote a part of the records only
-    for recorded in ("person_map:%", "int_identity_event_nodes:%"):
-        assert query(
-            db, "select distinct full_build_end::date from audit.staged_batches where model like ?", [recorded]
-        ) == [(first + timedelta(days=1),)], recorded
+    assert query(
+        db, "select distinct full_build_end::date from audit.staged_batches where model like 'person_map:%'"
+    ) == [(first + timedelta(days=1),)]
     # dbt-duckdb leaves a Python incremental model's new rows in main.<model>__dbt_tmp<time>: the post-hook drops it
     assert query(db, "select count(*) from duckdb_tables() where table_name like '%dbt_tmp%'") == [(0,)]
     remapped, mapped = query(db, "select (select count(*) from intermediate.int_records_remapped), "

@@ -1,5 +1,5 @@
-"""When a dbt layer with incremental models (staging's event tables, identity.person_map and the event nodes,
-the marts' fct_web_sessions, fct_funnel_steps and fct_email_engagement;
+"""When a dbt layer with incremental models (staging's event tables, identity.person_map, the marts'
+fct_web_sessions, fct_funnel_steps and fct_email_engagement;
 dbt_project/macros/incremental.sql) is rebuilt in full instead:
 `touchpoint run --full-refresh` (TOUCHPOINT_FULL_REFRESH=always), or on a schedule, when the models' last full
 build is TOUCHPOINT_FULL_REFRESH_EVERY_DAYS (7) or more days before the run's as-of end. An incremental build
@@ -37,21 +37,14 @@ STAGED_TABLES = {
     "stg_shop__customers": ("shop_customers", "customer_id"),
 }
 # Every model recording the raw batches it was built from in STATE_TABLE -> the raw entity they are of.
-# identity.person_map and int_identity_event_nodes record the event batches under a name per source (macro
-# identity_event_sources).
+# identity.person_map records the event batches under a name per source (macro person_map_event_sources).
 RECORDED_MODELS = {
     **{table: entity for table, (entity, _) in INCREMENTAL_STAGED_TABLES.items()},
     "person_map:web_events": "web_events",
     "person_map:email_events": "email_events",
-    "int_identity_event_nodes:web_events": "web_events",
-    "int_identity_event_nodes:email_events": "email_events",
     "fct_web_sessions": "web_events",
     "fct_email_engagement": "email_events",
 }
-# Incremental tables an erasure drops instead of deleting from: a count per graph node, where a deleted event
-# names no raw version any more, so the next build could not find its node's row to correct it (and the node id
-# may be an erased address). The same run's identity build aggregates every event again.
-DROPPED_ON_ERASURE = ("intermediate.int_identity_event_nodes",)
 # The dbt layers (touchpoint/dbt.py LAYERS) holding them, which the full refresh applies to.
 INCREMENTAL_LAYERS = ("staging", "identity", "marts")
 

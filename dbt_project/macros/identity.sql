@@ -72,37 +72,6 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- A web event's customer or anonymous id as staging keeps it (trimmed, blank is null): the columns its node is
-    made of, so a raw version's node (changed_event_nodes) is the one its staged row would have. -#}
-{% macro staged_web_identifier(column) -%}
-    nullif(trim({{ column }}), '')
-{%- endmacro %}
-
-{#- The nodes of every raw version of the events whose versions may have changed since the build recorded under
-    each source's state (`sources`: identity_event_sources; staged_delta): the nodes such an event may have left
-    or joined since. Each version's columns are cleaned as staging cleans them. -#}
-{% macro changed_event_nodes(sources) -%}
-    {%- for events in sources %}
-    {%- set raw = source(events.source, events.entity) %}
-    {% if not loop.first %}union{% endif %}
-    select distinct {{ record_node(events.entity, 'versions') }} as node_id
-    from (
-        select
-            trim(event_id) as event_id,
-            {%- if events.entity == 'web_events' %}
-            {{ staged_web_identifier('anonymous_id') }} as anonymous_id,
-            {{ staged_web_identifier('customer_id') }} as customer_id
-            {%- elif events.entity == 'email_events' %}
-            {{ valid_email(clean_email('email')) }} as email
-            {%- else %}
-            {{ exceptions.raise_compiler_error("changed_event_nodes: no staged columns for '" ~ events.entity ~ "'") }}
-            {%- endif %}
-        from {{ raw }}
-        {{ staged_delta(raw, 'trim(event_id)', 'occurred_at', events.state) }}
-    ) as versions
-    {%- endfor %}
-{%- endmacro %}
-
 {#- identity.person_map's row of each record of `records` (int_identity_records_unioned's columns) through its node
     in `nodes` (int_identity_nodes_personed): a person record joined its person by its node's strongest link (or
     is the person's own record), an event or order by the identifier it attaches with. The one definition, for

@@ -501,27 +501,20 @@
       person_map_nodes_seen()): a merge, a split, a new strongest link, a changed probability.
     Every other record keeps its row, which is the rebuild's (tests/test_incremental_identity.py). The graph
     itself is resolved over all nodes every run (docs/identity_engine.md, "Daily runs"). -#}
-{#- The event sources an identity model re-derives incrementally, with the name `model` records each one's
-    batches under ('<model>:<entity>', touchpoint/incremental.py RECORDED_MODELS): the web and email events,
-    nine tenths of the records. -#}
-{% macro identity_event_sources(model) -%}
-    {{ return([
-        {'state': model ~ ':web_events', 'source': 'web', 'entity': 'web_events'},
-        {'state': model ~ ':email_events', 'source': 'email', 'entity': 'email_events'},
-    ]) }}
-{%- endmacro %}
-
-{#- Their entity names as a SQL list ('web_events', 'email_events'). -#}
-{% macro identity_event_entities() -%}
-    {%- for events in identity_event_sources('') %}'{{ events.entity }}'{{ ', ' if not loop.last }}{% endfor -%}
-{%- endmacro %}
-
 {% macro person_map_event_sources() -%}
-    {{ return(identity_event_sources('person_map')) }}
+    {{ return([
+        {'state': 'person_map:web_events', 'source': 'web', 'entity': 'web_events'},
+        {'state': 'person_map:email_events', 'source': 'email', 'entity': 'email_events'},
+    ]) }}
 {%- endmacro %}
 
 {% macro person_map_nodes_seen() -%}intermediate.person_map__nodes{%- endmacro %}
 
+{#- The event sources' entity names as a SQL list ('web_events', 'email_events'): the records not in them are
+    rewritten every day. -#}
+{% macro person_map_event_entities() -%}
+    {%- for events in person_map_event_sources() %}'{{ events.entity }}'{{ ', ' if not loop.last }}{% endfor -%}
+{%- endmacro %}
 
 {#- A node's row, what person_map_nodes_seen() keeps and the next build compares. -#}
 {% macro person_map_node_columns() -%}node_id, person_id, match_rule, match_probability{%- endmacro %}
@@ -577,7 +570,7 @@
     {%- if not is_incremental() -%}
     select 1
     {%- elif person_map_builds_daily() -%}
-    delete from {{ this }} where source_entity not in ({{ identity_event_entities() }});
+    delete from {{ this }} where source_entity not in ({{ person_map_event_entities() }});
     delete from {{ this }} as map using {{ ref('int_records_remapped') }} as remapped
     where map.source_entity = remapped.source_entity and map.source_record_id = remapped.source_record_id
     {%- else -%}
@@ -593,16 +586,6 @@
     {%- endfor %}
     create or replace table {{ person_map_nodes_seen() }} as
     select {{ person_map_node_columns() }} from {{ ref('int_identity_nodes_personed') }};
-{%- endmacro %}
-
-
-{#- Post-hook of int_identity_event_nodes: a node re-aggregated into no event has no row (as in a rebuild), and
-    the event batches this build read are what the next one compares with. -#}
-{% macro remember_event_nodes_build() -%}
-    delete from {{ this }} where records = 0;
-    {%- for events in identity_event_sources(this.identifier) %}
-    {{ record_staged_batches(source(events.source, events.entity), events.state) }}
-    {%- endfor %}
 {%- endmacro %}
 
 

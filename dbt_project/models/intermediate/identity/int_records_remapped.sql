@@ -56,7 +56,7 @@ records_to_remap as (
     where
         {{ daily }}
         and (
-            records.source_entity not in ({{ identity_event_entities() }})
+            records.source_entity not in ({{ person_map_event_entities() }})
             or events_changed.source_record_id is not null
             or records.node_id in (select nodes_changed.node_id from nodes_changed)
         )
