@@ -60,6 +60,11 @@ PII_CATALOG = "tp_pii"
 # threads: at 100k customers on this 2-core machine the analytics file took 10.3-10.5 s one table at a time,
 # 8.5-9.5 s two at a time, 8.9 s three at a time (bench/results/M-2026-12-07.md).
 TABLE_WRITERS = 2
+# A table written from inputs of this many rows or more is written alone, before the others: its write keeps the
+# cores busy by itself. At 1M customers (person_map 70M rows, the funnel steps 23M) the whole publish took
+# 116.6-123.6 s one table at a time and 124.7-126.7 s two at a time (bench/results/L-2026-12-07-daily.md); at 100k
+# no table comes near, and two at a time is the faster.
+ALONE_FROM_ROWS = 10_000_000
 
 
 class UnclassifiedPersonalData(ValueError):
@@ -227,12 +232,24 @@ def _estimated_rows(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 
 def write_tables(con: duckdb.DuckDBPyConnection, writes: list[TableWrite], setup: list[str],
                  writers: int = TABLE_WRITERS) -> None:
-    """Create every table of `writes`, `writers` at a time on cursors of `con` (each runs `setup` first: session
-    variables are per cursor), the largest inputs first. After a failure no new table is started; the first
-    error is raised, naming its table, once every started write has ended. An interrupt of the caller (Ctrl-C,
-    the SIGTERM Airflow turns into an exception) interrupts the writes under way and starts no other."""
+    """Create every table of `writes` on cursors of `con` (each runs `setup` first: session variables are per
+    cursor), the largest inputs first: those of ALONE_FROM_ROWS rows or more one at a time, then the others
+    `writers` at a time. After a failure no new table is started; the first error is raised, naming its table,
+    once every started write has ended. An interrupt of the caller (Ctrl-C, the SIGTERM Airflow turns into an
+    exception) interrupts the writes under way and starts no other."""
     estimates = _estimated_rows(con)
-    pending: Iterator[TableWrite] = iter(sorted(writes, key=lambda w: -sum(estimates.get(r, 0) for r in w.reads)))
+    rows = {id(write): sum(estimates.get(read, 0) for read in write.reads) for write in writes}
+    ordered = sorted(writes, key=lambda write: -rows[id(write)])
+    _write_side_by_side(con, [w for w in ordered if rows[id(w)] >= ALONE_FROM_ROWS], setup, 1)
+    _write_side_by_side(con, [w for w in ordered if rows[id(w)] < ALONE_FROM_ROWS], setup, writers)
+
+
+def _write_side_by_side(con: duckdb.DuckDBPyConnection, writes: list[TableWrite], setup: list[str],
+                        writers: int) -> None:
+    """write_tables' work for `writes`, in their order, `writers` at a time."""
+    if not writes:
+        return
+    pending: Iterator[TableWrite] = iter(writes)
     lock = Lock()
     errors: list[BaseException] = []
     cursors: list[duckdb.DuckDBPyConnection] = []

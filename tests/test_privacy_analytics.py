@@ -384,6 +384,40 @@ def test_tables_are_written_side_by_side_and_a_failed_one_is_named(tmp_path: Pat
                        ).fetchall() == [(0,)]
 
 
+def test_the_largest_tables_are_written_alone_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table written from ALONE_FROM_ROWS input rows or more keeps the cores busy by itself: write_tables
+    writes those one at a time, largest first, and only then the others side by side; a failure among the first
+    starts none of the others."""
+    from touchpoint.privacy import analytics
+
+    con = duckdb.connect(str(tmp_path / "work.duckdb"))
+    for name, rows in (("huge", 300000), ("big", 200000), ("small", 3), ("tiny", 1)):
+        con.execute(f"create table {name} as select range as id from range({rows})")
+    con.execute("checkpoint")  # the row estimates write_tables sorts by
+    con.execute(f"attach {sql_literal(str(tmp_path / 'out.duckdb'))} as out")
+    monkeypatch.setattr(analytics, "ALONE_FROM_ROWS", 1000)
+    calls: list[tuple[list[str], int]] = []
+    original = analytics._write_side_by_side
+
+    def spy(con, writes, setup, writers):
+        calls.append(([write.target for write in writes], writers))
+        original(con, writes, setup, writers)
+
+    monkeypatch.setattr(analytics, "_write_side_by_side", spy)
+    copies = [TableWrite(f"out.main.{name}", f"select * from {name}", (f"main.{name}",))
+              for name in ("small", "big", "tiny", "huge")]
+    write_tables(con, copies, [], writers=2)
+    assert calls == [(["out.main.huge", "out.main.big"], 1), (["out.main.small", "out.main.tiny"], 2)]
+    assert con.execute("select count(*) from out.huge").fetchall() == [(300000,)]
+
+    broken = TableWrite("out.main.broken", "select no_such_column from huge", ("main.huge",))
+    after = TableWrite("out.main.after", "select * from small", ("main.small",))
+    with pytest.raises(duckdb.BinderException):
+        write_tables(con, [after, broken], [], writers=2)
+    assert con.execute("select count(*) from duckdb_tables() where database_name = 'out' and table_name = 'after'"
+                       ).fetchall() == [(0,)]
+
+
 def test_an_interrupted_publish_stops_its_writes_and_starts_no_other(tmp_path: Path) -> None:
     """Ctrl-C, or the SIGTERM Airflow turns into an exception, reaches publish while a table is being written:
     that write is interrupted, no other starts, and the writers have ended when the exception leaves (they
