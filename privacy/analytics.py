@@ -62,7 +62,7 @@ PII_CATALOG = "tp_pii"
 TABLE_WRITERS = 2
 # A table written from inputs of this many rows or more is written alone, before the others: its write keeps the
 # cores busy by itself. At 1M customers (person_map 70M rows, the funnel steps 23M) the whole publish took
-# 116.6-123.6 s one table at a time and 124.7-126.7 s two at a time (bench/results/L-2026-12-07-daily.md); at 100k
+# 111.2-123.6 s one table at a time and 124.7-126.7 s two at a time (bench/results/L-2026-12-07-daily.md); at 100k
 # no table comes near, and two at a time is the faster.
 ALONE_FROM_ROWS = 10_000_000
 
@@ -238,10 +238,13 @@ def write_tables(con: duckdb.DuckDBPyConnection, writes: list[TableWrite], setup
     once every started write has ended. An interrupt of the caller (Ctrl-C, the SIGTERM Airflow turns into an
     exception) interrupts the writes under way and starts no other."""
     estimates = _estimated_rows(con)
-    rows = {id(write): sum(estimates.get(read, 0) for read in write.reads) for write in writes}
-    ordered = sorted(writes, key=lambda write: -rows[id(write)])
-    _write_side_by_side(con, [w for w in ordered if rows[id(w)] >= ALONE_FROM_ROWS], setup, 1)
-    _write_side_by_side(con, [w for w in ordered if rows[id(w)] < ALONE_FROM_ROWS], setup, writers)
+
+    def input_rows(write: TableWrite) -> int:
+        return sum(estimates.get(read, 0) for read in write.reads)
+
+    ordered = sorted(writes, key=input_rows, reverse=True)
+    _write_side_by_side(con, [write for write in ordered if input_rows(write) >= ALONE_FROM_ROWS], setup, 1)
+    _write_side_by_side(con, [write for write in ordered if input_rows(write) < ALONE_FROM_ROWS], setup, writers)
 
 
 def _write_side_by_side(con: duckdb.DuckDBPyConnection, writes: list[TableWrite], setup: list[str],
