@@ -1,5 +1,5 @@
-"""Incremental fct_web_sessions, fct_funnel_steps, fct_email_engagement and fct_conversion_paths equal a rebuild,
-day after day (macros/incremental.sql).
+"""Incremental fct_web_sessions, fct_funnel_steps, fct_email_engagement, fct_conversion_paths and the Markov
+chain's per-person moves equal a rebuild, day after day (macros/incremental.sql, macros/attribution.sql).
 
 A small demo world is extracted, loaded and built day by day: staging, identity (which re-stitches people and
 records their moves in person_id_history), fct_orders, fct_touchpoints and the four marts, incrementally on top of
@@ -34,8 +34,11 @@ from tests.conftest_identity import (
 MART = "fct_web_sessions"
 EMAIL_MART = "fct_email_engagement"
 PATHS_MART = "fct_conversion_paths"
-MARTS = (MART, "fct_funnel_steps", EMAIL_MART, PATHS_MART)
+MARKOV_MART = "attribution_markov_transitions"
+MARTS = (MART, "fct_funnel_steps", EMAIL_MART, PATHS_MART, MARKOV_MART)
 SELECT = " ".join(MARTS)
+# the chain's moves per person, which attribution_markov_transitions keeps and sums (macros/attribution.sql)
+PERSON_MOVES = "intermediate.attribution_markov_transitions__person_moves"
 # with identity.person_map, as the identity layer builds it: person_id_history compares each day with it
 BUILT = " ".join(f"+{model}" for model in ("person_map", *MARTS))
 START = date(2026, 1, 1)
@@ -58,44 +61,48 @@ def rebuilt_copy(db: Path, as_of: date, tmp_path: Path) -> Path:
 
 def assert_equals_a_rebuild(db: Path, as_of: date, tmp_path: Path) -> int:
     """Returns the sessions' row count."""
-    found = rows_differing(db, rebuilt_copy(db, as_of, tmp_path), [f"marts.{mart}" for mart in MARTS])
+    found = rows_differing(db, rebuilt_copy(db, as_of, tmp_path), [*(f"marts.{mart}" for mart in MARTS), PERSON_MOVES])
     for mart, (rows, only_incremental, only_rebuilt) in found.items():
         assert rows > 0 and (only_incremental, only_rebuilt) == (0, 0), (as_of, mart)
     return found[f"marts.{MART}"][0]
 
 
-# Rows nothing points at, per mart: (its key column, the time its events end, a condition that keeps out the
-# persons whose rows a day re-derives for other reasons, and a count column the check alters). Sessions convert
-# with their person's purchases.
+# Rows nothing points at, per table: (its key, the time its events end, a condition that keeps out the persons
+# whose rows a day re-derives for other reasons, and a count column the check alters). Sessions convert with
+# their person's purchases. A person's moves are counted again only with the person's paths.
 NOT_MOVED = ("person_id not in (select previous_person_id from identity.person_id_history "
              "union select person_id from identity.person_id_history)")
 UNTOUCHED = {
-    MART: ("session_id", "ended_at",
+    f"marts.{MART}": ("session_id", "ended_at",
            f"{NOT_MOVED} and person_id not in (select person_id from marts.fct_orders where person_id is not null)",
            "events_count"),
-    EMAIL_MART: ("email_engagement_id", "last_event_at", NOT_MOVED, "events_count"),
-    PATHS_MART: ("conversion_path_id", "ordered_at", NOT_MOVED, "touches_count"),
+    f"marts.{EMAIL_MART}": ("email_engagement_id", "last_event_at", NOT_MOVED, "events_count"),
+    f"marts.{PATHS_MART}": ("conversion_path_id", "ordered_at", NOT_MOVED, "touches_count"),
+    PERSON_MOVES: ("concat_ws('|', person_id, from_state, to_state)",
+                   "(select max(touched_at) from marts.fct_touchpoints as touches "
+                   f"where touches.person_id = {PERSON_MOVES.split('.')[1]}.person_id)",
+                   f"{NOT_MOVED} and to_state = '(conversion)'", "transitions_count"),
 }
 
 
 def assert_untouched_rows_are_not_rederived(db: Path, as_of: date, tmp_path: Path) -> None:
-    """On a copy, an old row of each mart (a session, a person's campaign, a touch on a path) of a person nothing
-    re-derives is
+    """On a copy, an old row of each table (a session, a person's campaign, a touch on a path, a person's moves) of
+    a person nothing re-derives is
     altered where nothing says it changed; a rerun of the day must leave it as it is (a build that re-derived
     every row would restore it)."""
     def alter(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
         altered = {}
-        for mart, (key, ended, untouched, count) in UNTOUCHED.items():
-            (altered[mart],), = con.execute(f"select min({key}) from marts.{mart} where {ended} < ? and {untouched}",
-                                            [as_of - timedelta(days=5)]).fetchall()
-            assert altered[mart] is not None, mart
-            con.execute(f"update marts.{mart} set {count} = -1 where {key} = ?", [altered[mart]])
+        for table, (key, ended, untouched, count) in UNTOUCHED.items():
+            (altered[table],), = con.execute(f"select min({key}) from {table} where {ended} < ? and {untouched}",
+                                             [as_of - timedelta(days=5)]).fetchall()
+            assert altered[table] is not None, table
+            con.execute(f"update {table} set {count} = -1 where {key} = ?", [altered[table]])
         return altered
 
     scratch, altered = altered_copy(db, tmp_path, alter)
     dbt_build(scratch, as_of.isoformat(), SELECT, command="run")
-    for mart, (key, _, _, count) in UNTOUCHED.items():
-        assert query(scratch, f"select {count} from marts.{mart} where {key} = ?", [altered[mart]]) == [(-1,)], mart
+    for table, (key, _, _, count) in UNTOUCHED.items():
+        assert query(scratch, f"select {count} from {table} where {key} = ?", [altered[table]]) == [(-1,)], table
     shutil.rmtree(scratch.parent)
 
 
@@ -222,6 +229,27 @@ def move_an_old_session(db: Path, as_of: date) -> str:
     return session_id
 
 
+def rechannel_an_old_session(db: Path, as_of: date) -> str:
+    """A corrected extract gives every event of an old session of a known person with nothing new (no touch or
+    purchase in five days) another channel: the person's touches, paths and purchases keep their count and keys, and only a touch's channel (a state of the Markov
+    chain) changes. Returns the session id."""
+    con = duckdb.connect(str(db))
+    try:
+        session_id = con.execute(
+            f"select max(session_id) from marts.{MART} where ended_at < ? and session_id not like 'event:%' "
+            f"and person_id is not null and {NOT_MOVED} and person_id not in ("
+            "  select person_id from marts.fct_touchpoints where touched_at >= ?"
+            "  union select person_id from marts.fct_orders where ordered_at >= ? and person_id is not null)",
+            [as_of - timedelta(days=5)] * 3,
+        ).fetchone()[0]
+        assert session_id is not None
+        insert_corrected_versions(con, "web_events", "'test-rechannelled' as channel", "trim(session_id) = ?",
+                                  [session_id])
+    finally:
+        con.close()
+    return session_id
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("incremental_marts")
@@ -246,6 +274,7 @@ def test_incremental_web_sessions_equal_a_rebuild_every_day(world, tmp_path, mon
             move_an_old_email_event(db, as_of)
             email_a_new_address(db, as_of)
             repriced, amount = reprice_an_old_purchase(db, as_of)
+            rechannel_an_old_session(db, as_of)
         dbt_build(db, as_of.isoformat(), BUILT, command="run")
         rows.append(assert_equals_a_rebuild(db, as_of, tmp_path))
         if as_of == first + timedelta(days=1):
@@ -269,6 +298,8 @@ def test_incremental_web_sessions_equal_a_rebuild_every_day(world, tmp_path, mon
             # the repriced purchase's path carries its new value (its rows' count and keys did not change)
             assert query(db, f"select distinct conversion_value from marts.{PATHS_MART} where order_id = ?",
                          [repriced]) == [(amount,)]
+            # the rechannelled session's channel is a state of the chain now
+            assert query(db, f"select count(*) > 0 from marts.{MARKOV_MART} where to_state = 'test-rechannelled'")[0][0]
     # the first build recorded its batches; the later ones were incremental on top of it
     assert query(
         db, "select max(as_of_end)::date, max(full_build_end)::date from audit.staged_batches where model = ?", [MART]

@@ -33,22 +33,53 @@ models as (
 
 ),
 
+channel_sums as (
+
+    -- one pass over the credits for every model (not one per model over a cross join): the credited conversions
+    -- and revenue per channel under each model's credit column
+    select
+        channel,
+        count(distinct order_id) as conversions_touched,
+        sum(first_touch_credit) as first_touch_conversions,
+        sum(first_touch_credit * conversion_value) as first_touch_revenue,
+        sum(last_touch_credit) as last_touch_conversions,
+        sum(last_touch_credit * conversion_value) as last_touch_revenue,
+        sum(linear_credit) as linear_conversions,
+        sum(linear_credit * conversion_value) as linear_revenue,
+        sum(time_decay_credit) as time_decay_conversions,
+        sum(time_decay_credit * conversion_value) as time_decay_revenue,
+        sum(position_based_credit) as position_based_conversions,
+        sum(position_based_credit * conversion_value) as position_based_revenue,
+        sum(markov_credit) as markov_conversions,
+        sum(markov_credit * conversion_value) as markov_revenue
+    from credits
+    group by channel
+
+),
+
 credit_per_model as (
 
     select
         models.attribution_model,
-        credits.channel,
-        credits.order_id,
-        credits.conversion_value,
+        channel_sums.channel,
+        channel_sums.conversions_touched,
         case models.attribution_model
-            when 'first_touch' then credits.first_touch_credit
-            when 'last_touch' then credits.last_touch_credit
-            when 'linear' then credits.linear_credit
-            when 'time_decay' then credits.time_decay_credit
-            when 'position_based' then credits.position_based_credit
-            when 'markov' then credits.markov_credit
-        end as credit
-    from credits
+            when 'first_touch' then channel_sums.first_touch_conversions
+            when 'last_touch' then channel_sums.last_touch_conversions
+            when 'linear' then channel_sums.linear_conversions
+            when 'time_decay' then channel_sums.time_decay_conversions
+            when 'position_based' then channel_sums.position_based_conversions
+            when 'markov' then channel_sums.markov_conversions
+        end as attributed_conversions,
+        case models.attribution_model
+            when 'first_touch' then channel_sums.first_touch_revenue
+            when 'last_touch' then channel_sums.last_touch_revenue
+            when 'linear' then channel_sums.linear_revenue
+            when 'time_decay' then channel_sums.time_decay_revenue
+            when 'position_based' then channel_sums.position_based_revenue
+            when 'markov' then channel_sums.markov_revenue
+        end as attributed_revenue
+    from channel_sums
     cross join models
 
 ),
@@ -69,11 +100,10 @@ channel_credits as (
     select
         attribution_model,
         channel,
-        count(distinct order_id) as conversions_touched,
-        sum(credit) as attributed_conversions,
-        sum(credit * conversion_value) as attributed_revenue
+        conversions_touched,
+        attributed_conversions,
+        attributed_revenue
     from credit_per_model
-    group by attribution_model, channel
     union all
     select
         models.attribution_model,
