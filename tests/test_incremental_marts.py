@@ -231,8 +231,8 @@ def move_an_old_session(db: Path, as_of: date) -> str:
 
 def rechannel_an_old_session(db: Path, as_of: date) -> str:
     """A corrected extract gives every event of an old session of a known person with nothing new (no touch or
-    purchase in five days) another channel: the person's touches, paths and purchases keep their count and keys, and only a touch's channel (a state of the Markov
-    chain) changes. Returns the session id."""
+    purchase in five days) another channel: the person's touches, paths and purchases keep their count and keys,
+    and only a touch's channel (a state of the Markov chain) changes. Returns the session id."""
     con = duckdb.connect(str(db))
     try:
         session_id = con.execute(
