@@ -98,18 +98,32 @@
     group by person_id, from_state, to_state
 {%- endmacro %}
 
+{#- The column names of a 'schema.table' in this warehouse, in order, as the warehouse has them at this moment
+    (none when there is no such table). Asked of DuckDB, not of dbt's relation cache: the cache is filled when
+    the invocation starts, and misses a table a hook made since (fct_conversion_paths' fingerprints on a first
+    build). -#}
+{% macro table_columns_now(qualified) -%}
+    {%- if not execute -%}{{ return(none) }}{%- endif -%}
+    {%- set parts = (qualified | trim).split('.') -%}
+    {%- set found = run_query(
+        "select string_agg(column_name, ',' order by column_index) from duckdb_columns() "
+        ~ "where database_name = current_database() and schema_name = '" ~ parts[0]
+        ~ "' and table_name = '" ~ parts[1] ~ "'"
+    ) -%}
+    {{ return(found.columns[0].values()[0]) }}
+{%- endmacro %}
+
 {#- Whether the kept moves can be brought up to date person by person: no --full-refresh, and the moves, the
     fingerprints they were counted from and today's fingerprints all exist, the two fingerprints with the same
     columns. -#}
 {% macro markov_moves_build_daily() -%}
     {%- if not execute or flags.FULL_REFRESH -%}{{ return(false) }}{%- endif -%}
-    {%- set moves = existing_relation(markov_person_moves_table()) -%}
-    {%- set kept = existing_relation(markov_moves_inputs_table()) -%}
-    {%- set now = existing_relation(conversion_path_inputs_table()) -%}
-    {%- if moves is none or kept is none or now is none -%}{{ return(false) }}{%- endif -%}
-    {%- set kept_columns = adapter.get_columns_in_relation(kept) | map(attribute='name') | list -%}
-    {%- set now_columns = adapter.get_columns_in_relation(now) | map(attribute='name') | list -%}
-    {{ return(kept_columns == now_columns) }}
+    {%- set kept = table_columns_now(markov_moves_inputs_table()) -%}
+    {{ return(
+        table_columns_now(markov_person_moves_table()) is not none
+        and kept is not none
+        and kept == table_columns_now(conversion_path_inputs_table())
+    ) }}
 {%- endmacro %}
 
 {#- Pre-hook of attribution_markov_transitions: the kept moves brought up to date (every person's counted again
@@ -130,7 +144,7 @@
     create or replace table {{ markov_person_moves_table() }} as
     {{ markov_person_moves() }};
     {%- endif %}
-    {%- if existing_relation(conversion_path_inputs_table()) is not none %}
+    {%- if table_columns_now(conversion_path_inputs_table()) is not none %}
     create or replace table {{ markov_moves_inputs_table() }} as
     select * from {{ conversion_path_inputs_table() }};
     {%- else %}
