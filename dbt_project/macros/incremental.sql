@@ -192,10 +192,10 @@
         -- every raw version of the events that may have changed (staged_delta keeps them all), with the session
         -- each version belongs to
         select
-            trim(event_id) as event_id,
-            {{ web_session_key(staged_session_id('session_id'), 'trim(event_id)') }} as session_key
+            {{ trimmed('event_id') }} as event_id,
+            {{ web_session_key(staged_session_id('session_id'), trimmed('event_id')) }} as session_key
         from {{ source('web', 'web_events') }}
-        {{ staged_delta(source('web', 'web_events'), 'trim(event_id)', 'occurred_at') }}
+        {{ staged_delta(source('web', 'web_events'), trimmed('event_id'), 'occurred_at') }}
     ),
 
     moved as (
@@ -292,11 +292,11 @@
         from (
             -- each raw version's columns as stg_email__events stages them
             select
-                trim(event_id) as event_id,
+                {{ trimmed('event_id') }} as event_id,
                 {{ valid_email(clean_email('email')) }} as email,
                 nullif(trim(campaign_id), '') as campaign_id
             from {{ source('email', 'email_events') }}
-            {{ staged_delta(source('email', 'email_events'), 'trim(event_id)', 'occurred_at') }}
+            {{ staged_delta(source('email', 'email_events'), trimmed('event_id'), 'occurred_at') }}
         ) as versions
     ),
 
@@ -547,9 +547,9 @@
 {% macro person_map_events_changed() -%}
     {%- for events in person_map_event_sources() %}
     {% if not loop.first %}union all{% endif %}
-    select distinct '{{ events.entity }}' as source_entity, trim(event_id) as source_record_id
+    select distinct '{{ events.entity }}' as source_entity, {{ trimmed('event_id') }} as source_record_id
     from {{ source(events.source, events.entity) }}
-    {{ staged_delta(source(events.source, events.entity), 'trim(event_id)', 'occurred_at', events.state) }}
+    {{ staged_delta(source(events.source, events.entity), trimmed('event_id'), 'occurred_at', events.state) }}
     {%- endfor %}
 {%- endmacro %}
 

@@ -1,5 +1,6 @@
 -- Nothing disappears between raw and staging except superseded versions and rows after the as-of day:
--- per entity, the distinct keys in raw (as of the run date) equal the staging rows.
+-- per entity, the distinct keys in raw (as of the run date) equal the staging rows. The keys are trimmed as
+-- staging trims them (macro trimmed).
 
 with
 
@@ -7,7 +8,7 @@ raw_keys as (
 
     select
         'crm_contacts' as entity,
-        count(distinct trim(contact_id)) as key_count
+        count(distinct {{ trimmed('contact_id') }}) as key_count
     from {{ source('crm', 'crm_contacts') }}
     where updated_at is null or updated_at < {{ as_of_end() }}
 
@@ -15,7 +16,7 @@ raw_keys as (
 
     select
         'shop_customers' as entity,
-        count(distinct trim(customer_id)) as key_count
+        count(distinct {{ trimmed('customer_id') }}) as key_count
     from {{ source('shop', 'shop_customers') }}
     where updated_at is null or updated_at < {{ as_of_end() }}
 
@@ -23,7 +24,7 @@ raw_keys as (
 
     select
         'shop_orders' as entity,
-        count(distinct trim(order_id)) as key_count
+        count(distinct {{ trimmed('order_id') }}) as key_count
     from {{ source('shop', 'shop_orders') }}
     where (updated_at is null or updated_at < {{ as_of_end() }}) and ordered_at < {{ as_of_end() }}
 
@@ -31,14 +32,14 @@ raw_keys as (
 
     select
         'shop_order_items' as entity,
-        count(distinct trim(order_id) || '-' || line_number) as key_count
+        count(distinct {{ trimmed('order_id') }} || '-' || line_number) as key_count
     from {{ source('shop', 'shop_order_items') }}
 
     union all
 
     select
         'shop_products' as entity,
-        count(distinct trim(product_id)) as key_count
+        count(distinct {{ trimmed('product_id') }}) as key_count
     from {{ source('shop', 'shop_products') }}
     where updated_at is null or updated_at < {{ as_of_end() }}
 
@@ -46,7 +47,7 @@ raw_keys as (
 
     select
         'web_events' as entity,
-        count(distinct trim(event_id)) as key_count
+        count(distinct {{ trimmed('event_id') }}) as key_count
     from {{ source('web', 'web_events') }}
     where occurred_at < {{ as_of_end() }}
 
@@ -54,7 +55,7 @@ raw_keys as (
 
     select
         'email_events' as entity,
-        count(distinct trim(event_id)) as key_count
+        count(distinct {{ trimmed('event_id') }}) as key_count
     from {{ source('email', 'email_events') }}
     where occurred_at < {{ as_of_end() }}
 
@@ -62,7 +63,7 @@ raw_keys as (
 
     select
         'pos_transactions' as entity,
-        count(distinct trim(transaction_id)) as key_count
+        count(distinct {{ trimmed('transaction_id') }}) as key_count
     from {{ source('pos', 'pos_transactions') }}
     where purchased_at < {{ as_of_end() }}
 

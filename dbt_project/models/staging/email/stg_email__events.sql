@@ -8,21 +8,21 @@ with
 source as (
 
     select * from {{ source('email', 'email_events') }}
-    {{ staged_delta(source('email', 'email_events'), 'trim(event_id)', 'occurred_at') }}
+    {{ staged_delta(source('email', 'email_events'), trimmed('event_id'), 'occurred_at') }}
 
 ),
 
 latest as (
 
     select * from source
-    {{ as_of_latest_version('trim(event_id)', happened_at='occurred_at') }}
+    {{ as_of_latest_version(trimmed('event_id'), happened_at='occurred_at') }}
 
 ),
 
 renamed as (
 
     select
-        trim(event_id) as event_id,
+        {{ trimmed('event_id') }} as event_id,
         occurred_at,
         cast(occurred_at as date) as event_date,
         {{ clean_email('email') }} as email_cleaned,

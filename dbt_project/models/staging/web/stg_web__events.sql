@@ -8,7 +8,7 @@ with
 source as (
 
     select * from {{ source('web', 'web_events') }}
-    {{ staged_delta(source('web', 'web_events'), 'trim(event_id)', 'occurred_at') }}
+    {{ staged_delta(source('web', 'web_events'), trimmed('event_id'), 'occurred_at') }}
 
 ),
 
@@ -16,14 +16,14 @@ latest as (
 
     -- an event extracted twice (overlapping extracts) is kept once
     select * from source
-    {{ as_of_latest_version('trim(event_id)', happened_at='occurred_at') }}
+    {{ as_of_latest_version(trimmed('event_id'), happened_at='occurred_at') }}
 
 ),
 
 renamed as (
 
     select
-        trim(event_id) as event_id,
+        {{ trimmed('event_id') }} as event_id,
         occurred_at,
         cast(occurred_at as date) as event_date,
         lower(trim(event_type)) as event_type,
