@@ -120,6 +120,19 @@ def insert_corrected_versions(con: duckdb.DuckDBPyConnection, table: str, replac
     )
 
 
+def correct_the_chosen(db: Path, choose: str, params: list[object], table: str, replaced: str, key: str) -> str:
+    """A corrected extract of the rows of raw `table` whose trimmed `key` is the value `choose` selects (it must
+    find one): returns that value."""
+    con = duckdb.connect(str(db))
+    try:
+        (chosen,), = con.execute(choose, params).fetchall()
+        assert chosen is not None, choose
+        insert_corrected_versions(con, table, replaced, f"trim({key}) = ?", [chosen])
+    finally:
+        con.close()
+    return chosen
+
+
 def reprice_an_old_purchase(db: Path, as_of: date) -> tuple[str, object]:
     """A corrected extract changes the amount of an old purchase on a conversion path (a new version of the shop
     order, updated on the day): its path's rows keep their count and keys, and only their conversion value
@@ -147,22 +160,15 @@ def reprice_an_old_purchase(db: Path, as_of: date) -> tuple[str, object]:
 def move_an_old_email_event(db: Path, as_of: date) -> str:
     """A corrected extract gives an old email event another campaign (a new raw version in a batch of its own):
     its person's old campaign row loses the event and a new (person, campaign) row appears. Returns the event."""
-    con = duckdb.connect(str(db))
-    try:
-        # of a person who never moved: a move re-derives all of a person's rows, and would hide a rule that
-        # forgot the event's old campaign
-        event_id = con.execute(
-            "select min(events.event_id) from staging.stg_email__events as events "
-            "join identity.person_map on source_entity = 'email_events' and source_record_id = events.event_id "
-            f"where occurred_at < ? and campaign_id is not null and email is not null and {NOT_MOVED}",
-            [as_of - timedelta(days=5)],
-        ).fetchone()[0]
-        assert event_id is not None
-        insert_corrected_versions(con, "email_events", "'test-recampaigned' as campaign_id", "trim(event_id) = ?",
-                                  [event_id])
-    finally:
-        con.close()
-    return event_id
+    # of a person who never moved: a move re-derives all of a person's rows, and would hide a rule that forgot
+    # the event's old campaign
+    return correct_the_chosen(
+        db,
+        "select min(events.event_id) from staging.stg_email__events as events "
+        "join identity.person_map on source_entity = 'email_events' and source_record_id = events.event_id "
+        f"where occurred_at < ? and campaign_id is not null and email is not null and {NOT_MOVED}",
+        [as_of - timedelta(days=5)], "email_events", "'test-recampaigned' as campaign_id", "event_id",
+    )
 
 
 def link_two_emailed_persons(home: Path, db: Path) -> tuple[tuple[str, str], ...]:
@@ -210,44 +216,30 @@ def move_an_old_session(db: Path, as_of: date) -> str:
     """A corrected extract gives every event of an old, closed session another session id (a new raw version of
     each, in a batch of its own): the old session is left with no event, so a rebuild has no row for it. Returns
     the old session id."""
-    con = duckdb.connect(str(db))
-    try:
-        # of a person nothing else re-derives (never bought, never moved): only the event versions can find it
-        session_id = con.execute(
-            f"select min(session_id) from marts.{MART} where ended_at < ? and session_id not like 'event:%' "
-            "and person_id not in ("
-            "  select person_id from marts.fct_orders where person_id is not null"
-            "  union select previous_person_id from identity.person_id_history"
-            "  union select person_id from identity.person_id_history)",
-            [as_of - timedelta(days=5)],
-        ).fetchone()[0]
-        assert session_id is not None
-        insert_corrected_versions(con, "web_events", "'moved-' || session_id as session_id", "trim(session_id) = ?",
-                                  [session_id])
-    finally:
-        con.close()
-    return session_id
+    # of a person nothing else re-derives (never bought, never moved): only the event versions can find it
+    return correct_the_chosen(
+        db,
+        f"select min(session_id) from marts.{MART} where ended_at < ? and session_id not like 'event:%' "
+        "and person_id not in ("
+        "  select person_id from marts.fct_orders where person_id is not null"
+        "  union select previous_person_id from identity.person_id_history"
+        "  union select person_id from identity.person_id_history)",
+        [as_of - timedelta(days=5)], "web_events", "'moved-' || session_id as session_id", "session_id",
+    )
 
 
 def rechannel_an_old_session(db: Path, as_of: date) -> str:
     """A corrected extract gives every event of an old session of a known person with nothing new (no touch or
     purchase in five days) another channel: the person's touches, paths and purchases keep their count and keys,
     and only a touch's channel (a state of the Markov chain) changes. Returns the session id."""
-    con = duckdb.connect(str(db))
-    try:
-        session_id = con.execute(
-            f"select max(session_id) from marts.{MART} where ended_at < ? and session_id not like 'event:%' "
-            f"and person_id is not null and {NOT_MOVED} and person_id not in ("
-            "  select person_id from marts.fct_touchpoints where touched_at >= ?"
-            "  union select person_id from marts.fct_orders where ordered_at >= ? and person_id is not null)",
-            [as_of - timedelta(days=5)] * 3,
-        ).fetchone()[0]
-        assert session_id is not None
-        insert_corrected_versions(con, "web_events", "'test-rechannelled' as channel", "trim(session_id) = ?",
-                                  [session_id])
-    finally:
-        con.close()
-    return session_id
+    return correct_the_chosen(
+        db,
+        f"select max(session_id) from marts.{MART} where ended_at < ? and session_id not like 'event:%' "
+        f"and person_id is not null and {NOT_MOVED} and person_id not in ("
+        "  select person_id from marts.fct_touchpoints where touched_at >= ?"
+        "  union select person_id from marts.fct_orders where ordered_at >= ? and person_id is not null)",
+        [as_of - timedelta(days=5)] * 3, "web_events", "'test-rechannelled' as channel", "session_id",
+    )
 
 
 @pytest.fixture(scope="module")
