@@ -132,10 +132,7 @@
     create schema if not exists intermediate;
     {%- if markov_moves_build_daily() %}
     create or replace table {{ markov_rederived_persons_table() }} as
-    select coalesce(now.person_id, before.person_id) as person_id
-    from {{ conversion_path_inputs_table() }} as now
-    full outer join {{ markov_moves_inputs_table() }} as before on now.person_id = before.person_id
-    where {{ checksums_differ('now', 'before') }} or now.lookback_days is distinct from before.lookback_days;
+    {{ persons_whose_path_inputs_differ(conversion_path_inputs_table(), markov_moves_inputs_table()) }};
     delete from {{ markov_person_moves_table() }}
     where person_id in (select rederived.person_id from {{ markov_rederived_persons_table() }} as rederived);
     insert into {{ markov_person_moves_table() }}

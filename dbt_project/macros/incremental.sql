@@ -419,11 +419,17 @@
     group by person_id;
     {%- if conversion_paths_build_daily() %}
     create or replace table {{ rederived_conversion_persons_table() }} as
-    select coalesce(now.person_id, before.person_id) as person_id
-    from {{ conversion_path_inputs_now_table() }} as now
-    full outer join {{ conversion_path_inputs_table() }} as before on now.person_id = before.person_id
-    where {{ checksums_differ('now', 'before') }} or now.lookback_days is distinct from before.lookback_days;
+    {{ persons_whose_path_inputs_differ(conversion_path_inputs_now_table(), conversion_path_inputs_table()) }};
     {%- endif %}
+{%- endmacro %}
+
+{#- The persons whose path-input fingerprint differs between the fingerprint tables `now` and `before`: changed,
+    appeared, gone, or counted with another lookback. Read by fct_conversion_paths and the Markov moves. -#}
+{% macro persons_whose_path_inputs_differ(now, before) -%}
+    select coalesce(now.person_id, before.person_id) as person_id
+    from {{ now }} as now
+    full outer join {{ before }} as before on now.person_id = before.person_id
+    where {{ checksums_differ('now', 'before') }} or now.lookback_days is distinct from before.lookback_days
 {%- endmacro %}
 
 {#- Pre-hook of fct_conversion_paths, after record_rederived_conversion_persons: the rows it re-derives (every row
