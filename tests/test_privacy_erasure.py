@@ -133,10 +133,44 @@ def synced_everywhere(world: World) -> Person:
             "order by person_id").fetchall()
     finally:
         con.close()
-    for person_id, email, phone, first, last, first_unique in sorted(candidates, key=lambda c: not c[-1]):
+    staged = {person_id: staged_records(world.home, person_id) for person_id, *_ in candidates}
+
+    def preferred(candidate: tuple) -> tuple[bool, bool]:
+        # someone with online orders and store purchases first: the erasure must reach those staging tables too
+        return not all(staged[candidate[0]].values()), not candidate[-1]
+
+    for person_id, email, phone, first, last, first_unique in sorted(candidates, key=preferred):
         if person_id in pg_keys and person_id in world.api.records:
             return Person(person_id, email, phone, first, last, first_unique, compared_last_name(world, person_id))
     pytest.fail("no person of the demo world reached every destination")
+
+
+# The staging tables rebuilt from raw each run that hold a person's orders, and their record ids' column.
+STAGED_PURCHASES = {"stg_shop__orders": ("shop_orders", "order_id"),
+                    "stg_pos__transactions": ("pos_transactions", "transaction_id")}
+
+
+def staged_records(home: Path, person_id: str) -> dict[str, set[str]]:
+    """staging table -> the ids of the person's records (identity.person_map) it holds, in the working file."""
+    con = duckdb.connect(str(paths(home).work_db), read_only=True)
+    try:
+        return {table: {row[0] for row in con.execute(
+            f"select {column} from staging.{table} where {column} in (select source_record_id "
+            "from identity.person_map where person_id = ? and source_entity = ?)", [person_id, entity],
+        ).fetchall()} for table, (entity, column) in STAGED_PURCHASES.items()}
+    finally:
+        con.close()
+
+
+def still_staged(home: Path, ids: dict[str, set[str]]) -> dict[str, int]:
+    """staging table -> how many of `ids` it holds."""
+    con = duckdb.connect(str(paths(home).work_db), read_only=True)
+    try:
+        return {table: con.execute(f"select count(*) from staging.{table} where {STAGED_PURCHASES[table][1]} "
+                                   "in (select unnest(?))", [sorted(table_ids)]).fetchall()[0][0]
+                for table, table_ids in ids.items()}
+    finally:
+        con.close()
 
 
 def compared_last_name(world: World, person_id: str) -> str | None:
@@ -236,6 +270,8 @@ def test_an_erased_person_is_nowhere_and_stays_out(world: World) -> None:
     assert person.last_name_key is not None
     assert any("int_person_pairs_scored__name_frequencies" in f for f in before_tables["pseudonym(last_name_key)"])
     others_rfm = rfm_without(world.home, person.person_id)
+    purchases_staged = staged_records(world.home, person.person_id)
+    assert all(purchases_staged.values()), purchases_staged
 
     assert cli.main(["erase", "--email", f"  {person.email.upper()} ", "--home", str(world.home)]) == 0
     outcome = run_everything(world.home, AS_OF, "run-2", world.syncs)
@@ -244,6 +280,10 @@ def test_an_erased_person_is_nowhere_and_stays_out(world: World) -> None:
     # the identity match model's kept estimates counted the person's names: dropped, estimated again without them
     assert outcome["dbt.erase"]["removed"]["identity_estimates_dropped"] == 3
     assert outcome["publish"]["compacted_after_erasure"]["free_blocks_after"] == 0
+    # the order and POS tables hold ids and amounts, which the value searches below cannot recognise as theirs
+    for table, rows in purchases_staged.items():
+        assert outcome["dbt.erase"]["removed"][f"staging.{table}"] == len(rows), table
+    assert still_staged(world.home, purchases_staged) == dict.fromkeys(STAGED_PURCHASES, 0)
     assert files_holding(world.home, needles) == {}
     assert tables_holding(world.home, needles) == {}
     assert pg_rows(world.pg_database, "select count(*) from crm.audience where person_id = %s",
