@@ -269,3 +269,44 @@ def test_a_layer_whose_last_build_failed_is_rebuilt_in_full(tmp_path, monkeypatc
     results[1]["status"] = "pass"
     kept.write_text(json.dumps({"results": results}))
     assert _full_refresh_reason(ctx, "identity") == "first build"
+
+
+
+def invocations(db: Path) -> dict[str, int]:
+    """_invocation_id -> rows of stg_web__events it wrote."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return dict(con.execute("select _invocation_id, count(*) from staging.stg_web__events group by 1").fetchall())
+    finally:
+        con.close()
+
+
+def test_a_daily_build_tests_the_rows_it_wrote_and_a_bare_test_every_row(world, tmp_path):
+    """The event tables' unique and not_null tests are scoped to the rows their build wrote (macros/test_scope.sql):
+    an earlier row made a duplicate behind the builds' back is outside a daily build's scope, and inside that of
+    `dbt test` alone, which built nothing, and of a full build, which rewrites every row (and so drops it)."""
+    as_of = START + timedelta(days=DAYS - 3)
+    db = built_as_of(world, as_of)
+    con = duckdb.connect(str(db))
+    try:
+        con.execute("insert into staging.stg_web__events select * from staging.stg_web__events "
+                    "where event_id = (select min(event_id) from staging.stg_web__events)")
+    finally:
+        con.close()
+    before = invocations(db)
+
+    next_day = as_of + timedelta(days=1)
+    load_day(world, next_day)
+    dbt_build(db, next_day.isoformat(), "stg_web__events")  # its tests pass: the duplicate is not its row
+    after = invocations(db)
+    [(daily, written)] = [(invocation, rows) for invocation, rows in after.items() if invocation not in before]
+    assert 0 < written < sum(after.values()) / 10, after  # a day's events, not a rebuild
+
+    generic = "stg_web__events,test_type:generic"  # its own tests, not the whole-set ones reading other models
+    bare = dbt_build(db, next_day.isoformat(), generic, command="test", check=False)
+    assert bare.returncode != 0, bare.stdout[-3000:]
+    assert "FAIL 1 unique_stg_web__events_event_id" in bare.stdout, bare.stdout[-3000:]
+
+    dbt_build(db, next_day.isoformat(), "stg_web__events", "--full-refresh")
+    assert daily not in invocations(db)
+    dbt_build(db, next_day.isoformat(), generic, command="test")

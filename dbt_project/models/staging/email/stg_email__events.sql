@@ -44,7 +44,8 @@ validated as (
         campaign_id,
         case
             when not coalesce({{ is_valid_email('email_cleaned') }}, false) then 'email: not a valid address'
-        end as invalid_reasons
+        end as invalid_reasons,
+        {{ written_by() }}
     from renamed
 
 )

@@ -33,7 +33,8 @@ renamed as (
         nullif(trim(page_url), '') as page_url,
         nullif(trim(product_id), '') as product_id,
         nullif(lower(trim(device_type)), '') as device_type,
-        nullif(lower(trim(channel)), '') as channel
+        nullif(lower(trim(channel)), '') as channel,
+        {{ written_by() }}
     from latest
 
 )
