@@ -14,6 +14,7 @@ day, a run back in time (sessions and that email leave the view) and forward aga
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -321,3 +322,38 @@ def test_incremental_web_sessions_equal_a_rebuild_every_day(world, tmp_path, mon
     for model in (MART, EMAIL_MART):
         assert query(db, "select distinct full_build_end::date from audit.staged_batches where model = ?",
                      [model]) == [(first + timedelta(days=1),)], model
+
+
+def test_a_daily_build_tests_the_sessions_it_wrote_and_a_bare_test_every_row(tmp_path_factory, monkeypatch):
+    """fct_web_sessions' and fct_funnel_steps' unique and not_null tests read the sessions their build re-derived
+    (macros/test_scope.sql): an old session's rows made duplicates behind the builds' back are outside a daily
+    build's tests, and inside those of `dbt test` alone, which built nothing."""
+    home = tmp_path_factory.mktemp("scoped_mart_tests")
+    monkeypatch.setenv("TOUCHPOINT_HOME", str(home))
+    generate(home / "sources", customers=150, days=12, seed=9, start=START)
+    day = START + timedelta(days=10)
+    db = extract_and_load(home, day, run_id="scoped-1")
+    dbt_build(db, day.isoformat(), "funnel_steps", command="seed")
+    dbt_build(db, day.isoformat(), BUILT, command="run")
+    # the first day's first session that reached a funnel step: nothing of it changes on the next day
+    (session,), = query(db, "select min(session_id) from marts.fct_funnel_steps where session_date = ?", [START])
+    con = duckdb.connect(str(db))
+    try:
+        for mart in (MART, "fct_funnel_steps"):
+            con.execute(f"insert into marts.{mart} select * from marts.{mart} where session_id = ?", [session])
+    finally:
+        con.close()
+
+    next_day = day + timedelta(days=1)
+    extract_and_load(home, next_day, run_id="scoped-2")
+    # passes: the duplicates are not this build's rows (the marts reading them, which would repeat them, are left out)
+    daily = dbt_build(db, next_day.isoformat(), "+person_map +fct_funnel_steps")
+    assert "unique_fct_funnel_steps_funnel_step_id" in daily.stdout
+    assert query(db, "select count(*) from intermediate.fct_web_sessions__rederived where not every_session "
+                 "and session_key = ?", [session]) == [(0,)]
+
+    bare = dbt_build(db, next_day.isoformat(), f"{MART},test_type:generic fct_funnel_steps,test_type:generic",
+                     command="test", check=False)
+    assert bare.returncode != 0
+    for test in ("unique_fct_web_sessions_session_id", "unique_fct_funnel_steps_funnel_step_id"):
+        assert re.search(rf"FAIL \d+ {test}", bare.stdout), (test, bare.stdout[-3000:])

@@ -471,10 +471,36 @@
     )
 {%- endmacro %}
 
-{#- Post-hook of fct_funnel_steps. -#}
+{#- Post-hook of fct_funnel_steps: the definition, and whether this build (the invocation) re-derived every session
+    (a full build, or a changed definition), which funnel_steps_written tells the tests after it. -#}
 {% macro remember_funnel_definition() -%}
+    {%- set remembered = existing_relation(funnel_definition_table()) -%}
+    {%- set every_session = not is_incremental() or remembered is none -%}
+    {%- if execute and not every_session -%}
+        {%- set every_session = run_query(
+            "select not exists (select 1 from " ~ remembered ~ " where definition = " ~ funnel_definition() ~ ")"
+        ).columns[0].values()[0] -%}
+    {%- endif %}
     create schema if not exists intermediate;
-    create or replace table {{ funnel_definition_table() }} as select {{ funnel_definition() }} as definition
+    create or replace table {{ funnel_definition_table() }} as
+    select {{ funnel_definition() }} as definition, '{{ invocation_id }}' as invocation_id,
+        {{ every_session }} as every_session
+{%- endmacro %}
+
+{#- After fct_funnel_steps' build: true for a session whose rows this invocation wrote, every session when it
+    re-derived them all or did not build the model (macros/test_scope.sql). -#}
+{% macro funnel_steps_written(session_key) -%}
+    {%- set remembered = existing_relation(funnel_definition_table()) -%}
+    {%- if remembered is none -%}
+    true
+    {%- else -%}
+    (
+        {{ is_rederived_session(session_key) }}
+        or not exists (
+            select 1 from {{ remembered }} where invocation_id = '{{ invocation_id }}' and not every_session
+        )
+    )
+    {%- endif -%}
 {%- endmacro %}
 
 {#- True for a session whose funnel steps this build re-derives: fct_web_sessions re-derived it, or the funnel
