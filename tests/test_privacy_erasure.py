@@ -145,30 +145,32 @@ def synced_everywhere(world: World) -> Person:
     pytest.fail("no person of the demo world reached every destination")
 
 
-# The staging tables rebuilt from raw each run that hold a person's orders, and their record ids' column.
-STAGED_PURCHASES = {"stg_shop__orders": ("shop_orders", "order_id"),
-                    "stg_pos__transactions": ("pos_transactions", "transaction_id")}
+# The staging tables rebuilt from raw each run that hold a person's purchases: the entity and column of the record
+# they belong to (identity.person_map), and their rows' key.
+STAGED_PURCHASES = {"stg_shop__orders": ("shop_orders", "order_id", "order_id"),
+                    "stg_shop__order_items": ("shop_orders", "order_id", "order_item_id"),
+                    "stg_pos__transactions": ("pos_transactions", "transaction_id", "transaction_id")}
 
 
 def staged_records(home: Path, person_id: str) -> dict[str, set[str]]:
-    """staging table -> the ids of the person's records (identity.person_map) it holds, in the working file."""
+    """staging table -> the keys of the person's rows in it (by identity.person_map), in the working file."""
     con = duckdb.connect(str(paths(home).work_db), read_only=True)
     try:
         return {table: {row[0] for row in con.execute(
-            f"select {column} from staging.{table} where {column} in (select source_record_id "
+            f"select {key} from staging.{table} where {column} in (select source_record_id "
             "from identity.person_map where person_id = ? and source_entity = ?)", [person_id, entity],
-        ).fetchall()} for table, (entity, column) in STAGED_PURCHASES.items()}
+        ).fetchall()} for table, (entity, column, key) in STAGED_PURCHASES.items()}
     finally:
         con.close()
 
 
-def still_staged(home: Path, ids: dict[str, set[str]]) -> dict[str, int]:
-    """staging table -> how many of `ids` it holds."""
+def still_staged(home: Path, keys: dict[str, set[str]]) -> dict[str, int]:
+    """staging table -> how many of `keys` it holds."""
     con = duckdb.connect(str(paths(home).work_db), read_only=True)
     try:
-        return {table: con.execute(f"select count(*) from staging.{table} where {STAGED_PURCHASES[table][1]} "
-                                   "in (select unnest(?))", [sorted(table_ids)]).fetchall()[0][0]
-                for table, table_ids in ids.items()}
+        return {table: con.execute(f"select count(*) from staging.{table} where {STAGED_PURCHASES[table][2]} "
+                                   "in (select unnest(?))", [sorted(table_keys)]).fetchall()[0][0]
+                for table, table_keys in keys.items()}
     finally:
         con.close()
 

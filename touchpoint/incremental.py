@@ -29,13 +29,15 @@ INCREMENTAL_STAGED_TABLES = {
     "stg_email__events": ("email_events", "event_id"),
 }
 # Every staging model dbt materialises as a table, in the same form: the incremental ones and those rebuilt each
-# run (the person records, orders and POS transactions: dbt_project.yml says why). The erasure deletes a doomed
-# record from them too (privacy/erasure.py); any other table in `staging` stops the erasure (it could not be reached).
+# run (the person records, orders, order lines and POS transactions: dbt_project.yml says why). The erasure
+# deletes a doomed record from them too (privacy/erasure.py); any other table in `staging` stops the erasure (it
+# could not be reached).
 STAGED_TABLES = {
     **INCREMENTAL_STAGED_TABLES,
     "stg_crm__contacts": ("crm_contacts", "contact_id"),
     "stg_shop__customers": ("shop_customers", "customer_id"),
     "stg_shop__orders": ("shop_orders", "order_id"),
+    "stg_shop__order_items": ("shop_orders", "order_id"),  # a line goes with its order
     "stg_pos__transactions": ("pos_transactions", "transaction_id"),
 }
 # Every model recording the raw batches it was built from in STATE_TABLE -> the raw entity they are of.
