@@ -487,32 +487,28 @@
         {{ every_session }} as every_session
 {%- endmacro %}
 
-{#- After fct_funnel_steps' build: true for a session whose rows this invocation wrote, every session when it
-    re-derived them all or did not build the model (macros/test_scope.sql). -#}
-{% macro funnel_steps_written(session_key) -%}
-    {%- set remembered = existing_relation(funnel_definition_table()) -%}
-    {%- if remembered is none -%}
-    true
-    {%- else -%}
-    (
-        {{ is_rederived_session(session_key) }}
-        or not exists (
-            select 1 from {{ remembered }} where invocation_id = '{{ invocation_id }}' and not every_session
-        )
-    )
-    {%- endif -%}
-{%- endmacro %}
-
 {#- True for a session whose funnel steps this build re-derives: fct_web_sessions re-derived it, or the funnel
     definition is not the one the table was built with. -#}
 {% macro is_rederived_funnel_session(session_key) -%}
+    {{ funnel_sessions(session_key, 'definition = ' ~ funnel_definition()) }}
+{%- endmacro %}
+
+{#- After fct_funnel_steps' build: true for a session whose rows this invocation wrote, every session when it
+    re-derived them all or did not build the model (macros/test_scope.sql). -#}
+{% macro funnel_steps_written(session_key) -%}
+    {{ funnel_sessions(session_key, "invocation_id = '" ~ invocation_id ~ "' and not every_session") }}
+{%- endmacro %}
+
+{#- The two above: the sessions fct_web_sessions re-derived, or every session unless the remembered definition's
+    row meets `only_those_if` (every session when nothing is remembered). -#}
+{% macro funnel_sessions(session_key, only_those_if) -%}
     {%- set remembered = existing_relation(funnel_definition_table()) -%}
     {%- if remembered is none -%}
     true
     {%- else -%}
     (
         {{ is_rederived_session(session_key) }}
-        or not exists (select 1 from {{ remembered }} where definition = {{ funnel_definition() }})
+        or not exists (select 1 from {{ remembered }} where {{ only_those_if }})
     )
     {%- endif -%}
 {%- endmacro %}

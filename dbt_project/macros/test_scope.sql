@@ -19,8 +19,8 @@
   most TOUCHPOINT_FULL_REFRESH_EVERY_DAYS days ago) sees just the newer rows until then: so the scope is for
   checks of the model's own rule (its key, its never-null columns), not for a new business rule.
 
-  tests/test_incremental_staging.py plants an earlier duplicate: a daily build's tests do not read it, `dbt test`
-  alone does (and fails), a full build rewrites it away.
+  tests/test_incremental_staging.py and tests/test_incremental_marts.py plant earlier duplicates: a daily build's
+  tests do not read them, `dbt test` alone does (and fails), a full build rewrites them away.
 -#}
 
 {#- The column every row of a model with scoped tests carries: the invocation that wrote it. -#}
