@@ -310,3 +310,33 @@ def test_a_daily_build_tests_the_rows_it_wrote_and_a_bare_test_every_row(world, 
     dbt_build(db, next_day.isoformat(), "stg_web__events", "--full-refresh")
     assert daily not in invocations(db)
     dbt_build(db, next_day.isoformat(), generic, command="test")
+
+
+def test_a_layer_whose_last_build_never_finished_is_rebuilt_in_full(tmp_path, monkeypatch):
+    """An interrupted build (Ctrl-C, Airflow's SIGTERM, a kill) leaves no run results: the marker its start left
+    makes the next build a full one, as a failed build's results do; a build that returned removes it."""
+    from touchpoint import dbt
+    from touchpoint.config import RunContext
+
+    monkeypatch.delenv("TOUCHPOINT_FULL_REFRESH", raising=False)
+    ctx = RunContext(as_of=date(2026, 3, 9), home=tmp_path, run_id="r")
+    target = tmp_path / "target"
+    target.mkdir()
+    kept = ctx.paths.work / "dbt_target" / "staging" / "run_results.json"
+    passed = [{"unique_id": "model.touchpoint.stg_web__events", "status": "success", "execution_time": 1.0}]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def finished(*args, **kwargs):
+        (target / "run_results.json").write_text(json.dumps({"results": passed}))
+        return dbt.DbtInvocation(succeeded=True, output="")
+
+    monkeypatch.setattr(dbt, "_run_dbt", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        dbt._build_and_check(ctx, ["build"], target, "staging", None)
+    assert dbt._full_refresh_reason(ctx, "staging") == "last build failed"
+    monkeypatch.setattr(dbt, "_run_dbt", finished)
+    dbt._build_and_check(ctx, ["build"], target, "staging", "last build failed")
+    assert json.loads(kept.read_text())["results"] == passed
+    assert dbt._full_refresh_reason(ctx, "staging") == "first build"  # no warehouse here: not the marker's reason

@@ -34,6 +34,9 @@ class Layer:
 
 # Everything that reads an output of the ML stage (the `ml` source), directly or through another model.
 READS_ML = "source:ml+"
+# A file beside a layer's kept run results while its dbt build runs: left behind by a build that never returned, it
+# makes the layer's next build a full one, as a failed build's results do (_last_build_failed).
+UNFINISHED_MARKER = "build_unfinished"
 
 # The layers in the order a run builds them; the ML stage runs between marts and scored. A model dropped into a
 # layer's folder is built, tested and published with it, without a DAG edit; seeds/marts holds reference data
@@ -125,17 +128,22 @@ def _build_and_check(
     next layer's) and raise DbtLayerFailed naming the failing nodes, else return them."""
     results = target_path / "run_results.json"
     results.unlink(missing_ok=True)  # a command that fails to compile writes none: never read the last layer's
+    kept = ctx.paths.work / "dbt_target" / layer
+    kept.mkdir(parents=True, exist_ok=True)
+    # Until dbt returns, the layer's build is unfinished: an interrupt (Ctrl-C, Airflow's SIGTERM, a kill) can stop
+    # it after an incremental model committed rows and before their tests ran, and leaves no results saying so.
+    unfinished = kept / UNFINISHED_MARKER
+    unfinished.write_text(f"{ctx.run_id}\n")
     started = time.monotonic()
     completed = _run_dbt(ctx, command, target_path, log_name=layer,
                          write_manifest=_writes_manifest(layer, target_path))
     seconds = time.monotonic() - started
     nodes = _read_run_results(results)
-    kept = ctx.paths.work / "dbt_target" / layer
-    kept.mkdir(parents=True, exist_ok=True)
     # A command that wrote no results (it failed to parse or compile, or to open the warehouse) built nothing:
     # the kept results of the layer's last build stay, and with them a "last build failed" (_last_build_failed).
     if results.exists():
         shutil.copyfile(results, kept / "run_results.json")
+    unfinished.unlink()
     if not completed.succeeded:
         failed = [n for n in nodes if n.status in ("error", "fail")]
         detail = "; ".join(f"{n.unique_id}: {n.status}: {(n.message or '').strip()[:300]}" for n in failed[:10])
@@ -157,8 +165,9 @@ def _writes_manifest(layer: str, target_path: Path) -> bool:
 def _full_refresh_reason(ctx: RunContext, layer: str) -> str | None:
     """Staging (the event tables), identity (person_map) and the marts (web sessions, funnel steps, email
     engagement) hold the incremental models; the rest is rebuilt every run. The histories (person_id_history,
-    customer_rfm_history) are `full_refresh: false`. A layer whose last build failed is rebuilt in full: an
-    incremental model committed rows its tests then failed on, and a rerun would build on them."""
+    customer_rfm_history) are `full_refresh: false`. A layer whose last build failed, or never finished, is rebuilt
+    in full: an incremental model committed rows its tests then failed on, or never ran on, and a rerun would build
+    on them (its tests read only the rows it writes: dbt_project/macros/test_scope.sql)."""
     from touchpoint.incremental import INCREMENTAL_LAYERS, full_refresh_reason
 
     if layer not in INCREMENTAL_LAYERS:
@@ -169,7 +178,10 @@ def _full_refresh_reason(ctx: RunContext, layer: str) -> str | None:
 
 
 def _last_build_failed(results: Path) -> bool:
-    """Whether the run_results kept from a layer's last build hold an error or a failing test."""
+    """Whether the layer's last build did not finish (UNFINISHED_MARKER beside its kept run_results), or the
+    run_results kept from it hold an error or a failing test."""
+    if results.with_name(UNFINISHED_MARKER).exists():
+        return True
     return results.exists() and any(node.status in ("error", "fail") for node in _read_run_results(results))
 
 
