@@ -474,17 +474,15 @@
 {#- Post-hook of fct_funnel_steps: the definition, and whether this build (the invocation) re-derived every session
     (a full build, or a changed definition), which funnel_steps_written tells the tests after it. -#}
 {% macro remember_funnel_definition() -%}
-    {%- set remembered = existing_relation(funnel_definition_table()) -%}
-    {%- set every_session = not is_incremental() or remembered is none -%}
-    {%- if execute and not every_session -%}
-        {%- set every_session = run_query(
-            "select not exists (select 1 from " ~ remembered ~ " where definition = " ~ funnel_definition() ~ ")"
-        ).columns[0].values()[0] -%}
-    {%- endif %}
+    {%- set remembered = existing_relation(funnel_definition_table()) %}
     create schema if not exists intermediate;
     create or replace table {{ funnel_definition_table() }} as
     select {{ funnel_definition() }} as definition, '{{ invocation_id }}' as invocation_id,
-        {{ every_session }} as every_session
+        {% if is_incremental() and remembered is not none -%}
+        not exists (select 1 from {{ remembered }} where definition = {{ funnel_definition() }})
+        {%- else -%}
+        true
+        {%- endif %} as every_session
 {%- endmacro %}
 
 {#- True for a session whose funnel steps this build re-derives: fct_web_sessions re-derived it, or the funnel
