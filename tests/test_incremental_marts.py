@@ -359,3 +359,16 @@ def test_a_daily_build_tests_the_sessions_it_wrote_and_a_bare_test_every_row(tmp
     assert bare.returncode != 0
     for test in ("unique_fct_web_sessions_session_id", "unique_fct_funnel_steps_funnel_step_id"):
         assert re.search(rf"FAIL \d+ {test}", bare.stdout), (test, bare.stdout[-3000:])
+
+    # a funnel definition other than the remembered one re-derives every session, as the post-hook records for the tests
+    definition = "select every_session from intermediate.fct_funnel_steps__definition"
+    assert query(db, definition) == [(False,)]
+    con = duckdb.connect(str(db))
+    try:
+        con.execute("update intermediate.fct_funnel_steps__definition set definition = 'another'")
+    finally:
+        con.close()
+    dbt_build(db, next_day.isoformat(), "fct_funnel_steps", command="run")
+    assert query(db, definition) == [(True,)]
+    dbt_build(db, next_day.isoformat(), "fct_funnel_steps", command="run")
+    assert query(db, definition) == [(False,)]
