@@ -30,7 +30,7 @@ import duckdb
 import pyarrow as pa
 
 from touchpoint.config import RunContext
-from touchpoint.incremental import STAGED_TABLES, STATE_TABLE, models_recording
+from touchpoint.incremental import STAGED_BY_IDENTIFIER, STAGED_TABLES, STATE_TABLE, models_recording
 from touchpoint.kept_state import PAIR_SCORES_MODEL, PAIR_SCORES_STATE, kept_table
 from touchpoint.sql_text import sql_literal
 from touchpoint.warehouse import relation_exists
@@ -236,6 +236,19 @@ def forget_staged_batches(
     )
 
 
+def _doomed_staged_keys(table: str, entity: str) -> str:
+    """SQL naming the values of staging `table`'s key column (STAGED_TABLES) that a doomed raw row holds: the
+    record ids of doomed `entity` rows and, for a table of STAGED_BY_IDENTIFIER, the identifier of its own doomed
+    raw rows (an order line's order id, when the line came without its order)."""
+    doomed = "from _ids as ids join _doomed using (source_entity, batch_id, row_number)"
+    keys = f"select ids.record_id {doomed} where ids.source_entity = {sql_literal(entity)}"
+    if table in STAGED_BY_IDENTIFIER:
+        own_entity, kind = STAGED_BY_IDENTIFIER[table]
+        keys += (f" union select ids.identifier {doomed} where ids.source_entity = {sql_literal(own_entity)} "
+                 f"and ids.identifier_kind = {sql_literal(kind)}")
+    return keys
+
+
 def _delete_everywhere(ctx: RunContext, con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     removed: dict[str, int] = {}
     removed["landing_files_rewritten"], removed["landing_rows"] = rewrite_landing(ctx, con)
@@ -252,8 +265,7 @@ def _delete_everywhere(ctx: RunContext, con: duckdb.DuckDBPyConnection) -> dict[
         for table, (entity, column) in _staging_tables(con).items():
             # a record with a doomed version goes whole; the next run's staging re-derives it from whatever
             # version survived in raw (forget_staged_batches)
-            doomed_ids = ("select ids.record_id from _ids as ids join _doomed using (source_entity, batch_id, "
-                          f"row_number) where ids.source_entity = {sql_literal(entity)}")
+            doomed_ids = _doomed_staged_keys(table, entity)
             removed[f"staging.{table}"] = _delete_rows(con, f"staging.{table}", f'"{column}" in ({doomed_ids})')
             forget_staged_batches(con, table, entity, column, doomed_ids)
         if relation_exists(con, "identity", "person_map"):

@@ -40,6 +40,11 @@ STAGED_TABLES = {
     "stg_shop__order_items": ("shop_orders", "order_id"),  # a line goes with its order
     "stg_pos__transactions": ("pos_transactions", "transaction_id"),
 }
+# A staged table whose raw rows carry no record id of their own -> (their raw entity, the identifier kind of
+# stg_privacy__record_identifiers that holds the table's STAGED_TABLES column). An order line can arrive without
+# its order (the header quarantined, or extracted later): the erasure deletes the staged lines of every doomed raw
+# line by this, as well as those of every doomed order.
+STAGED_BY_IDENTIFIER = {"stg_shop__order_items": ("shop_order_items", "shop_order")}
 # Every model recording the raw batches it was built from in STATE_TABLE -> the raw entity they are of.
 # identity.person_map records the event batches under a name per source (macro person_map_event_sources).
 RECORDED_MODELS = {
