@@ -99,7 +99,7 @@ events as (
 final as (
 
     select
-        md5(concat_ws('|', events.source, events.source_record_id, events.purpose, events.occurred_at::varchar))
+        md5({{ composite_id(['events.source', 'events.source_record_id', 'events.purpose', 'events.occurred_at']) }})
             as consent_event_id,
         node_persons.person_id,
         events.purpose,

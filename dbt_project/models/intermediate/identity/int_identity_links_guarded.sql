@@ -142,7 +142,7 @@ owner_pairs_differ as (
 guarded as (
 
     select
-        md5(limited.owner_node || '|' || limited.identifier_node) as link_id,
+        md5({{ composite_id(['limited.owner_node', 'limited.identifier_node']) }}) as link_id,
         limited.owner_node,
         limited.identifier_node,
         limited.match_rule,

@@ -76,7 +76,7 @@ numbered as (
 final as (
 
     select
-        order_id || '|' || touchpoint_id as conversion_path_id,
+        {{ composite_id(['order_id', 'touchpoint_id']) }} as conversion_path_id,
         order_id,
         person_id,
         ordered_at,

@@ -132,7 +132,7 @@ reached (funnel_name, step_rank, session_id, event_seq, reached_at) as (
 final as (
 
     select
-        reached.funnel_name || '|' || reached.session_id || '|' || cast(funnel_steps.step_number as varchar)
+        {{ composite_id(['reached.funnel_name', 'reached.session_id', 'funnel_steps.step_number']) }}
             as funnel_step_id,
         reached.funnel_name,
         funnel_steps.step_number,

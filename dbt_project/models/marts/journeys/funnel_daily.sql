@@ -120,9 +120,10 @@ compared as (
 final as (
 
     select
-        concat_ws(
-            '|', funnel_name, strftime(session_date, '%Y-%m-%d'), channel, device_type, rfm_segment, step_number
-        ) as funnel_daily_id,
+        {{ composite_id(
+            ['funnel_name', "strftime(session_date, '%Y-%m-%d')", 'channel', 'device_type', 'rfm_segment',
+             'step_number']
+        ) }} as funnel_daily_id,
         funnel_name,
         session_date,
         channel,

@@ -24,10 +24,9 @@ renamed as (
 
     select
         -- a missing part hashes as '' in its own place, so (email a, no phone) and (no email, phone a) differ
-        md5(concat_ws(
-            '|', purpose, occurred_at::varchar, coalesce(subject_email, ''), coalesce(subject_phone, ''),
-            coalesce(customer_id, ''), coalesce(source, '')
-        )) as consent_event_id,
+        md5({{ composite_id(
+            ['purpose', 'occurred_at', 'subject_email', 'subject_phone', 'customer_id', 'source'], missing="''"
+        ) }}) as consent_event_id,
         {{ clean_email('subject_email') }} as email_cleaned,
         nullif(trim(subject_phone), '') as phone_raw,
         {{ phone_e164('subject_phone', 'null') }} as phone_cleaned,
