@@ -372,3 +372,16 @@ def test_a_daily_build_tests_the_sessions_it_wrote_and_a_bare_test_every_row(tmp
     assert query(db, definition) == [(True,)]
     dbt_build(db, next_day.isoformat(), "fct_funnel_steps", command="run")
     assert query(db, definition) == [(False,)]
+
+    # a warehouse from before builds recorded what they wrote (the remembered definition alone): `dbt test` before
+    # the model's next build tests every row (and finds the steps of the planted session, which the re-derivation
+    # above repeated from its two fct_web_sessions rows), rather than stop on the missing columns
+    con = duckdb.connect(str(db))
+    try:
+        con.execute("create or replace table intermediate.fct_funnel_steps__definition as "
+                    "select definition from intermediate.fct_funnel_steps__definition")
+    finally:
+        con.close()
+    upgraded = dbt_build(db, next_day.isoformat(), "fct_funnel_steps,test_type:generic", command="test", check=False)
+    assert re.search(r"FAIL \d+ unique_fct_funnel_steps_funnel_step_id", upgraded.stdout), upgraded.stdout[-3000:]
+    assert "Runtime Error" not in upgraded.stdout, upgraded.stdout[-3000:]

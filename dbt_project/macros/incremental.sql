@@ -492,9 +492,17 @@
 {%- endmacro %}
 
 {#- After fct_funnel_steps' build: true for a session whose rows this invocation wrote, every session when it
-    re-derived them all or did not build the model (macros/test_scope.sql). -#}
+    re-derived them all or did not build the model (macros/test_scope.sql), or when the remembered definition
+    comes from a version that did not record builds (no every_session column: `dbt test` after an upgrade, before
+    the model's first build). -#}
 {% macro funnel_steps_written(session_key) -%}
+    {%- set remembered = existing_relation(funnel_definition_table()) -%}
+    {%- if remembered is not none
+        and 'every_session' not in adapter.get_columns_in_relation(remembered) | map(attribute='name') | list -%}
+    true
+    {%- else -%}
     {{ funnel_sessions(session_key, "invocation_id = '" ~ invocation_id ~ "' and not every_session") }}
+    {%- endif -%}
 {%- endmacro %}
 
 {#- The two above: the sessions fct_web_sessions re-derived, or every session unless the remembered definition's
