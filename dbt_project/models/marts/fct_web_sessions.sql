@@ -25,7 +25,7 @@
 
 with
 
-web_events as (
+web_events as not materialized (
 
     select * from {{ ref('stg_web__events') }}
 
@@ -44,30 +44,63 @@ purchases as (
 
 ),
 
-events_personed as (
+events_keyed as not materialized (
 
+    -- read by the three groupings below: inlined into each (not written out whole: 42M events at 1M customers)
     select
         web_events.*,
         -- an event without a session id is a session of its own
         {{ web_session_key('web_events.session_id', 'web_events.event_id') }} as session_key,
-        node_persons.person_id
+        {{ record_node('web_events', 'web_events') }} as node_id
     from web_events
-    left join node_persons
-        on {{ record_node('web_events', 'web_events') }} = node_persons.node_id
     {%- if is_incremental() %}
         where {{ is_rederived_session(web_session_key('web_events.session_id', 'web_events.event_id')) }}
     {%- endif %}
 
 ),
 
-per_person as (
+session_person_events as (
 
-    -- One pass over the events: partial aggregates per session and person (a session nearly always has one),
-    -- combined per session below. Grouping the events twice, once for the session's person and once for the
-    -- rest, took 146 s of a 1M full build; this takes 95 s for the same rows.
+    -- how many of the session's events each person holds: events grouped by identity node first (a session
+    -- has one or two: the browser, the customer once logged in), so only those rows meet the node persons
+    select
+        session_nodes.session_key,
+        node_persons.person_id,
+        sum(session_nodes.events_count) as events_count
+    from (
+        select
+            session_key,
+            node_id,
+            count(*) as events_count
+        from events_keyed
+        group by session_key, node_id
+    ) as session_nodes
+    inner join node_persons
+        on session_nodes.node_id = node_persons.node_id
+    group by session_nodes.session_key, node_persons.person_id
+
+),
+
+session_persons as materialized (
+
+    -- the person most of its events are stitched to; a tie goes to the smallest person_id, so reruns agree
     select
         session_key,
-        person_id,
+        arg_min(person_id, (-events_count, person_id)) as person_id
+    from session_person_events
+    group by session_key
+
+),
+
+sessions_counted as materialized (
+
+    -- Materialized CTEs run first, one at a time: this grouping (one group per session, 9.5M at 1M customers)
+    -- gets the memory to itself instead of sharing it with the joins below, and spills less. The entry is the
+    -- least (occurred_at, event_id, ...) tuple: the earliest event, then the smallest event id, carrying its
+    -- attributes. On a 1M-size copy of the inputs the query took a median 158 s as one grouping with the persons
+    -- and the cart lists in it, 98 s split like this (docs/data_engineers.md, "fct_web_sessions at 1M").
+    select
+        session_key,
         min(occurred_at) as started_at,
         max(occurred_at) as ended_at,
         count(*) as events_count,
@@ -80,42 +113,54 @@ per_person as (
         count(*) filter (
             where event_type not in ('page_view', 'product_view', 'add_to_cart', 'checkout', 'purchase', 'login')
         ) as other_events,
-        list(product_id) filter (where event_type = 'add_to_cart') as cart_product_ids,
         bool_or(customer_id is not null) as is_logged_in,
-        -- "first" is the earliest event, then the smallest event id: the same session always has the same entry
-        arg_min(
-            struct_pack(anonymous_id, device_type, channel, landing_url := page_url), (occurred_at, event_id)
-        ) as entry,
-        min((occurred_at, event_id)) as entry_key
-    from events_personed
-    group by session_key, person_id
+        -- an unnamed row, read by position below: with struct_pack's names the query took 120-149 s on the
+        -- copy, with the row 89-101 s (bench/results/L-2026-12-07-twelfth.md)
+        min((occurred_at, event_id, anonymous_id, device_type, channel, page_url)) as entry
+    from events_keyed
+    group by session_key
+
+),
+
+session_carts as (
+
+    -- the products put in the cart, from the add-to-cart events only (a list per session in the grouping above
+    -- made it spill)
+    select
+        session_key,
+        list_sort(list(product_id)) as cart_product_ids
+    from events_keyed
+    where event_type = 'add_to_cart'
+    group by session_key
 
 ),
 
 sessions_personed as (
 
     select
-        session_key,
-        min(started_at) as started_at,
-        max(ended_at) as ended_at,
-        cast(sum(events_count) as bigint) as events_count,
-        cast(sum(page_views) as bigint) as page_views,
-        cast(sum(product_views) as bigint) as product_views,
-        cast(sum(add_to_carts) as bigint) as add_to_carts,
-        cast(sum(checkouts) as bigint) as checkouts,
-        cast(sum(purchase_events) as bigint) as purchase_events,
-        cast(sum(logins) as bigint) as logins,
-        cast(sum(other_events) as bigint) as other_events,
-        list_sort(flatten(list(cart_product_ids) filter (where cart_product_ids is not null))) as cart_product_ids,
-        bool_or(is_logged_in) as is_logged_in,
-        arg_min(entry, entry_key).anonymous_id as anonymous_id,
-        arg_min(entry, entry_key).device_type as device_type,
-        arg_min(entry, entry_key).channel as channel,
-        arg_min(entry, entry_key).landing_url as landing_url,
-        -- the person most of its events are stitched to; a tie goes to the smallest person_id, so reruns agree
-        arg_min(person_id, (-events_count, person_id)) filter (where person_id is not null) as person_id
-    from per_person
-    group by session_key
+        sessions_counted.session_key,
+        sessions_counted.started_at,
+        sessions_counted.ended_at,
+        sessions_counted.events_count,
+        sessions_counted.page_views,
+        sessions_counted.product_views,
+        sessions_counted.add_to_carts,
+        sessions_counted.checkouts,
+        sessions_counted.purchase_events,
+        sessions_counted.logins,
+        sessions_counted.other_events,
+        sessions_counted.is_logged_in,
+        session_carts.cart_product_ids,
+        sessions_counted.entry[3] as anonymous_id,
+        sessions_counted.entry[4] as device_type,
+        sessions_counted.entry[5] as channel,
+        sessions_counted.entry[6] as landing_url,
+        session_persons.person_id
+    from sessions_counted
+    left join session_carts
+        on sessions_counted.session_key = session_carts.session_key
+    left join session_persons
+        on sessions_counted.session_key = session_persons.session_key
 
 ),
 
