@@ -46,7 +46,7 @@ purchases as (
 
 events_keyed as not materialized (
 
-    -- read by the three groupings below: inlined into each (not written out whole: 42M events at 1M customers)
+    -- read by the groupings below: inlined into each (not written out whole: 42M events at 1M customers)
     select
         web_events.*,
         -- an event without a session id is a session of its own
@@ -59,22 +59,27 @@ events_keyed as not materialized (
 
 ),
 
+session_nodes as (
+
+    -- the session's events per identity node (one or two: the browser, the customer once logged in), so only
+    -- these rows meet the node persons, not every event
+    select
+        session_key,
+        node_id,
+        count(*) as events_count
+    from events_keyed
+    group by session_key, node_id
+
+),
+
 session_person_events as (
 
-    -- how many of the session's events each person holds: events grouped by identity node first (a session
-    -- has one or two: the browser, the customer once logged in), so only those rows meet the node persons
+    -- how many of the session's events each person holds
     select
         session_nodes.session_key,
         node_persons.person_id,
         sum(session_nodes.events_count) as events_count
-    from (
-        select
-            session_key,
-            node_id,
-            count(*) as events_count
-        from events_keyed
-        group by session_key, node_id
-    ) as session_nodes
+    from session_nodes
     inner join node_persons
         on session_nodes.node_id = node_persons.node_id
     group by session_nodes.session_key, node_persons.person_id
@@ -97,8 +102,8 @@ sessions_counted as materialized (
     -- Materialized CTEs run first, one at a time: this grouping (one group per session, 9.5M at 1M customers)
     -- gets the memory to itself instead of sharing it with the joins below, and spills less. The entry is the
     -- least (occurred_at, event_id, ...) tuple: the earliest event, then the smallest event id, carrying its
-    -- attributes. On a 1M-size copy of the inputs the query took a median 158 s as one grouping with the persons
-    -- and the cart lists in it, 98 s split like this (docs/data_engineers.md, "fct_web_sessions at 1M").
+    -- attributes. On a 1M-size copy of the inputs the query took a median 161 s as one grouping with the persons
+    -- and the cart lists in it, 92 s split like this (docs/data_engineers.md, "fct_web_sessions at 1M").
     select
         session_key,
         min(occurred_at) as started_at,
@@ -115,7 +120,7 @@ sessions_counted as materialized (
         ) as other_events,
         bool_or(customer_id is not null) as is_logged_in,
         -- an unnamed row, read by position below: with struct_pack's names the query took 120-149 s on the
-        -- copy, with the row 89-101 s (bench/results/L-2026-12-07-twelfth.md)
+        -- copy, with the row 82-121 s (bench/results/L-2026-12-07-twelfth.md)
         min((occurred_at, event_id, anonymous_id, device_type, channel, page_url)) as entry
     from events_keyed
     group by session_key
