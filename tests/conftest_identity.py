@@ -299,6 +299,15 @@ def query(db: Path, sql: str, params: list[object] | None = None) -> list[tuple]
         con.close()
 
 
+def execute(db: Path, sql: str, params: list[object] | None = None) -> None:
+    """Run one writing statement on the warehouse file `db` (a test planting a state behind the builds' back)."""
+    con = duckdb.connect(str(db))
+    try:
+        con.execute(sql, params or [])
+    finally:
+        con.close()
+
+
 def rows_differing(db: Path, rebuilt: Path, tables: Iterable[str]) -> dict[str, tuple[int, int, int]]:
     """Per `schema.table`: (rows in `db`, rows only in `db`, rows only in `rebuilt`), as multisets: what the
     incremental-equals-rebuild tests compare."""

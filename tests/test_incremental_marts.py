@@ -26,6 +26,7 @@ from sources.generator import advance, generate
 from tests.conftest_identity import (
     altered_copy,
     dbt_build,
+    execute,
     extract_and_load,
     log_in_an_anonymous_device,
     query,
@@ -337,12 +338,8 @@ def test_a_daily_build_tests_the_sessions_it_wrote_and_a_bare_test_every_row(tmp
     dbt_build(db, day.isoformat(), BUILT, command="run")
     # the first day's first session that reached a funnel step: nothing of it changes on the next day
     (session,), = query(db, "select min(session_id) from marts.fct_funnel_steps where session_date = ?", [START])
-    con = duckdb.connect(str(db))
-    try:
-        for mart in (MART, "fct_funnel_steps"):
-            con.execute(f"insert into marts.{mart} select * from marts.{mart} where session_id = ?", [session])
-    finally:
-        con.close()
+    for mart in (MART, "fct_funnel_steps"):
+        execute(db, f"insert into marts.{mart} select * from marts.{mart} where session_id = ?", [session])
 
     next_day = day + timedelta(days=1)
     extract_and_load(home, next_day, run_id="scoped-2")
@@ -363,11 +360,7 @@ def test_a_daily_build_tests_the_sessions_it_wrote_and_a_bare_test_every_row(tmp
     # a funnel definition other than the remembered one re-derives every session, as the post-hook records for the tests
     definition = "select every_session from intermediate.fct_funnel_steps__definition"
     assert query(db, definition) == [(False,)]
-    con = duckdb.connect(str(db))
-    try:
-        con.execute("update intermediate.fct_funnel_steps__definition set definition = 'another'")
-    finally:
-        con.close()
+    execute(db, "update intermediate.fct_funnel_steps__definition set definition = 'another'")
     dbt_build(db, next_day.isoformat(), "fct_funnel_steps", command="run")
     assert query(db, definition) == [(True,)]
     dbt_build(db, next_day.isoformat(), "fct_funnel_steps", command="run")
@@ -376,12 +369,8 @@ def test_a_daily_build_tests_the_sessions_it_wrote_and_a_bare_test_every_row(tmp
     # a warehouse from before builds recorded what they wrote (the remembered definition alone): `dbt test` before
     # the model's next build tests every row (and finds the steps of the planted session, which the re-derivation
     # above repeated from its two fct_web_sessions rows), rather than stop on the missing columns
-    con = duckdb.connect(str(db))
-    try:
-        con.execute("create or replace table intermediate.fct_funnel_steps__definition as "
-                    "select definition from intermediate.fct_funnel_steps__definition")
-    finally:
-        con.close()
+    execute(db, "create or replace table intermediate.fct_funnel_steps__definition as "
+                "select definition from intermediate.fct_funnel_steps__definition")
     upgraded = dbt_build(db, next_day.isoformat(), "fct_funnel_steps,test_type:generic", command="test", check=False)
     assert re.search(r"FAIL \d+ unique_fct_funnel_steps_funnel_step_id", upgraded.stdout), upgraded.stdout[-3000:]
     assert "Runtime Error" not in upgraded.stdout, upgraded.stdout[-3000:]

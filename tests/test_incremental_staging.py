@@ -18,7 +18,7 @@ import duckdb
 import pytest
 
 from sources.generator import advance, generate
-from tests.conftest_identity import dbt_build, extract_and_load, rows_differing
+from tests.conftest_identity import dbt_build, execute, extract_and_load, rows_differing
 from touchpoint.incremental import FullRefreshSettingError, full_refresh_reason
 from touchpoint.privacy.erasure import forget_staged_batches
 
@@ -287,12 +287,8 @@ def test_a_daily_build_tests_the_rows_it_wrote_and_a_bare_test_every_row(world, 
     `dbt test` alone, which built nothing, and of a full build, which rewrites every row (and so drops it)."""
     as_of = START + timedelta(days=DAYS - 3)
     db = built_as_of(world, as_of)
-    con = duckdb.connect(str(db))
-    try:
-        con.execute("insert into staging.stg_web__events select * from staging.stg_web__events "
-                    "where event_id = (select min(event_id) from staging.stg_web__events)")
-    finally:
-        con.close()
+    execute(db, "insert into staging.stg_web__events select * from staging.stg_web__events "
+                "where event_id = (select min(event_id) from staging.stg_web__events)")
     before = invocations(db)
 
     next_day = as_of + timedelta(days=1)
